@@ -1,0 +1,31 @@
+# The two set-up commands of README.md. Both bootstrap a local virtual environment (.venv) if
+# absent, install torch's CPU wheel first (requirements/torch.txt), then the project with all
+# extras except [gpu]. A second run installs nothing unless pyproject.toml changed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.refimpl-installed
+PYTEST_ARGS ?= -n 2
+
+.PHONY: verify test install bench clean
+
+$(STAMP): pyproject.toml requirements/torch.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements/torch.txt
+	$(BIN)/python -m pip install -q -e ".[all]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+verify: $(STAMP)
+	$(BIN)/refimpl verify
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/step_time.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

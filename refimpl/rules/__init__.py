@@ -1,0 +1,6 @@
+"""The credit-assignment rules, one module per family; every rule has the face of DESIGN.md."""
+
+from .base import Updates, EmptyState
+from .bp import BP
+
+__all__ = ["Updates", "EmptyState", "BP"]

@@ -1,0 +1,54 @@
+"""Meta-tests: the strategies produce what they promise."""
+
+import numpy as np
+from hypothesis import given, strategies as st
+
+from refimpl.backend import to_numpy
+from proofs.strategies import draw_network, draw_batch, instances, INVERTIBLE_ACTIVATIONS
+from proofs.theorem import HypothesisDrawer
+
+
+@given(st.data())
+def test_any_network_respects_ranges(data):
+    net = draw_network(HypothesisDrawer(data))
+    assert 1 <= net.depth <= 5
+    assert all(1 <= n <= 12 for n in net.sizes)
+    for i, W in enumerate(net.weights):
+        assert W.shape == (net.sizes[i + 1], net.sizes[i])
+
+
+@given(st.data())
+def test_orthogonal_networks_are_orthogonal(data):
+    net = draw_network(HypothesisDrawer(data), kind="orthogonal")
+    for W in net.weights:
+        np.testing.assert_allclose(W.T @ W, np.eye(W.shape[1]), atol=1e-12)
+
+
+@given(st.data())
+def test_invertible_networks_have_bounded_condition(data):
+    net = draw_network(HypothesisDrawer(data), kind="invertible", cond_max=4.0,
+                       activations=INVERTIBLE_ACTIVATIONS)
+    for W in net.weights:
+        s = np.linalg.svd(W, compute_uv=False)
+        assert s.max() / s.min() <= 4.0 + 1e-9
+    assert all(n == net.sizes[0] for n in net.sizes)
+
+
+@given(st.data())
+def test_square_with_free_input(data):
+    net = draw_network(HypothesisDrawer(data), kind="square", square_input=False, depth=(2, 4))
+    assert len(set(net.sizes[1:])) == 1
+
+
+@given(instances())
+def test_batches_match_network(inst):
+    B = inst.x.shape[0]
+    assert 1 <= B <= 16 and inst.x.shape[1] == inst.net.sizes[0]
+    y = to_numpy(inst.y)
+    if inst.loss == "ce":
+        if y.ndim == 1:
+            assert np.issubdtype(y.dtype, np.integer) and y.max() < inst.net.sizes[-1]
+        else:
+            np.testing.assert_array_equal(y.sum(1), np.ones(B))
+    else:
+        assert y.shape == (B, inst.net.sizes[-1])

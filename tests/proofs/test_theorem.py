@@ -1,0 +1,52 @@
+import math
+
+import numpy as np
+import pytest
+
+from proofs.theorem import Theorem, Evidence, compare, order_check, RngDrawer
+
+
+def test_compare_per_array_scaling():
+    big, small = np.ones(3) * 1e3, np.ones(3) * 1e-2
+    ok = compare([big, small], [big, small * (1 + 1e-12)], "exact_identity", "float64")
+    assert ok.holds
+    bad = compare([big, small], [big, small * (1 + 1e-6)], "exact_identity", "float64")
+    assert not bad.holds and "1" in bad.detail
+
+
+def test_compare_rejects_nonfinite_and_shape():
+    assert not compare([np.array([np.nan])], [np.zeros(1)], "oracle_grad", "float64").holds
+    assert not compare([np.zeros(2)], [np.zeros(3)], "oracle_grad", "float64").holds
+
+
+def test_order_check_accepts_right_order_and_rejects_wrong_one():
+    c = np.array([1.0, -2.0, 0.5])
+    second = lambda s: c * s**2 + 0.3 * c * s**3
+    ev = order_check(second, [1e-2, 5e-3, 2.5e-3, 1.25e-3], 2, scale=1.0)
+    assert ev.holds and abs(ev.order - 2) < 0.1
+    first = lambda s: c * s
+    assert not order_check(first, [1e-2, 5e-3, 2.5e-3, 1.25e-3], 2, scale=1.0).holds
+    # right slope but a non-vanishing limit (the rule converges to the wrong thing)
+    offset = lambda s: c * s**2 + 1e-7 * c
+    assert not order_check(offset, [1e-2, 5e-3, 2.5e-3, 1.25e-3], 2, scale=1.0).holds
+
+
+def test_order_check_nonfinite_fails():
+    assert not order_check(lambda s: np.array([np.nan]), [1e-2, 5e-3, 2.5e-3], 1, scale=1.0).holds
+
+
+def test_theorem_requires_control_and_family_name():
+    ev = lambda i: Evidence(True, 0.0, 1.0)
+    with pytest.raises(ValueError, match="control"):
+        Theorem("x.y", "s", "src", "c", draw=None, check=ev)
+    with pytest.raises(ValueError, match="family.name"):
+        Theorem("xy", "s", "src", "c", draw=None, check=ev, control=ev)
+    Theorem("x.m", "s", "src", "c", draw=None, check=ev, kind="measurement")
+
+
+def test_rng_drawer_bounds():
+    d = RngDrawer(np.random.default_rng(0))
+    vals = {d.integer(1, 3) for _ in range(200)}
+    assert vals == {1, 2, 3}
+    assert d.choice(["a"]) == "a"
+    assert 0 <= d.real(0, 1) <= 1

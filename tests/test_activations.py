@@ -1,0 +1,109 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from refimpl import activations as A
+from refimpl.backend import to_numpy
+
+NAMES = ["linear", "tanh", "sigmoid", "relu", "leaky_relu", "leaky_relu(0.2)", "elu", "elu(0.5)", "softplus"]
+
+
+def _points(seed, n=64):
+    x = np.random.default_rng(seed).standard_normal(n) * 3
+    return x[np.abs(x) > 1e-3]  # away from kinks, where f' is one-sided
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_derivative_matches_torch_autograd(name):
+    torch = pytest.importorskip("torch")
+    from proofs.oracle import torch_activation
+
+    x = _points(0)
+    act = A.get(name)
+    xt = torch.tensor(x, requires_grad=True)
+    torch_activation(name)(xt).sum().backward()
+    np.testing.assert_allclose(act.df(x), xt.grad.numpy(), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(act.f(x), torch_activation(name)(torch.tensor(x)).numpy(), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "leaky_relu(0.2)", "elu"])
+def test_derivative_at_kink_follows_torch(name):
+    torch = pytest.importorskip("torch")
+    from proofs.oracle import torch_activation
+
+    xt = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    torch_activation(name)(xt).sum().backward()
+    assert A.get(name).df(np.zeros(1))[0] == xt.grad.numpy()[0]
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if A.get(n).invertible])
+def test_inverse_roundtrip(name):
+    act = A.get(name)
+    x = _points(1)
+    np.testing.assert_allclose(act.inverse(act.f(x)), x, rtol=1e-9, atol=1e-12)
+
+
+def test_derivative_by_central_differences():
+    # Dot-product (JAX check_grads) form: <f'(x) * u, 1> vs (sum f(x + s u) - sum f(x - s u)) / 2s, order s^2.
+    for name in ["tanh", "sigmoid", "softplus", "elu"]:
+        act = A.get(name)
+        x = _points(2)
+        u = np.random.default_rng(3).standard_normal(x.shape)
+        exact = float(np.sum(act.df(x) * u))
+        errs = []
+        for s in (1e-3, 5e-4):
+            fd = (np.sum(act.f(x + s * u)) - np.sum(act.f(x - s * u))) / (2 * s)
+            errs.append(abs(fd - exact))
+        assert errs[1] < errs[0] / 3 or errs[1] < 1e-10, (name, errs)
+
+
+@pytest.mark.parametrize("name,bad", [("tanh", 1.0), ("tanh", -1.5), ("sigmoid", 0.0), ("sigmoid", 1.2),
+                                      ("softplus", -0.1), ("elu", -1.0)])
+def test_inverse_domain_errors(name, bad):
+    with pytest.raises(ValueError, match=name.split("(")[0]):
+        A.get(name).inverse(np.array([0.1, bad]), name="target")
+
+
+def test_not_invertible():
+    assert A.get("relu").inv is None
+    with pytest.raises(ValueError, match="not invertible"):
+        A.get("relu").inverse(np.ones(2))
+
+
+def test_unknown_and_bad_parameters():
+    with pytest.raises(ValueError, match="unknown name 'swish'"):
+        A.get("swish")
+    with pytest.raises(ValueError, match="slope"):
+        A.get("leaky_relu(0)")
+    with pytest.raises(ValueError, match="alpha"):
+        A.get("elu(-1)")
+    with pytest.raises(TypeError, match="activation"):
+        A.get(3)
+
+
+def test_no_overflow_at_extremes():
+    x = np.array([-800.0, -50.0, 0.0, 50.0, 800.0])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is harmless
+        for name in NAMES:
+            act = A.get(name)
+            assert np.all(np.isfinite(act.f(x))) and np.all(np.isfinite(act.df(x)))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_backends_agree(name, backend):
+    x = _points(4)
+    act = A.get(name)
+    out = act.f(backend(x))
+    assert type(out) is type(backend(x))
+    np.testing.assert_allclose(to_numpy(out), act.f(x), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(to_numpy(act.df(backend(x))), act.df(x), rtol=1e-14, atol=1e-15)
+
+
+@given(st.floats(-30, 30, allow_nan=False, allow_subnormal=False))
+def test_dtype_preserved_float32(v):
+    x = np.array([v], dtype=np.float32)
+    for name in NAMES:
+        assert A.get(name).f(x).dtype == np.float32
+        assert A.get(name).df(x).dtype == np.float32

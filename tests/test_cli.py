@@ -1,0 +1,45 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from refimpl.cli import main
+
+pytest.importorskip("torch")
+
+
+def test_verify_json(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = main(["verify", "--only", "bp.matches_autograd", "--instances", "2", "--json", str(out)])
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    row = rep["theorems"][0]
+    assert {"theorem", "holds", "instances", "worst_error", "control_failed"} <= set(row)
+    assert row["holds"] is True and row["control_failed"] is True and row["instances"] == 2
+    assert "bp.matches_autograd" in capsys.readouterr().out
+
+
+def test_verify_no_match_and_list(capsys):
+    assert main(["verify", "--only", "nosuchtheorem"]) == 2
+    assert main(["verify", "--list"]) == 0
+    assert "bp.matches_finite_differences" in capsys.readouterr().out
+
+
+def test_verify_fails_on_broken_theorem(monkeypatch, capsys):
+    import proofs
+    from proofs.theorem import Theorem, Evidence
+
+    broken = Theorem("bp.always_false", "s", "src", "c", draw=lambda d, xp, dt: None,
+                     check=lambda i: Evidence(False, 1.0, 0.0), control=lambda i: Evidence(False, 1.0, 0.0))
+    monkeypatch.setattr(proofs, "THEOREMS", proofs.THEOREMS + (broken,))
+    assert main(["verify", "--only", "always_false", "--instances", "1"]) == 1
+    passing_control = Theorem("bp.weak", "s", "src", "c", draw=lambda d, xp, dt: None,
+                              check=lambda i: Evidence(True, 0.0, 1.0), control=lambda i: Evidence(True, 0.0, 1.0))
+    monkeypatch.setattr(proofs, "THEOREMS", proofs.THEOREMS + (passing_control,))
+    assert main(["verify", "--only", "bp.weak", "--instances", "1"]) == 1
+
+
+def test_python_m_entry_point():
+    r = subprocess.run([sys.executable, "-m", "refimpl", "verify", "--list"], capture_output=True, text=True)
+    assert r.returncode == 0 and "bp.matches_autograd" in r.stdout
