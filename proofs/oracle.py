@@ -20,7 +20,7 @@ from refimpl import activations as _act
 
 __all__ = ["torch_params", "torch_activation", "torch_forward", "torch_loss", "bp_gradients",
            "loss_value", "output_jacobians", "layer_jacobians", "central_difference",
-           "forward_difference", "to_host"]
+           "forward_difference", "to_host", "output_errors", "gauss_newton_targets"]
 
 
 def _torch():
@@ -149,3 +149,54 @@ def central_difference(f: Callable[[float], float], h: float) -> float:
 def forward_difference(f: Callable[[float], float], h: float) -> float:
     """``(f(h) - f(0)) / h``: error ``O(h)`` (the negative control of central differences)."""
     return (f(h) - f(0.0)) / h
+
+
+def output_errors(net, x, y, loss: str, reduction: str = "sum"):
+    """Autograd's ``dL/dh_L`` as a host array ``(B, n_L)``.
+
+    ``reduction="sum"``: the per-sample gradient ``d l(h_L[b], y[b]) / d h_L[b]`` (gradient of the
+    batch *sum*, Ernoult et al.'s convention); ``"mean"``: the gradient of the batch-mean loss (1/B
+    times the former, Meulemans et al.'s convention).
+    """
+    torch = _torch()
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction: expected 'sum' or 'mean', got {reduction!r}")
+    Ws, bs = torch_params(net, requires_grad=False)
+    xt = torch.tensor(to_host(x), dtype=torch.float64)
+    hL = torch_forward(Ws, bs, net.activations, xt).detach().requires_grad_(True)
+    Lm = torch_loss(loss, hL, _torch_y(y))
+    total = Lm * hL.shape[0] if reduction == "sum" else Lm
+    (g,) = torch.autograd.grad(total, hL)
+    return g.numpy().copy()
+
+
+def gauss_newton_targets(net, x, y, loss: str, layer: int, beta: float, damping: float = 0.0,
+                         reduction: str = "sum"):
+    """Per-sample, min-norm Gauss-Newton targets for ``h_layer`` (host array ``(B, n_layer)``).
+
+    ``t[b] = h_layer[b] - beta * Jbar_b^+ e_L[b]`` with ``Jbar_b = d h_L / d h_layer`` at sample b
+    (``torch.func.jacrev``, :func:`layer_jacobians`) and ``e_L`` from :func:`output_errors` with the
+    given ``reduction``. ``damping = lam > 0`` replaces the pseudo-inverse by
+    ``Jbar^T (Jbar Jbar^T + lam I)^{-1}`` (Meulemans et al. 2020, Sec. 3, "GN targets"; their
+    ``compute_damped_gn_update``), which interpolates between the pinv (lam -> 0) and
+    ``Jbar^T / lam`` (lam -> inf). ``layer == depth`` gives the output target ``h_L - beta e_L``.
+    """
+    torch = _torch()
+    if not 1 <= layer <= net.depth:
+        raise ValueError(f"layer: expected 1 <= layer <= {net.depth}, got {layer}")
+    if not (np.isfinite(damping) and damping >= 0):
+        raise ValueError(f"damping: expected a finite number >= 0, got {damping}")
+    Ws, bs = torch_params(net, requires_grad=False)
+    xt = torch.tensor(to_host(x), dtype=torch.float64)
+    h = torch_forward(Ws, bs, net.activations, xt, return_all=True)[layer]
+    e = torch.tensor(output_errors(net, x, y, loss, reduction), dtype=torch.float64)
+    if layer == net.depth:
+        return (h - beta * e).numpy().copy()
+    J = torch.tensor(layer_jacobians(net, x, layer, net.depth), dtype=torch.float64)  # (B, nL, nl)
+    if damping == 0.0:
+        step = (torch.linalg.pinv(J) @ e[:, :, None])[:, :, 0]
+    else:
+        nL = J.shape[1]
+        G = J @ J.transpose(1, 2) + damping * torch.eye(nL, dtype=torch.float64)
+        step = (J.transpose(1, 2) @ torch.linalg.solve(G, e[:, :, None]))[:, :, 0]
+    return (h - beta * step).numpy().copy()
