@@ -1,9 +1,19 @@
 """``refimpl verify``: every registered theorem and its control on seeded random instances.
 
-Instance ``k`` of theorem ``T`` is drawn from ``SeedSequence([seed, crc32(T.name)]).spawn(n)[k]``,
-so a theorem's instances do not depend on which other theorems run, nor on their order.
-A row holds when every instance's check holds; its control "failed as expected" when every
-instance's control reports ``holds=False``. The verdict is ``PASS`` only when both are true.
+A *task* is one instance of one theorem, a pure function of ``(theorem, seed, index, backend,
+dtype)``: instance ``index`` is drawn from ``SeedSequence([seed, crc32(theorem)],
+spawn_key=(index,))`` (the ``index``-th child of ``SeedSequence([seed, crc32(theorem)]).spawn``),
+so results do not depend on which other theorems run, on their order, or on scheduling.
+:func:`check_task` runs it and returns a small JSON-serialisable record.
+
+Tasks run serially (the default, no dependency) or on a Dask cluster (``workers`` for a local
+cluster, ``scheduler`` for an existing one; Dask is imported only then). With ``out`` every record
+is appended to a JSON Lines file as it finishes; ``resume`` keeps the complete records already
+there (a line cut by a kill is dropped) and runs only the missing tasks, so a campaign killed at
+any moment and restarted ends with every instance exactly once.
+
+A theorem's row holds when every instance's check holds; its control "failed as expected" when
+every instance's control reports ``holds=False``. The verdict is ``PASS`` only when both are true.
 """
 
 from __future__ import annotations
@@ -11,22 +21,26 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import os
 import platform
 import sys
 import time
 import traceback
 import zlib
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from refimpl.backend import resolve_namespace
-from .theorem import RngDrawer, Theorem
+__all__ = ["select", "make_tasks", "check_task", "task_key", "run", "run_campaign", "summarize",
+           "format_table", "format_row", "versions", "read_records", "report", "write_json"]
 
-__all__ = ["select", "run_theorem", "run", "format_table", "versions"]
+#: Fields that identify a task (and a record); everything else in a record is its result.
+KEY_FIELDS = ("theorem", "seed", "index", "backend", "dtype")
+#: Result fields that vary between otherwise identical runs (wall time): excluded from comparisons.
+VOLATILE_FIELDS = ("seconds",)
 
 
-def select(theorems: Iterable[Theorem], only: Optional[str]) -> list:
+def select(theorems, only: Optional[str]) -> list:
     """Theorems whose name matches ``only``: comma-separated globs or substrings."""
     theorems = list(theorems)
     if not only:
@@ -41,79 +55,226 @@ def select(theorems: Iterable[Theorem], only: Optional[str]) -> list:
     return out
 
 
-def instance_seeds(name: str, seed: int, n: int):
-    root = np.random.SeedSequence([seed, zlib.crc32(name.encode())])
-    return root.spawn(n)
+def instance_seed(name: str, seed: int, index: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([seed, zlib.crc32(name.encode())], spawn_key=(index,))
 
 
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for mod in ("numpy", "scipy", "array_api_compat", "array_api_strict", "torch", "cupy"):
-        m = sys.modules.get(mod)
-        if m is not None:
-            out[mod] = getattr(m, "__version__", "?")
-    return out
+def instances_for(thm, instances: int, thorough: bool) -> int:
+    return instances if (thorough or not thm.slow) else max(1, min(instances, 2))
 
 
-def run_one(thm: Theorem, child, backend: str, dtype: str) -> dict:
-    """Check and control of ``thm`` on the instance drawn from ``child`` (a SeedSequence)."""
-    xp = resolve_namespace(backend)
-    rec = {"theorem": thm.name, "seed_entropy": [int(v) for v in child.generate_state(2)]}
-    gen = np.random.default_rng(child)
+def applicable(thm, backend: str, dtype: str) -> bool:
+    return dtype in thm.dtypes and backend in thm.backends
+
+
+def make_tasks(theorems, instances: int = 5, seed: int = 0, backend: str = "numpy",
+               dtype: str = "float64", thorough: bool = False) -> list:
+    """One task dict per (theorem, instance index); theorems not meaningful here get none."""
+    tasks = []
+    for thm in theorems:
+        if not applicable(thm, backend, dtype):
+            continue
+        for i in range(instances_for(thm, instances, thorough)):
+            tasks.append({"theorem": thm.name, "seed": int(seed), "index": i, "backend": backend, "dtype": dtype})
+    return tasks
+
+
+def task_key(rec: dict) -> tuple:
+    return tuple(rec[k] for k in KEY_FIELDS)
+
+
+def _finite_or_none(v):
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else (None if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+
+
+def check_task(task: dict) -> dict:
+    """Run the check and the control of one task; a pure function of the task (plus wall time)."""
+    import proofs
+    from refimpl.backend import resolve_namespace
+    from .theorem import RngDrawer
+
+    t0 = time.perf_counter()
+    thm = proofs.get(task["theorem"])
+    rec = dict(task)
+    gen = np.random.default_rng(instance_seed(thm.name, task["seed"], task["index"]))
     try:
-        inst = thm.draw(RngDrawer(gen), xp, dtype)
+        inst = thm.draw(RngDrawer(gen), resolve_namespace(task["backend"]), task["dtype"])
         rec["instance"] = inst.describe() if hasattr(inst, "describe") else repr(inst)[:200]
     except Exception as exc:  # a broken draw is a failure of the theorem's machinery
-        rec.update(holds=False, error=math.inf, detail=f"draw raised {type(exc).__name__}: {exc}",
-                   control_holds=None)
+        rec.update(holds=False, error="inf", detail=f"draw raised {type(exc).__name__}: {exc}",
+                   control_holds=None, seconds=time.perf_counter() - t0)
         return rec
     try:
         ev = thm.check(inst)
-        rec.update(holds=bool(ev.holds), error=float(ev.error), tolerance=float(ev.tolerance),
-                   order=ev.order, detail=ev.detail)
+        rec.update(holds=bool(ev.holds), error=_finite_or_none(ev.error), tolerance=_finite_or_none(ev.tolerance),
+                   order=_finite_or_none(ev.order), detail=ev.detail)
     except Exception as exc:
-        rec.update(holds=False, error=math.inf, tolerance=math.nan, order=None,
+        rec.update(holds=False, error="inf", tolerance=None, order=None,
                    detail=f"check raised {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
     if thm.control is not None:
         try:
             cev = thm.control(inst)
-            rec.update(control_holds=bool(cev.holds), control_error=float(cev.error),
-                       control_order=cev.order, control_detail=cev.detail)
+            rec.update(control_holds=bool(cev.holds), control_error=_finite_or_none(cev.error),
+                       control_order=_finite_or_none(cev.order), control_detail=cev.detail)
         except Exception as exc:
             rec.update(control_holds=None, control_detail=f"control raised {type(exc).__name__}: {exc}")
+    rec["seconds"] = time.perf_counter() - t0
     return rec
 
 
-def run_theorem(thm: Theorem, instances: int = 5, seed: int = 0, backend: str = "numpy",
-                dtype: str = "float64", thorough: bool = False) -> dict:
-    """Summary row for one theorem (plus the per-instance records under ``"records"``)."""
-    t0 = time.perf_counter()
-    row = {"theorem": thm.name, "kind": thm.kind, "statement": thm.statement, "source": thm.source,
-           "control_breaks": thm.control_breaks, "backend": backend, "dtype": dtype}
-    if dtype not in thm.dtypes or backend not in thm.backends:
-        row.update(verdict="SKIP", holds=None, instances=0, worst_error=None, control_failed=None,
-                   detail=f"not meaningful for dtype {dtype} / backend {backend} (runs on {thm.dtypes}, {thm.backends})")
-        return row
-    n = instances if (thorough or not thm.slow) else max(1, min(instances, 2))
-    records = [run_one(thm, child, backend, dtype) for child in instance_seeds(thm.name, seed, n)]
-    holds = all(r["holds"] for r in records)
-    errors = [r["error"] for r in records if r.get("error") is not None]
-    orders = [r["order"] for r in records if r.get("order") is not None]
-    row.update(instances=n, holds=holds if thm.kind == "theorem" else None,
-               worst_error=max(errors) if errors else None,
-               tolerance=max((r.get("tolerance", 0.0) for r in records), default=None),
-               order_range=[min(orders), max(orders)] if orders else None,
-               seconds=time.perf_counter() - t0, records=records)
-    if thm.kind == "measurement":
-        row.update(control_failed=None, verdict="MEASURED")
+def _check_chunk(tasks: list) -> list:
+    return [check_task(t) for t in tasks]
+
+
+# --- the JSON Lines file ------------------------------------------------------------------------
+
+def read_records(path: str) -> list:
+    """Complete records of a JSON Lines file, first occurrence of each key; cut lines dropped."""
+    out, seen = [], set()
+    if not os.path.exists(path):
+        return out
+    with open(path, "r") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                break  # the last line was cut by a kill
+            try:
+                rec = json.loads(line)
+                key = task_key(rec)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+            if key not in seen:
+                seen.add(key)
+                out.append(rec)
+    return out
+
+
+def _rewrite(path: str, records: list) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as fh:
+        for rec in records:
+            fh.write(json.dumps(rec) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def run_campaign(tasks: list, *, out: Optional[str] = None, resume: bool = False, workers: Optional[int] = None,
+                 scheduler: Optional[str] = None, chunksize: int = 8,
+                 on_record: Optional[Callable[[dict], None]] = None) -> list:
+    """Run ``tasks``; returns every record of these tasks (resumed ones included), in task order.
+
+    ``out``: JSON Lines file to append each record to as it finishes (refuses to overwrite an
+    existing file unless ``resume``). ``workers``/``scheduler``: run on Dask.
+    """
+    done = {}
+    fh = None
+    if out is not None:
+        if os.path.exists(out) and not resume:
+            raise FileExistsError(f"out: {out!r} exists; pass resume=True (--resume) to continue that campaign, "
+                                  "or choose another path")
+        if resume:
+            old = read_records(out)
+            _rewrite(out, old)  # drop a cut last line so appends start on a fresh line
+            done = {task_key(r): r for r in old}
+        fh = open(out, "a")
+    pending = [t for t in tasks if task_key(t) not in done]
+
+    def emit(rec):
+        done[task_key(rec)] = rec
+        if fh is not None:
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+        if on_record is not None:
+            on_record(rec)
+
+    try:
+        if workers is None and scheduler is None:
+            for t in pending:
+                emit(check_task(t))
+        else:
+            _run_dask(pending, workers, scheduler, chunksize, emit)
+    finally:
+        if fh is not None:
+            fh.close()
+    return [done[task_key(t)] for t in tasks if task_key(t) in done]
+
+
+def _run_dask(pending, workers, scheduler, chunksize, emit):
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:
+        raise ImportError("--workers/--scheduler need Dask: pip install 'refimpl[dist]'") from exc
+    chunks = [pending[i:i + chunksize] for i in range(0, len(pending), max(1, chunksize))]
+    if not chunks:
+        return
+    if scheduler:
+        client, cluster = Client(scheduler), None
     else:
-        control_failed = all(r.get("control_holds") is False for r in records)
-        row.update(control_failed=control_failed,
-                   verdict="PASS" if (holds and control_failed) else "FAIL")
-    return row
+        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+    try:
+        futures = client.map(_check_chunk, chunks, pure=False)
+        for fut in as_completed(futures):
+            for rec in fut.result():
+                emit(rec)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# --- summaries ---------------------------------------------------------------------------------
+
+def _num(v):
+    if v is None:
+        return None
+    return math.inf if v == "inf" else (-math.inf if v == "-inf" else float(v))
+
+
+def summarize(theorems, records, backend="numpy", dtype="float64") -> list:
+    """One row per theorem from its instance records (``records`` may hold other theorems too)."""
+    by = {}
+    for r in records:
+        by.setdefault(r["theorem"], []).append(r)
+    rows = []
+    for thm in theorems:
+        row = {"theorem": thm.name, "kind": thm.kind, "statement": thm.statement, "source": thm.source,
+               "control_breaks": thm.control_breaks, "backend": backend, "dtype": dtype}
+        recs = sorted(by.get(thm.name, []), key=lambda r: r["index"])
+        if not applicable(thm, backend, dtype):
+            row.update(verdict="SKIP", holds=None, instances=0, worst_error=None, control_failed=None,
+                       detail=f"not meaningful for dtype {dtype} / backend {backend} (runs on {thm.dtypes}, {thm.backends})")
+            rows.append(row)
+            continue
+        errors = [_num(r.get("error")) for r in recs if r.get("error") is not None]
+        orders = [_num(r.get("order")) for r in recs if r.get("order") is not None]
+        holds = bool(recs) and all(r.get("holds") for r in recs)
+        row.update(instances=len(recs), holds=holds if thm.kind == "theorem" else None,
+                   worst_error=max(errors) if errors else None,
+                   tolerance=max((_num(r.get("tolerance")) or 0.0 for r in recs), default=None),
+                   order_range=[min(orders), max(orders)] if orders else None,
+                   seconds=sum(r.get("seconds", 0.0) for r in recs), records=recs)
+        if thm.kind == "measurement":
+            row.update(control_failed=None, verdict="MEASURED")
+        else:
+            control_failed = bool(recs) and all(r.get("control_holds") is False for r in recs)
+            row.update(control_failed=control_failed, verdict="PASS" if (holds and control_failed) else "FAIL")
+        rows.append(row)
+    return rows
+
+
+def run_theorem(thm, instances=5, seed=0, backend="numpy", dtype="float64", thorough=False) -> dict:
+    """Summary row of one theorem, run serially."""
+    recs = run_campaign(make_tasks([thm], instances, seed, backend, dtype, thorough))
+    return summarize([thm], recs, backend, dtype)[0]
 
 
 def run(theorems, instances=5, seed=0, backend="numpy", dtype="float64", thorough=False, progress=None):
+    """Serial run, one summary row per theorem (``progress(row)`` after each theorem)."""
     rows = []
     for thm in theorems:
         row = run_theorem(thm, instances, seed, backend, dtype, thorough)
@@ -121,6 +282,15 @@ def run(theorems, instances=5, seed=0, backend="numpy", dtype="float64", thoroug
         if progress is not None:
             progress(row)
     return rows
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for mod in ("numpy", "scipy", "array_api_compat", "array_api_strict", "torch", "cupy", "dask"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    return out
 
 
 def _fmt_err(row) -> str:
@@ -139,25 +309,26 @@ def _fmt_tol(row) -> str:
 def format_row(row, width: int) -> str:
     cf = row.get("control_failed")
     cf_s = "-" if cf is None else ("yes" if cf else "NO")
-    return (f"{row['theorem']:<{width}}  {row.get('instances', 0):>4}  {_fmt_err(row):>9}  "
+    return (f"{row['theorem']:<{width}}  {row.get('instances', 0):>5}  {_fmt_err(row):>9}  "
             f"{_fmt_tol(row):>17}  {cf_s:>7}  {row['verdict']}")
 
 
 def format_table(rows) -> str:
     width = max([len("theorem")] + [len(r["theorem"]) for r in rows])
-    head = (f"{'theorem':<{width}}  {'inst':>4}  {'worst err':>9}  {'tolerance/order':>17}  "
+    head = (f"{'theorem':<{width}}  {'inst':>5}  {'worst err':>9}  {'tolerance/order':>17}  "
             f"{'control':>7}  verdict")
     lines = [head, "-" * len(head)] + [format_row(r, width) for r in rows]
     return "\n".join(lines)
 
 
 def report(rows, args: dict) -> dict:
-    """The JSON report: settings, versions and one object per theorem."""
+    """The JSON report: settings, versions and one object per theorem (up to 5 failing records)."""
     slim = []
     for r in rows:
         r = dict(r)
         recs = r.pop("records", [])
-        r["failures"] = [rec for rec in recs if not rec.get("holds") or rec.get("control_holds") is not False][:5]
+        r["failures"] = [rec for rec in recs if not rec.get("holds") or
+                         (r["kind"] == "theorem" and rec.get("control_holds") is not False)][:5]
         slim.append(r)
     return {"settings": args, "versions": versions(), "theorems": slim}
 

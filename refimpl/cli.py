@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 __all__ = ["main", "build_parser"]
 
@@ -23,8 +24,49 @@ def _add_verify(sub):
     p.add_argument("--json", metavar="PATH", default=None, help="write the JSON report here")
     p.add_argument("--thorough", action="store_true", help="run slow theorems with all instances")
     p.add_argument("--list", action="store_true", help="list the theorems and exit")
+    p.add_argument("--markdown", action="store_true", help="print the theorem table of README.md and exit")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
+    g = p.add_argument_group("campaigns", "many instances, streamed to a file, optionally on a Dask cluster")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run on a local Dask cluster of N worker processes (needs the [dist] extra)")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS", help="run on an existing Dask cluster")
+    g.add_argument("--out", default=None, metavar="FILE.jsonl", help="append one record per instance as it finishes")
+    g.add_argument("--resume", action="store_true", help="keep the records already in --out, run only the rest")
     p.set_defaults(func=_verify)
+
+
+def _progress_bar(total: int, quiet: bool):
+    """A callback counting finished instances: a bar on a terminal, a line per 10% otherwise."""
+    state = {"n": 0, "t0": time.perf_counter(), "next": 0.1}
+    tty = sys.stdout.isatty()
+
+    def tick(rec=None):
+        state["n"] += 1
+        n = state["n"]
+        if quiet or total == 0:
+            return
+        frac = n / total
+        if tty:
+            bar = "#" * int(30 * frac)
+            sys.stdout.write(f"\r[{bar:<30}] {n}/{total} instances  {time.perf_counter() - state['t0']:.1f}s")
+            if n == total:
+                sys.stdout.write("\n")
+            sys.stdout.flush()
+        elif frac >= state["next"] or n == total:
+            print(f"  {n}/{total} instances ({100 * frac:.0f}%), {time.perf_counter() - state['t0']:.1f}s", flush=True)
+            while state["next"] <= frac:
+                state["next"] += 0.1
+
+    return tick
+
+
+def _markdown_table(thms) -> str:
+    lines = ["| theorem | statement | control (must fail) |", "|---|---|---|"]
+    for t in thms:
+        ctrl = t.control_breaks if t.kind == "theorem" else "(measurement: no control)"
+        cell = lambda s: " ".join(str(s).split()).replace("|", "\\|")
+        lines.append(f"| `{t.name}` | {cell(t.statement)} | {cell(ctrl)} |")
+    return "\n".join(lines)
 
 
 def _verify(args) -> int:
@@ -36,22 +78,44 @@ def _verify(args) -> int:
         for t in thms:
             print(f"{t.name:<44} {t.kind:<11} {t.statement}")
         return 0
+    if args.markdown:
+        print(_markdown_table(thms))
+        return 0
     if not thms:
         print(f"refimpl verify: no theorem matches --only {args.only!r}", file=sys.stderr)
         return 2
     if args.instances < 1:
         print("refimpl verify: --instances must be >= 1", file=sys.stderr)
         return 2
-    width = max(len(t.name) for t in thms)
-
-    def progress(row):
-        if not args.quiet:
-            print(V.format_row(row, width), flush=True)
-
+    if args.workers is not None and args.workers < 1:
+        print("refimpl verify: --workers must be >= 1", file=sys.stderr)
+        return 2
+    if args.resume and not args.out:
+        print("refimpl verify: --resume needs --out FILE.jsonl", file=sys.stderr)
+        return 2
+    campaign = args.out or args.workers or args.scheduler
     if not args.quiet:
         print(f"refimpl verify: {len(thms)} theorems, {args.instances} instances each, "
-              f"backend={args.backend}, dtype={args.dtype}, seed={args.seed}", flush=True)
-    rows = V.run(thms, args.instances, args.seed, args.backend, args.dtype, args.thorough, progress)
+              f"backend={args.backend}, dtype={args.dtype}, seed={args.seed}"
+              + (f", workers={args.workers}" if args.workers else "")
+              + (f", scheduler={args.scheduler}" if args.scheduler else ""), flush=True)
+    if campaign:
+        tasks = V.make_tasks(thms, args.instances, args.seed, args.backend, args.dtype, args.thorough)
+        try:
+            records = V.run_campaign(tasks, out=args.out, resume=args.resume, workers=args.workers,
+                                     scheduler=args.scheduler, on_record=_progress_bar(len(tasks), args.quiet))
+        except (FileExistsError, ImportError) as exc:
+            print(f"refimpl verify: {exc}", file=sys.stderr)
+            return 2
+        rows = V.summarize(thms, records, args.backend, args.dtype)
+    else:
+        width = max(len(t.name) for t in thms)
+
+        def progress(row):
+            if not args.quiet:
+                print(V.format_row(row, width), flush=True)
+
+        rows = V.run(thms, args.instances, args.seed, args.backend, args.dtype, args.thorough, progress)
     print()
     print(V.format_table(rows))
     bad = [r for r in rows if r["verdict"] == "FAIL"]
@@ -59,9 +123,9 @@ def _verify(args) -> int:
         print(f"\nFAIL {r['theorem']}: holds={r['holds']} control_failed={r['control_failed']}")
         for rec in r.get("records", []):
             if not rec.get("holds") or rec.get("control_holds") is not False:
-                print(f"  instance: {rec.get('instance')}")
-                print(f"    check:   {rec.get('detail', '')[:400]}")
-                print(f"    control: {rec.get('control_detail', '')[:400]}")
+                print(f"  instance {rec.get('index')}: {rec.get('instance')}")
+                print(f"    check:   {str(rec.get('detail', ''))[:400]}")
+                print(f"    control: {str(rec.get('control_detail', ''))[:400]}")
                 break
     n_pass = sum(r["verdict"] == "PASS" for r in rows)
     n_meas = sum(r["verdict"] == "MEASURED" for r in rows)
