@@ -137,11 +137,187 @@ def _verify(args) -> int:
     return 1 if bad else 0
 
 
+def _add_train(sub):
+    p = sub.add_parser(
+        "train", help="train rules side by side on offline data; writes metrics.json and a learning-curve PNG",
+        description="Train one or more rules from the same initial weights on an offline data set. "
+                    "--rule takes a name and optional hyper-parameters: --rule bp --rule fa "
+                    "--rule gaitprop:gamma=0.001 (values are Python literals or bare strings; several as "
+                    "name:a=1,b=x). `refimpl train --list-rules` lists the rules found.")
+    p.add_argument("--rule", action="append", metavar="NAME[:K=V,...]", default=None,
+                   help="a rule to train (repeat for a comparison), e.g. bp, fa, dfa, gaitprop:gamma=0.001")
+    p.add_argument("--list-rules", action="store_true", help="list the rule names found and exit")
+    p.add_argument("--data", choices=("digits", "mnist1d", "teacher", "idx"), default="digits")
+    p.add_argument("--data-path", metavar="DIR", default=None,
+                   help="directory with the four MNIST IDX files (--data idx)")
+    p.add_argument("--data-seed", type=int, default=None, metavar="S",
+                   help="split/generator seed of the data (default: 0 for digits and teacher, 42 for mnist1d)")
+    p.add_argument("--epochs", type=int, default=20, metavar="N")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of the initial weights, the batch order and the rules' state (default 0)")
+    p.add_argument("--backend", choices=("numpy", "array_api_strict", "torch", "cupy"), default="numpy")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="output directory for metrics.json and learning_curves.png (default runs/train-DATA-seedS)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3 for adam, 0.05 for sgd)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--schedule", default="constant",
+                   help="constant | cosine[:MIN] | step:M1,M2[:GAMMA] | exp:GAMMA (factor per 0-based epoch)")
+    p.add_argument("--hidden", default="64,64", metavar="N,N", help="hidden widths (default 64,64)")
+    p.add_argument("--activation", default="tanh", help="hidden activation (default tanh)")
+    p.add_argument("--output-activation", default="linear")
+    p.add_argument("--init", default="xavier", help="weight init: xavier, he, normal, orthogonal")
+    p.add_argument("--loss", choices=("ce", "mse"), default=None,
+                   help="loss for rules that take one (default ce for classification, mse for regression)")
+    p.add_argument("--no-angles", action="store_true", help="skip the per-batch angle to BP's update")
+    p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    p.add_argument("--quiet", action="store_true", help="print only the final table")
+    p.set_defaults(func=_train)
+
+
+def _train(args) -> int:
+    import os
+
+    from . import data as D
+    from . import optim as O
+    from . import train as T
+
+    if args.list_rules:
+        rules = T.available_rules()
+        for k in T.rule_names():
+            cls, preset = T._resolve(k)
+            extra = " ".join(f"{a}={v!r}" for a, v in preset.items())
+            print(f"{k:<14} {cls.__module__}.{cls.__name__} {extra}".rstrip())
+        return 0
+    if not args.rule:
+        print("refimpl train: give at least one --rule (e.g. --rule bp --rule fa)", file=sys.stderr)
+        return 2
+    try:
+        hidden = [int(h) for h in args.hidden.split(",") if h.strip()] if args.hidden else []
+        if args.epochs < 1:
+            raise ValueError(f"--epochs: expected an integer >= 1, got {args.epochs}")
+        schedule = T.parse_schedule(args.schedule, args.epochs)
+        if args.optimizer == "adam":
+            opt = O.Adam(lr=1e-3 if args.lr is None else args.lr, weight_decay=args.weight_decay)
+        else:
+            opt = O.SGD(lr=0.05 if args.lr is None else args.lr, momentum=args.momentum,
+                        weight_decay=args.weight_decay)
+        for spec in args.rule:  # fail fast on unknown rules, before loading any data
+            T.get_rule(T.parse_rule_spec(spec)[0])
+        kw = {"path": args.data_path} if args.data == "idx" else {}
+        data = D.load(args.data, seed=args.data_seed, xp=args.backend, dtype=args.dtype, **kw)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"refimpl train: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or os.path.join("runs", f"train-{args.data}-seed{args.seed}")
+    os.makedirs(out, exist_ok=True)
+    if not args.quiet:
+        print(f"refimpl train: {data.describe()}; rules {', '.join(args.rule)}; {args.epochs} epochs, "
+              f"batch {args.batch_size}, {opt!r}, seed {args.seed}, backend {args.backend}", flush=True)
+    progress = T.Progress(len(args.rule) * args.epochs, quiet=args.quiet)
+    try:
+        result = T.compare(args.rule, data, hidden=hidden, activation=args.activation,
+                           output_activation=args.output_activation, init=args.init, optimizer=opt,
+                           epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, schedule=schedule,
+                           loss=args.loss, angles=not args.no_angles, progress=progress)
+    except (ValueError, TypeError) as exc:
+        progress.close()
+        print(f"refimpl train: {exc}", file=sys.stderr)
+        return 2
+    progress.close()
+    result["config"].update({"backend": args.backend,
+                             "cli_args": {k: v for k, v in vars(args).items() if k != "func"}})
+    path = os.path.join(out, "metrics.json")
+    T.write_metrics(path, result)
+    print()
+    print(T.format_table(result))
+    print(f"\nmetrics written to {path}")
+    if not args.no_plot:
+        png = os.path.join(out, "learning_curves.png")
+        T.plot_curves(result, png)
+        print(f"learning curves written to {png}")
+    return 1 if any("error" in e for e in result["rules"].values()) else 0
+
+
+def _add_conform(sub):
+    p = sub.add_parser("conform", help="check your implementation of a rule against the reference",
+                       description="Hypothesis searches random networks and batches for a mismatch between "
+                                   "IMPL and the reference rule; on a mismatch it shrinks to a minimal "
+                                   "counterexample, prints it, writes it as JSON and exits 1. Adapter contract: "
+                                   "impl(weights, biases, activations, x, y, state, **hyper) -> (dW, db), NumPy "
+                                   "arrays (or torch tensors), gradient convention (see README).")
+    p.add_argument("rule", help="rule name: bp, fa, dfa, usf, brsf, frsf, gaitprop, dtp, ... or a class name")
+    p.add_argument("--impl", required=True, metavar="MODULE:FUNCTION", help="your implementation")
+    p.add_argument("--instances", type=int, default=100, metavar="N", help="random instances to try (default 100)")
+    p.add_argument("--hyper", action="append", default=[], metavar="K=V",
+                   help="hyper-parameter for both the reference rule and your function (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
+    p.add_argument("--targets", action="store_true", help="compare targets (impl returns L+1 targets) instead of updates")
+    p.add_argument("--out", default="conform-counterexample.json", metavar="FILE.json",
+                   help="where a counterexample is written (default conform-counterexample.json)")
+    p.add_argument("--replay", default=None, metavar="FILE.json", help="run one stored counterexample again")
+    p.set_defaults(func=_conform)
+
+
+def _parse_hyper(items) -> dict:
+    import ast
+
+    out = {}
+    for item in items:
+        key, eq, val = item.partition("=")
+        if not eq or not key.strip().isidentifier():
+            raise ValueError(f"--hyper: expected key=value, got {item!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(val.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = val.strip()
+    return out
+
+
+def _conform(args) -> int:
+    import json
+    import os
+
+    from proofs import conform as C
+
+    if os.getcwd() not in sys.path:  # so that --impl can name a module in the current directory
+        sys.path.insert(0, os.getcwd())
+    try:
+        hyper = _parse_hyper(args.hyper)
+        impl = C.load_impl(args.impl)
+        if args.replay:
+            with open(args.replay) as fh:
+                cex = json.load(fh)
+            ev = C.replay(args.rule, impl, cex, hyper=hyper, targets=args.targets)
+            print(f"replay {args.replay}: {'agrees' if ev.holds else 'MISMATCH'} ({ev.detail}, relative error "
+                  f"{ev.error:.3g}, tolerance {ev.tolerance:.0e})")
+            return 0 if ev.holds else 1
+        res = C.check(args.rule, impl, instances=args.instances, hyper=hyper, seed=args.seed, targets=args.targets)
+    except (ValueError, TypeError, ImportError, AttributeError, FileNotFoundError) as exc:
+        print(f"refimpl conform: {exc}", file=sys.stderr)
+        return 2
+    print(res.summary())
+    if res.passed:
+        return 0
+    with open(args.out, "w") as fh:
+        json.dump(res.counterexample, fh, indent=1)
+    hyper_s = "".join(f" --hyper {h}" for h in args.hyper)
+    print(f"counterexample written to {args.out}; replay it with:\n"
+          f"  refimpl conform {args.rule} --impl {args.impl}{hyper_s}{' --targets' if args.targets else ''} "
+          f"--replay {args.out}")
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refimpl", description="Verified reference implementations "
                                      "of credit-assignment rules.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_verify(sub)
+    _add_train(sub)
+    _add_conform(sub)
     return parser
 
 

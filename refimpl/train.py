@@ -1,0 +1,800 @@
+"""One training loop for every rule, with per-epoch metrics.
+
+    from refimpl import data as D
+    from refimpl.train import train, get_rule
+    data = D.digits(seed=0)
+    net = ri.Network.init([64, 64, 64, 10], activation="tanh", seed=0)
+    net, state, history = train(get_rule("fa", loss="ce"), net, data, optimizer=ri.optim.Adam(lr=1e-3),
+                                epochs=20, batch_size=32, seed=0)
+
+Per mini-batch (the training-loop contract every rule family relies on):
+
+1. if the rule has ``train_feedback(net, state, x, y) -> state``, it is called first (the rule's own
+   feedback-training schedule for the batch: its iterations, learning rate and noise are the rule's
+   hyper-parameters);
+2. ``upd, state = rule.updates(net, state, x, y)`` (gradient convention);
+3. the optimiser steps the forward weights and biases with ``upd.dW`` / ``upd.db``:
+   ``(W, b) <- opt.step((W, b), (dW, db))`` with the epoch's learning rate
+   ``lr_e = opt.lr * schedule(e)``.
+
+The batch loss (the rule's own loss, before the step), the updates and the new parameters are
+checked: anything non-finite stops training with :class:`NonFiniteLossError` naming the rule, epoch
+and batch, instead of training on NaN.
+
+After every epoch the network is evaluated on the full train and test sets with the rule's loss
+(``rule.loss``, ``"mse"`` for rules without one): loss, and accuracy (fraction of
+``argmax h_L == label``) for classification. The per-layer angle (degrees) between the rule's
+``dW`` and BP's ``dW`` (``refimpl.rules.BP`` with the same loss, same network, same batch; see
+:func:`refimpl.metrics.layer_angles`) is averaged over the epoch's batches (NaN entries, from zero
+updates, are skipped).
+
+Determinism: ``seed`` is split by :func:`derived_seeds` into a batch-order seed (one
+``backend.rng`` permutation per epoch) and the rule-state seed (``rule.init(net, seed=...)``);
+nothing else is random, so one seed gives one history (up to the wall-time entries). The rule
+never gets ``seed`` itself: a network drawn with ``Network.init(seed=s)`` and FA feedback drawn
+with ``seed=s`` are the *same* matrices (same generator, same xavier draw), which silently turns
+FA into BP at initialisation.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+from . import losses as _losses
+from . import optim as _optim
+from .backend import namespace, rng as _rng, from_numpy, device_of
+from .data import Dataset, targets as _targets
+from .metrics import layer_angles
+
+__all__ = ["train", "evaluate", "TrainResult", "NonFiniteLossError", "get_rule", "parse_rule_spec",
+           "available_rules", "rule_names", "derived_seeds", "rule_loss", "Constant", "StepDecay", "Cosine", "Exponential",
+           "parse_schedule", "RULE_MODULES"]
+
+#: Modules of ``refimpl.rules`` searched for rule classes (those not present yet are skipped).
+RULE_MODULES = ("bp", "feedback_alignment", "sign_symmetry", "target_prop", "gaitprop", "pepita",
+                "microcircuit", "corinfomax")
+
+#: Extra names accepted by :func:`get_rule`: ``alias -> (canonical name, preset hyper-parameters)``.
+#: The canonical name of a rule class is its lower-cased name with non-alphanumerics removed
+#: (``GaitProp`` -> ``gaitprop``, ``DFA`` -> ``dfa``). Presets are overridden by the spec's own
+#: ``key=value`` pairs. An alias whose class does not exist (yet) is simply not offered.
+ALIASES = {"backprop": ("bp", {}), "backpropagation": ("bp", {}), "gait": ("gaitprop", {}),
+           "usf": ("signsymmetry", {"mode": "usf"}), "brsf": ("signsymmetry", {"mode": "brsf"}),
+           "frsf": ("signsymmetry", {"mode": "frsf"}), "sf": ("signsymmetry", {})}
+
+
+# --- rules by name -----------------------------------------------------------------------------
+
+def _canon(name: str) -> str:
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+def _is_rule_class(obj) -> bool:
+    return (isinstance(obj, type) and dataclasses.is_dataclass(obj) and not obj.__name__.startswith("_")
+            and callable(getattr(obj, "init", None)) and callable(getattr(obj, "updates", None))
+            and obj.__module__.startswith("refimpl.rules"))
+
+
+def available_rules() -> dict:
+    """Every rule class found in ``refimpl.rules`` and its family modules, by canonical name.
+
+    A family module that does not exist yet is skipped; one that exists but fails to import raises
+    (a broken rule module must not vanish silently from comparisons).
+    """
+    mods = [importlib.import_module("refimpl.rules")]
+    for m in RULE_MODULES:
+        full = f"refimpl.rules.{m}"
+        try:
+            mods.append(importlib.import_module(full))
+        except ModuleNotFoundError as exc:
+            if exc.name != full:
+                raise
+    found = {}
+    for mod in mods:
+        for obj in vars(mod).values():
+            if _is_rule_class(obj):
+                found.setdefault(_canon(obj.__name__), obj)
+    return dict(sorted(found.items()))
+
+
+def rule_names(include_aliases: bool = True) -> list:
+    """Every name :func:`get_rule` accepts now (canonical names, plus aliases whose class exists)."""
+    rules = available_rules()
+    names = list(rules)
+    if include_aliases:
+        names += [a for a, (k, _) in ALIASES.items() if k in rules and a not in names]
+    return sorted(names)
+
+
+def _resolve(name: str):
+    """``name`` -> ``(rule class, preset hyper-parameters)``; ValueError naming the known rules."""
+    rules = available_rules()
+    key = _canon(name)
+    preset = {}
+    if key not in rules and key in ALIASES:
+        key, preset = ALIASES[key]
+    if key not in rules:
+        raise ValueError(f"rule: unknown rule {name!r}; known rules: {', '.join(rule_names())}")
+    return rules[key], dict(preset)
+
+
+def _parse_value(text: str):
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text.strip()
+
+
+def parse_rule_spec(spec: str) -> tuple[str, dict]:
+    """``"name"`` or ``"name:key=value,key=value"`` -> ``(name, {key: value})``.
+
+    Values are Python literals (``0.001``, ``3``, ``True``, ``'x'``, ``(1, 2)``) or bare strings
+    (``loss=ce``). Example: ``"gaitprop:gamma=0.001"``.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"rule: expected 'name' or 'name:key=value,...', got {spec!r}")
+    name, _, rest = spec.partition(":")
+    hyper = {}
+    if rest.strip():
+        # split on commas that are not inside brackets (tuples as values)
+        parts, depth, cur = [], 0, ""
+        for ch in rest:
+            if ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                depth -= 1
+            if ch == "," and depth == 0:
+                parts.append(cur)
+                cur = ""
+            else:
+                cur += ch
+        parts.append(cur)
+        for p in parts:
+            if not p.strip():
+                continue
+            key, eq, val = p.partition("=")
+            if not eq or not key.strip().isidentifier():
+                raise ValueError(f"rule {spec!r}: expected hyper-parameters as key=value, got {p!r}")
+            hyper[key.strip()] = _parse_value(val)
+    return name.strip(), hyper
+
+
+def get_rule(spec, **hyper):
+    """A rule instance from a name (``"bp"``, ``"fa"``, ``"gaitprop:gamma=0.001"``), a rule class,
+    or a rule instance (returned as is, or ``dataclasses.replace``-d with ``hyper``).
+
+    Names match the lower-cased class name with non-alphanumerics removed (``"GAIT-prop"`` ->
+    ``gaitprop``). Keyword ``hyper`` fills in parameters the spec does not set; a key the rule
+    does not have raises ``TypeError`` naming the rule's parameters.
+    """
+    if _is_rule_class(type(spec)) or (hasattr(spec, "updates") and hasattr(spec, "init")
+                                      and not isinstance(spec, (str, type))):
+        return dataclasses.replace(spec, **hyper) if hyper else spec
+    if isinstance(spec, type):
+        cls, from_spec = spec, {}
+    else:
+        name, from_spec = parse_rule_spec(spec)
+        cls, preset = _resolve(name)
+        from_spec = {**preset, **from_spec}
+    kwargs = {**hyper, **from_spec}
+    if dataclasses.is_dataclass(cls):
+        fields = {f.name for f in dataclasses.fields(cls) if f.init}
+        bad = sorted(set(kwargs) - fields)
+        if bad:
+            raise TypeError(f"rule {cls.__name__}: unknown hyper-parameter(s) {bad}; its parameters are "
+                            f"{sorted(fields)}")
+    return cls(**kwargs)
+
+
+def rule_loss(rule) -> str:
+    """The loss a rule trains with (its ``loss`` field; ``"mse"`` for rules without one)."""
+    return _losses.get(getattr(rule, "loss", "mse")).name
+
+
+def rule_hyper(rule) -> dict:
+    """The rule's hyper-parameters as a JSON-friendly dict (non-scalars as their repr)."""
+    out = {}
+    if dataclasses.is_dataclass(rule):
+        for f in dataclasses.fields(rule):
+            v = getattr(rule, f.name)
+            out[f.name] = v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+    return out
+
+
+# --- learning-rate schedules (pure functions of the epoch index) -------------------------------
+
+@dataclass(frozen=True)
+class Constant:
+    """Factor 1 for every epoch."""
+
+    def __call__(self, epoch: int) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
+class StepDecay:
+    """Factor ``gamma ** (number of milestones <= epoch)`` (``torch.optim.lr_scheduler.MultiStepLR``).
+
+    ``epoch`` is the 0-based index of the epoch about to run, so ``milestones=(60, 90)`` trains
+    epochs 61.. (1-based) with ``0.1 * lr`` as PEPITA's ``if epoch in [60, 90]`` does.
+    """
+
+    milestones: tuple = (60, 90)
+    gamma: float = 0.1
+
+    def __post_init__(self):
+        ms = tuple(int(m) for m in self.milestones)
+        if any(m < 0 for m in ms) or list(ms) != sorted(ms):
+            raise ValueError(f"milestones: expected increasing epochs >= 0, got {self.milestones!r}")
+        if not (math.isfinite(self.gamma) and self.gamma >= 0):
+            raise ValueError(f"gamma: expected a finite number >= 0, got {self.gamma!r}")
+        object.__setattr__(self, "milestones", ms)
+
+    def __call__(self, epoch: int) -> float:
+        return float(self.gamma) ** sum(1 for m in self.milestones if epoch >= m)
+
+
+@dataclass(frozen=True)
+class Cosine:
+    """``min + (1 - min) * (1 + cos(pi * epoch / epochs)) / 2`` (SGDR without restarts)."""
+
+    epochs: int
+    min_factor: float = 0.0
+
+    def __post_init__(self):
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise ValueError(f"epochs: expected an int >= 1, got {self.epochs!r}")
+        if not 0 <= self.min_factor <= 1:
+            raise ValueError(f"min_factor: expected a value in [0, 1], got {self.min_factor!r}")
+
+    def __call__(self, epoch: int) -> float:
+        t = min(max(epoch, 0), self.epochs) / self.epochs
+        return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+@dataclass(frozen=True)
+class Exponential:
+    """``gamma ** epoch`` (CorInfoMax's ``mu0 * d ** epoch``)."""
+
+    gamma: float = 0.95
+
+    def __post_init__(self):
+        if not (math.isfinite(self.gamma) and self.gamma > 0):
+            raise ValueError(f"gamma: expected a finite number > 0, got {self.gamma!r}")
+
+    def __call__(self, epoch: int) -> float:
+        return float(self.gamma) ** epoch
+
+
+def parse_schedule(text: str | None, epochs: int):
+    """``constant``, ``cosine``, ``step:60,90[:0.1]`` or ``exp:0.95`` -> a schedule."""
+    if text is None or text == "constant":
+        return Constant()
+    kind, _, rest = text.partition(":")
+    if kind == "cosine":
+        return Cosine(epochs, float(rest) if rest else 0.0)
+    if kind == "step":
+        ms, _, g = rest.partition(":")
+        if not ms:
+            raise ValueError("schedule: 'step' needs milestones, e.g. step:60,90 or step:60,90:0.1")
+        return StepDecay(tuple(int(m) for m in ms.split(",")), float(g) if g else 0.1)
+    if kind in ("exp", "exponential"):
+        return Exponential(float(rest) if rest else 0.95)
+    raise ValueError(f"schedule: expected constant, cosine[:MIN], step:M1,M2[:GAMMA] or exp:GAMMA, got {text!r}")
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+class NonFiniteLossError(ValueError):
+    """Training hit a NaN/inf (loss, update or parameter); ``epoch`` and ``batch`` say where."""
+
+    def __init__(self, message: str, *, rule: str, epoch: int, batch: int | None):
+        super().__init__(message)
+        self.rule, self.epoch, self.batch = rule, epoch, batch
+
+
+class TrainResult(NamedTuple):
+    net: object
+    state: object
+    history: list
+
+
+def _finite(x) -> bool:
+    xp = namespace(x)
+    return bool(xp.all(xp.isfinite(x)))
+
+
+def evaluate(net, data: Dataset, loss: str, chunk: int = 8192) -> dict:
+    """Loss (batch mean over the whole split) and, for classification, accuracy, on train and test.
+
+    Returns ``{"train_loss", "test_loss"[, "train_accuracy", "test_accuracy"]}`` as floats.
+    """
+    L = _losses.get(loss)
+    out = {}
+    for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        n = int(x.shape[0])
+        tgt = _targets(data, L.name, split)
+        total, correct = 0.0, 0
+        xp = namespace(x)
+        for s in range(0, n, chunk):
+            e = min(s + chunk, n)  # array_api_strict rejects out-of-bounds slice stops
+            h = net(x[s:e, ...])
+            total += float(L.value(h, tgt[s:e, ...])) * int(h.shape[0])
+            if data.task == "classification":
+                correct += int(xp.sum(xp.astype(xp.argmax(h, axis=1) == y[s:e], xp.int64)))
+        out[f"{split}_loss"] = total / n
+        if data.task == "classification":
+            out[f"{split}_accuracy"] = correct / n
+    return out
+
+
+def _nanmean(rows):
+    if not rows:
+        return []
+    cols = list(zip(*rows))
+    res = []
+    for c in cols:
+        vals = [v for v in c if not math.isnan(v)]
+        res.append(sum(vals) / len(vals) if vals else math.nan)
+    return res
+
+
+def derived_seeds(seed: int) -> tuple:
+    """``(batch-order seed, rule-state seed)``: the two children of ``SeedSequence(seed)``.
+
+    Both differ from ``seed`` itself on purpose: ``Network.init(seed=s)`` and a rule's
+    ``init(net, seed=s)`` may draw with the same generator and distribution (e.g. xavier-uniform
+    feedback matrices), which would make FA's ``B`` equal the initial ``W`` and FA equal BP at
+    the start of training.
+    """
+    import numpy as np  # host-side seed arithmetic only
+
+    children = np.random.SeedSequence(seed).spawn(2)
+    return tuple(int(c.generate_state(1, dtype=np.uint32)[0]) for c in children)
+
+
+def train(rule, net, data: Dataset, *, optimizer="adam", epochs: int, batch_size: int = 32, seed: int = 0,
+          schedule: Callable[[int], float] | None = None, angles: bool = True, drop_last: bool = False,
+          callback: Callable | None = None, state=None, name: str | None = None) -> TrainResult:
+    """Train ``net`` on ``data`` with ``rule``; returns ``TrainResult(net, state, history)``.
+
+    Arguments:
+        rule: a rule instance (or a name/spec for :func:`get_rule`).
+        net: the initial :class:`~refimpl.network.Network`; sizes must fit the data
+            (``n_0 = data.n_inputs``, ``n_L = data.n_outputs``), same backend and dtype.
+        data: a :class:`~refimpl.data.Dataset`. Classification targets are the integer labels for
+            ``loss="ce"`` and one-hot rows for ``loss="mse"``.
+        optimizer: an optimiser from :mod:`refimpl.optim` (``SGD``, ``Adam``) or its name (default
+            hyper-parameters).
+        epochs: number of passes over the training set (>= 1).
+        batch_size: mini-batch size, 1..n_train; the last partial batch is used unless ``drop_last``.
+        seed: seeds the batch order and the rule's state, ``rule.init(net, seed=rule_seed)``, through
+            :func:`derived_seeds` (never ``seed`` itself, which usually seeded the network).
+        schedule: ``epoch (0-based) -> factor``; epoch ``e`` trains with ``optimizer.lr * factor``
+            (:class:`Constant` if None; see :class:`StepDecay`, :class:`Cosine`, :class:`Exponential`).
+        angles: compute the per-layer angle to BP's update on every batch (one extra BP step).
+        callback: called as ``callback(record, net, state)`` after every epoch.
+        state: the rule's initial state (default ``rule.init(net, seed=derived_seeds(seed)[1])``).
+        name: how errors name the rule (default: its class name).
+
+    Returns the final network, the final rule state, and the history: one dict per epoch with
+    ``epoch`` (1-based), ``lr``, ``train_loss``, ``test_loss``, ``train_accuracy``,
+    ``test_accuracy`` (classification only), ``batch_loss`` (mean pre-step batch loss),
+    ``angles`` (per-layer degrees to BP, or None), ``seconds`` (wall time of the epoch's rule and
+    optimiser steps, excluding evaluation and the BP comparison), ``wall_seconds`` (the whole
+    epoch), ``steps`` (optimiser steps so far).
+
+    Raises:
+        ValueError: bad arguments; :class:`NonFiniteLossError` (a ValueError) when a batch loss,
+            an update or a parameter becomes non-finite.
+    """
+    from .rules.bp import BP
+
+    rule = get_rule(rule)
+    label = name or type(rule).__name__
+    if not isinstance(data, Dataset):
+        raise TypeError(f"data: expected a refimpl.data.Dataset, got {type(data).__name__}")
+    for nm, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{nm}: expected an integer >= {lo}, got {v!r}")
+    if batch_size > data.n_train:
+        raise ValueError(f"batch_size: expected at most the {data.n_train} training samples of "
+                         f"{data.name!r}, got {batch_size}")
+    if net.sizes[0] != data.n_inputs or net.sizes[-1] != data.n_outputs:
+        raise ValueError(f"net: expected input width {data.n_inputs} and output width {data.n_outputs} for "
+                         f"{data.name!r}, got sizes {list(net.sizes)}")
+    xp = namespace(net.weights[0], data.x_train, names=("net", "data"))
+    if net.dtype != data.dtype:
+        raise TypeError(f"data: expected dtype {net.dtype} (as the network), got {data.dtype}; "
+                        "convert with data.to(dtype=...)")
+    if isinstance(optimizer, str):
+        optimizer = _optim.get(optimizer)
+    if not (hasattr(optimizer, "step") and hasattr(optimizer, "init") and hasattr(optimizer, "lr")):
+        raise TypeError(f"optimizer: expected an optimiser from refimpl.optim or 'sgd'/'adam', got {optimizer!r}")
+    schedule = Constant() if schedule is None else schedule
+    if not callable(schedule):
+        raise TypeError(f"schedule: expected a callable epoch -> factor, got {schedule!r}")
+
+    loss_name = rule_loss(rule)
+    loss = _losses.get(loss_name)
+    y_all = _targets(data, loss_name, "train")
+    bp = BP(loss=loss_name) if angles else None
+    batch_seed, rule_seed = derived_seeds(seed)
+    if state is None:
+        state = rule.init(net, seed=rule_seed)
+    has_fb = callable(getattr(rule, "train_feedback", None))
+    gen = _rng(batch_seed)
+    n, L = data.n_train, net.depth
+    dev = device_of(data.x_train)
+    opt_state = None
+    history = []
+    steps = 0
+    for epoch in range(1, epochs + 1):
+        factor = float(schedule(epoch - 1))
+        if not (math.isfinite(factor) and factor >= 0):
+            raise ValueError(f"schedule: factor for epoch {epoch} must be finite and >= 0, got {factor!r}")
+        opt = dataclasses.replace(optimizer, lr=optimizer.lr * factor)
+        perm = gen.permutation(n)
+        t_epoch = time.perf_counter()
+        t_train = 0.0
+        batch_losses, angle_rows = [], []
+        stop = n - n % batch_size if drop_last else n
+        for b, start in enumerate(range(0, stop, batch_size)):
+            idx = from_numpy(perm[start:start + batch_size], xp, device=dev)
+            xb = xp.take(data.x_train, idx, axis=0)
+            yb = xp.take(y_all, idx, axis=0)
+            t0 = time.perf_counter()
+            if has_fb:
+                state = rule.train_feedback(net, state, xb, yb)
+            upd, new_state = rule.updates(net, state, xb, yb)
+            where = f"rule {label!r}, epoch {epoch}, batch {b} (lr {opt.lr:g})"
+            lval = upd.record.get("loss") if isinstance(upd.record, dict) else None
+            lval = float(loss.value(net(xb), yb) if lval is None else lval)
+            if not math.isfinite(lval):
+                raise NonFiniteLossError(f"non-finite training loss {lval} at {where}; the run diverged "
+                                         "(lower the learning rate?)", rule=label, epoch=epoch, batch=b)
+            grads = tuple(upd.dW) + tuple(upd.db)
+            params = tuple(net.weights) + tuple(net.biases)
+            if len(grads) != len(params):
+                raise ValueError(f"rule {label!r}: updates must have {L} dW and {L} db, got "
+                                 f"{len(upd.dW)} and {len(upd.db)}")
+            for i, g in enumerate(grads):
+                if not _finite(g):
+                    kind = "dW" if i < L else "db"
+                    raise NonFiniteLossError(f"non-finite update {kind}[{i % L}] at {where}", rule=label,
+                                             epoch=epoch, batch=b)
+            if opt_state is None:
+                opt_state = opt.init(params)
+            new_params, opt_state = opt.step(params, grads, opt_state)
+            for i, p in enumerate(new_params):
+                if not _finite(p):
+                    kind = "weights" if i < L else "biases"
+                    raise NonFiniteLossError(f"non-finite {kind}[{i % L}] after the optimiser step at {where}; "
+                                             "the run diverged (lower the learning rate?)", rule=label,
+                                             epoch=epoch, batch=b)
+            t_train += time.perf_counter() - t0
+            if bp is not None:
+                ref, _ = bp.updates(net, bp.init(net), xb, yb)
+                angle_rows.append(layer_angles(upd.dW, ref.dW))
+            net = net.replace(weights=new_params[:L], biases=new_params[L:])
+            state = new_state
+            batch_losses.append(lval)
+            steps += 1
+        metrics = evaluate(net, data, loss_name)
+        for k in ("train_loss", "test_loss"):
+            if not math.isfinite(metrics[k]):
+                raise NonFiniteLossError(f"non-finite {k} {metrics[k]} after epoch {epoch} of rule {label!r}",
+                                         rule=label, epoch=epoch, batch=None)
+        record = {"epoch": epoch, "lr": opt.lr, **metrics,
+                  "batch_loss": sum(batch_losses) / len(batch_losses),
+                  "angles": _nanmean(angle_rows) if bp is not None else None,
+                  "seconds": t_train, "wall_seconds": time.perf_counter() - t_epoch, "steps": steps}
+        history.append(record)
+        if callback is not None:
+            callback(record, net, state)
+    return TrainResult(net, state, history)
+
+
+# --- side-by-side comparison (``refimpl train`` and benchmarks/reproduce) ----------------------
+
+def versions() -> dict:
+    """Library versions for result records (ENGINEERING.md rule 15)."""
+    import platform
+    import sys
+
+    out = {"python": platform.python_version()}
+    for mod in ("numpy", "scipy", "array_api_compat", "torch", "cupy", "sklearn", "mnist1d"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    from . import __version__
+
+    out["refimpl"] = __version__
+    return out
+
+
+def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="tanh",
+            output_activation="linear", init="xavier", optimizer="adam", epochs: int = 20,
+            batch_size: int = 32, seed: int = 0, schedule=None, loss: str | None = None,
+            angles: bool = True, progress=None, net=None, keep_going: bool = True) -> dict:
+    """Train several rules side by side from the same initial weights; returns the metrics dict.
+
+    ``rules``: rule specs (``"bp"``, ``"gaitprop:gamma=0.001"``), rule instances, or a dict
+    ``{key: rule}``. The network is ``Network.init([n_in, *hidden, n_out], activation,
+    output_activation, init, seed=seed)`` on the data's backend and dtype (or ``net``, given), and
+    every rule starts from that very network. ``loss`` (default ``"ce"`` for classification,
+    ``"mse"`` for regression) is given to every rule that has a ``loss`` parameter and whose spec
+    does not set it. ``progress(key, record)`` is called after every epoch of every rule.
+
+    The result follows ``metrics.json``'s schema: ``{"data", "seed", "rules": {key: {"epochs":
+    [records], "initial": {...}, "rule": class name, "hyper": {...}, "seconds": total}}, "config",
+    "network", "dataset", "versions"}``. With ``keep_going``, a rule that diverges or raises a
+    ``ValueError``/``TypeError`` gets an ``"error"`` entry (its epochs so far are kept) and the others
+    still run; otherwise the error propagates.
+    """
+    from .network import Network
+
+    if loss is None:
+        loss = "ce" if data.task == "classification" else "mse"
+    # arguments shared by every rule are checked once, up front (train() checks them again)
+    for nm, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if nm == "seed" else 1):
+            raise ValueError(f"{nm}: expected an integer >= {0 if nm == 'seed' else 1}, got {v!r}")
+    if batch_size > data.n_train:
+        raise ValueError(f"batch_size: expected at most the {data.n_train} training samples of "
+                         f"{data.name!r}, got {batch_size}")
+    if isinstance(rules, dict):
+        items = list(rules.items())
+    else:
+        items = []
+        for r in rules:
+            key = r if isinstance(r, str) else type(r).__name__.lower()
+            items.append((key, r))
+    keys = [k for k, _ in items]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise ValueError(f"rules: each rule must appear once (use distinct hyper-parameters), got {dup} twice")
+    built = []
+    for key, r in items:
+        if isinstance(r, str):
+            name, hyper = parse_rule_spec(r)
+            cls, preset = _resolve(name)
+            if "loss" not in {**preset, **hyper} and dataclasses.is_dataclass(cls) and \
+                    "loss" in {f.name for f in dataclasses.fields(cls)}:
+                r = get_rule(r, loss=loss)
+            else:
+                r = get_rule(r)
+        built.append((key, r))
+    if net is None:
+        if sizes is None:
+            sizes = [data.n_inputs, *[int(h) for h in hidden], data.n_outputs]
+        dt = "float64" if data.dtype == data.xp.float64 else "float32"
+        net = Network.init(list(sizes), activation=activation, output_activation=output_activation, init=init,
+                           seed=seed, dtype=dt, xp=data.xp, device=device_of(data.x_train))
+    opt = _optim.get(optimizer) if isinstance(optimizer, str) else optimizer
+    result = {"data": data.name, "seed": seed, "rules": {},
+              "config": {"epochs": epochs, "batch_size": batch_size, "optimizer": repr(opt),
+                         "schedule": repr(schedule if schedule is not None else Constant()), "loss": loss,
+                         "angles": angles},
+              "network": {"sizes": list(net.sizes), "activations": list(net.activations), "init": init,
+                          "dtype": str(net.dtype)},
+              "dataset": {"name": data.name, "task": data.task, "n_train": data.n_train, "n_test": data.n_test,
+                          "n_inputs": data.n_inputs, "n_classes": data.n_classes},
+              "versions": versions()}
+    for key, rule in built:
+        entry = {"rule": type(rule).__name__, "hyper": rule_hyper(rule), "loss": rule_loss(rule),
+                 "initial": evaluate(net, data, rule_loss(rule)), "epochs": []}
+        result["rules"][key] = entry
+
+        def cb(record, _net, _state, key=key, entry=entry):
+            entry["epochs"].append(record)
+            if progress is not None:
+                progress(key, record)
+
+        try:
+            train(rule, net, data, optimizer=opt, epochs=epochs, batch_size=batch_size, seed=seed,
+                  schedule=schedule, angles=angles, callback=cb, name=key)
+        except (ValueError, TypeError) as exc:
+            if not keep_going:
+                raise
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        entry["seconds"] = sum(r["seconds"] for r in entry["epochs"])
+    return result
+
+
+def write_metrics(path, result: dict) -> None:
+    """Write ``result`` as JSON (NaN/inf as null, so the file is strict JSON)."""
+    import json
+
+    def clean(o):
+        if isinstance(o, dict):
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        return o
+
+    with open(path, "w") as f:
+        json.dump(clean(result), f, indent=1, allow_nan=False)
+        f.write("\n")
+
+
+def _fmt(v, spec):
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def format_table(result: dict) -> str:
+    """The final-epoch table printed by ``refimpl train`` (numbers as in metrics.json)."""
+    rows = []
+    head = ["rule", "epochs", "train_loss", "test_loss", "train_acc", "test_acc", "angle_to_bp_deg (per layer)",
+            "seconds"]
+    for key, e in result["rules"].items():
+        last = e["epochs"][-1] if e["epochs"] else {}
+        ang = last.get("angles")
+        ang_s = "/".join(_fmt(a, ".1f") for a in ang) if ang else "-"
+        rows.append([key, str(last.get("epoch", 0)), _fmt(last.get("train_loss"), ".4f"),
+                     _fmt(last.get("test_loss"), ".4f"), _fmt(last.get("train_accuracy"), ".4f"),
+                     _fmt(last.get("test_accuracy"), ".4f"), ang_s, _fmt(e.get("seconds"), ".2f")])
+        if "error" in e:
+            rows.append(["  error: " + e["error"][:150]] + [""] * (len(head) - 1))
+    widths = [max(len(r[i]) for r in [head] + [r for r in rows if not r[0].startswith("  error")])
+              for i in range(len(head))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append(r[0] if r[0].startswith("  error") else "  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    return "\n".join(lines)
+
+
+def plot_curves(result: dict, path) -> None:
+    """Learning curves as a PNG: loss (train dashed, test solid), accuracy, per-layer angle to BP.
+
+    matplotlib (the ``plot`` extra) is imported here, with the non-interactive Agg backend.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("plotting needs matplotlib (pip install refimpl[plot])") from exc
+    classification = result.get("dataset", {}).get("task", "classification") == "classification"
+    ncols = 3 if classification else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ["-", "--", ":", "-."]
+    omitted = False
+    for i, (key, e) in enumerate(result["rules"].items()):
+        c = colors[i % len(colors)]
+        ep = [0] + [r["epoch"] for r in e["epochs"]]
+        init = e.get("initial", {})
+        for split, ls in (("train", "--"), ("test", "-")):
+            ys = [init.get(f"{split}_loss", math.nan)] + [r[f"{split}_loss"] for r in e["epochs"]]
+            axes[0].plot(ep, ys, ls, color=c, label=f"{key} {split}")
+            if classification:
+                ys = [init.get(f"{split}_accuracy", math.nan)] + [r[f"{split}_accuracy"] for r in e["epochs"]]
+                axes[1].plot(ep, ys, ls, color=c, label=f"{key} {split}")
+        angs = [r.get("angles") for r in e["epochs"]]
+        if angs and angs[0] is not None:
+            for layer in range(len(angs[0])):
+                ys = [a[layer] if a[layer] is not None else math.nan for a in angs]
+                if all(y < 1e-3 for y in ys if not math.isnan(y)):
+                    omitted = True  # identical to BP's update (e.g. every output layer of FA/DFA)
+                    continue
+                axes[-1].plot(ep[1:], ys, styles[layer % len(styles)], color=c, marker=".",
+                              label=f"{key} W{layer + 1}")
+    axes[0].set_yscale("log")
+    axes[0].set_title(f"loss ({result.get('config', {}).get('loss', '')}); train --, test -")
+    axes[0].set_xlabel("epoch")
+    if classification:
+        axes[1].set_title("accuracy; train --, test -")
+        axes[1].set_xlabel("epoch")
+        axes[1].set_ylim(0, 1.01)
+        axes[1].grid(alpha=0.3)
+    axes[-1].set_title("angle to BP's update (deg), per layer" + ("\n(layers at 0°, i.e. equal to BP, omitted)"
+                                                                  if omitted else ""), fontsize=10)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1].set_xlabel("epoch")
+    axes[-1].set_ylim(bottom=0)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=1 if len(result["rules"]) < 4 else 2)
+    fig.suptitle(f"{result['data']}, seed {result['seed']}, network {result.get('network', {}).get('sizes')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+class Progress:
+    """Progress over ``total`` epochs: a rich or tqdm bar on a terminal when installed, a simple
+    carriage-return bar on a terminal otherwise, one plain line per epoch when not a terminal."""
+
+    def __init__(self, total: int, stream=None, quiet: bool = False, force: str | None = None):
+        import sys
+
+        self.total, self.n, self.quiet = total, 0, quiet
+        self.stream = stream if stream is not None else sys.stdout
+        tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.kind = force or ("plain" if not tty else self._pick())
+        self._bar = None
+        self.t0 = time.perf_counter()
+        if quiet:
+            return
+        if self.kind == "rich":
+            from rich.progress import Progress as RP
+
+            self._bar = RP(transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task("training", total=total)
+        elif self.kind == "tqdm":
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, file=self.stream, unit="epoch")
+
+    @staticmethod
+    def _pick():
+        for mod in ("rich", "tqdm"):
+            try:
+                importlib.import_module(mod)
+                return mod
+            except ImportError:
+                continue
+        return "bar"
+
+    @staticmethod
+    def line(key, record) -> str:
+        acc = record.get("test_accuracy")
+        ang = record.get("angles")
+        parts = [f"{key:<12} epoch {record['epoch']:>3}", f"train_loss {record['train_loss']:.4f}",
+                 f"test_loss {record['test_loss']:.4f}"]
+        if acc is not None:
+            parts.append(f"test_acc {acc:.4f}")
+        if ang:
+            parts.append("angle " + "/".join(_fmt(a, ".1f") for a in ang))
+        parts.append(f"{record['seconds']:.2f}s")
+        return "  ".join(parts)
+
+    def __call__(self, key, record):
+        self.n += 1
+        if self.quiet:
+            return
+        desc = f"{key} epoch {record['epoch']}"
+        if self.kind == "rich":
+            self._bar.update(self._task, advance=1, description=desc)
+        elif self.kind == "tqdm":
+            self._bar.set_description(desc)
+            self._bar.update(1)
+        elif self.kind == "bar":
+            frac = self.n / max(self.total, 1)
+            self.stream.write(f"\r[{'#' * int(30 * frac):<30}] {self.n}/{self.total} epochs  {desc:<28} "
+                              f"{time.perf_counter() - self.t0:.1f}s")
+            self.stream.flush()
+        else:
+            print(self.line(key, record), file=self.stream, flush=True)
+
+    def close(self):
+        if self.quiet:
+            return
+        if self.kind == "rich":
+            self._bar.stop()
+        elif self.kind == "tqdm":
+            self._bar.close()
+        elif self.kind == "bar":
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,356 @@
+"""refimpl.train: the loop on every rule found, determinism, schedules, errors, the `train` CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+import refimpl as ri
+from refimpl import data as D
+from refimpl import train as T
+from refimpl.backend import to_numpy
+from refimpl.rules.base import Updates
+
+HIST_KEYS = {"epoch", "lr", "train_loss", "test_loss", "batch_loss", "angles", "seconds", "wall_seconds", "steps"}
+
+
+def _rule_params():
+    """Every rule the registry finds now, plus the aliases that preset hyper-parameters (usf, ...),
+    so rules that land later are covered without editing this file."""
+    rules = T.available_rules()
+    names = list(rules) + [a for a, (k, preset) in T.ALIASES.items() if preset and k in rules]
+    return sorted(names)
+
+
+def _tiny(task="regression", n_out=6, seed=0):
+    return D.teacher_student(sizes=(6, 6, n_out), activation="tanh", task=task, n_train=24, n_test=8, seed=seed)
+
+
+def _candidates():
+    """(data, net) pairs a rule is tried on, first fit wins: square leaky-ReLU nets suit rules that
+    invert layers (TP, GAIT-prop); classification data suits rules whose loss is ce (PEPITA)."""
+    for act in ("leaky_relu", "tanh"):
+        for task in ("regression", "classification"):
+            yield _tiny(task), ri.Network.init([6, 6, 6, 6], activation=act, seed=1)
+
+
+@pytest.mark.parametrize("name", _rule_params())
+def test_loop_runs_every_rule(name):
+    errors = []
+    for data, net in _candidates():
+        try:
+            res = T.train(name, net, data, optimizer=ri.optim.SGD(lr=0.01), epochs=2, batch_size=8, seed=0)
+        except (ValueError, TypeError) as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+            continue
+        h = res.history
+        assert [r["epoch"] for r in h] == [1, 2] and h[-1]["steps"] == 6
+        for r in h:
+            assert HIST_KEYS <= set(r)
+            assert math.isfinite(r["train_loss"]) and math.isfinite(r["test_loss"])
+            assert len(r["angles"]) == net.depth
+            assert all(math.isnan(a) or 0 <= a <= 180 for a in r["angles"])
+            if data.task == "classification":
+                assert 0 <= r["train_accuracy"] <= 1 and 0 <= r["test_accuracy"] <= 1
+        moved = any(not np.array_equal(to_numpy(a), to_numpy(b)) for a, b in zip(res.net.weights, net.weights))
+        assert moved, f"rule {name}: training did not change the weights"
+        return
+    pytest.fail(f"rule {name!r} did not train on any candidate network:\n" + "\n".join(errors))
+
+
+def test_bp_angles_are_zero_and_fa_like_rules_differ():
+    data = _tiny()
+    net = ri.Network.init([6, 8, 8, 6], activation="tanh", seed=0)
+    h = T.train("bp", net, data, optimizer="adam", epochs=1, batch_size=8, seed=0).history
+    assert max(h[0]["angles"]) < 1e-5
+    if "fa" in T.rule_names():
+        h = T.train("fa", net, data, optimizer="adam", epochs=1, batch_size=8, seed=0).history
+        assert h[0]["angles"][-1] < 1e-5  # FA's output layer gets the true delta
+        assert h[0]["angles"][0] > 1.0    # random feedback: hidden updates differ from BP
+
+
+def test_derived_seeds_keep_feedback_away_from_the_network_seed():
+    a, b = T.derived_seeds(0)
+    assert a != b and 0 not in (a, b)
+    assert T.derived_seeds(0) == (a, b) and T.derived_seeds(1) != (a, b)
+
+
+def test_deterministic_for_a_seed():
+    name = "fa" if "fa" in T.rule_names() else "bp"
+    data = _tiny("classification")
+    net = ri.Network.init([6, 8, 6], activation="tanh", seed=0)
+    rule = T.get_rule(name, loss="ce")
+
+    def run(seed):
+        r = T.train(rule, net, data, optimizer=ri.optim.Adam(lr=1e-2), epochs=3, batch_size=5, seed=seed)
+        hist = [{k: v for k, v in rec.items() if k not in ("seconds", "wall_seconds")} for rec in r.history]
+        return [to_numpy(W) for W in r.net.weights], hist
+
+    w1, h1 = run(0)
+    w2, h2 = run(0)
+    w3, h3 = run(1)
+    assert h1 == h2 and all(np.array_equal(a, b) for a, b in zip(w1, w2))
+    assert not all(np.array_equal(a, b) for a, b in zip(w1, w3))
+
+
+def test_partial_last_batch_and_drop_last():
+    data = _tiny()  # 24 samples
+    net = ri.Network.init([6, 6, 6], seed=0)
+    assert T.train("bp", net, data, optimizer="sgd", epochs=1, batch_size=7, seed=0).history[-1]["steps"] == 4
+    assert T.train("bp", net, data, optimizer="sgd", epochs=1, batch_size=7, seed=0,
+                   drop_last=True).history[-1]["steps"] == 3
+
+
+@pytest.mark.parametrize("xp_name", ["array_api_strict", "torch"])
+def test_other_backends_match_numpy(xp_name):
+    if xp_name == "torch":
+        pytest.importorskip("torch")
+    else:
+        pytest.importorskip("array_api_strict")
+    data = _tiny("classification")
+    net = ri.Network.init([6, 8, 6], seed=0)
+    ref = T.train(T.get_rule("bp", loss="ce"), net, data, optimizer="adam", epochs=2, batch_size=8, seed=0)
+    other = T.train(T.get_rule("bp", loss="ce"), net.to(xp_name), data.to(xp_name), optimizer="adam", epochs=2,
+                    batch_size=8, seed=0)
+    for a, b in zip(ref.net.weights, other.net.weights):
+        np.testing.assert_allclose(to_numpy(b), to_numpy(a), rtol=1e-10, atol=1e-12)
+    assert other.history[-1]["test_accuracy"] == ref.history[-1]["test_accuracy"]
+
+
+# --- the feedback-training contract ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _FbState:
+    calls: tuple = ()
+
+
+@dataclass(frozen=True)
+class _FakeFeedbackRule:
+    """BP with a train_feedback hook that logs (kind, first input row) for every call."""
+
+    loss: str = "mse"
+
+    def init(self, net, seed=0):
+        return _FbState()
+
+    def train_feedback(self, net, state, x, y):
+        return _FbState(state.calls + (("fb", float(x[0, 0])),))
+
+    def updates(self, net, state, x, y):
+        upd, _ = ri.rules.BP(loss=self.loss).updates(net, ri.rules.EmptyState(), x, y)
+        return upd, _FbState(state.calls + (("upd", float(x[0, 0])),))
+
+
+def test_train_feedback_is_called_first_on_the_same_batch():
+    data = _tiny()
+    net = ri.Network.init([6, 6, 6], seed=0)
+    res = T.train(_FakeFeedbackRule(), net, data, optimizer="sgd", epochs=2, batch_size=8, seed=0)
+    calls = res.state.calls
+    assert len(calls) == 2 * 2 * 3
+    for i in range(0, len(calls), 2):
+        assert calls[i][0] == "fb" and calls[i + 1][0] == "upd" and calls[i][1] == calls[i + 1][1]
+
+
+# --- schedules ---------------------------------------------------------------------------------
+
+def test_schedules():
+    assert T.Constant()(7) == 1.0
+    s = T.StepDecay((2, 4), 0.1)
+    assert [s(e) for e in range(6)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    c = T.Cosine(10, 0.1)
+    assert c(0) == pytest.approx(1.0) and c(10) == pytest.approx(0.1) and c(5) == pytest.approx(0.55)
+    assert T.Exponential(0.5)(3) == 0.125
+    assert T.parse_schedule("step:60,90", 100) == T.StepDecay((60, 90), 0.1)
+    assert T.parse_schedule("step:3:0.5", 10) == T.StepDecay((3,), 0.5)
+    assert T.parse_schedule("cosine", 10) == T.Cosine(10)
+    assert T.parse_schedule("exp:0.9", 10) == T.Exponential(0.9)
+    with pytest.raises(ValueError, match="schedule"):
+        T.parse_schedule("linear", 10)
+    with pytest.raises(ValueError, match="milestones"):
+        T.StepDecay((5, 2))
+
+
+def test_schedule_sets_the_epoch_learning_rate():
+    data = _tiny()
+    net = ri.Network.init([6, 6, 6], seed=0)
+    h = T.train("bp", net, data, optimizer=ri.optim.SGD(lr=0.1), epochs=4, batch_size=8, seed=0,
+                schedule=T.StepDecay((1, 3), 0.5)).history
+    assert [r["lr"] for r in h] == pytest.approx([0.1, 0.05, 0.05, 0.025])
+    # lr 0 from epoch 2 on: the weights stop moving
+    frozen = T.train("bp", net, data, optimizer=ri.optim.SGD(lr=0.1), epochs=3, batch_size=8, seed=0,
+                     schedule=lambda e: 1.0 if e == 0 else 0.0).history
+    assert frozen[1]["train_loss"] == frozen[2]["train_loss"]
+
+
+# --- rule registry -----------------------------------------------------------------------------
+
+def test_rule_specs():
+    assert T.parse_rule_spec("gaitprop:gamma=0.001") == ("gaitprop", {"gamma": 0.001})
+    assert T.parse_rule_spec("x:a=1,b=ce,c=True,d=(1, 2),e=None") == (
+        "x", {"a": 1, "b": "ce", "c": True, "d": (1, 2), "e": None})
+    with pytest.raises(ValueError, match="key=value"):
+        T.parse_rule_spec("bp:0.1")
+    assert T.get_rule("bp:loss=ce") == ri.rules.BP(loss="ce")
+    assert T.get_rule("BackProp", loss="ce") == ri.rules.BP(loss="ce")
+    assert T.get_rule("bp:loss=mse", loss="ce").loss == "mse"  # the spec wins over defaults
+    assert T.get_rule(ri.rules.BP) == ri.rules.BP()
+    r = ri.rules.BP(loss="ce")
+    assert T.get_rule(r) is r
+
+
+def test_unknown_rule_and_hyper_parameter():
+    with pytest.raises(ValueError, match=r"unknown rule 'nosuch'; known rules: .*bp"):
+        T.get_rule("nosuch")
+    with pytest.raises(TypeError, match=r"unknown hyper-parameter\(s\) \['gamma'\]"):
+        T.get_rule("bp:gamma=1")
+    if "usf" in T.rule_names():
+        assert T.get_rule("usf").mode == "usf" and T.get_rule("brsf:mode=frsf").mode == "frsf"
+
+
+# --- bad arguments and divergence --------------------------------------------------------------
+
+def test_bad_arguments():
+    data = _tiny()
+    net = ri.Network.init([6, 6, 6], seed=0)
+    kw = dict(optimizer="sgd", epochs=1, batch_size=8, seed=0)
+    with pytest.raises(ValueError, match="batch_size: expected at most the 24 training samples"):
+        T.train("bp", net, data, **{**kw, "batch_size": 25})
+    with pytest.raises(ValueError, match="epochs"):
+        T.train("bp", net, data, **{**kw, "epochs": 0})
+    with pytest.raises(ValueError, match="seed"):
+        T.train("bp", net, data, **{**kw, "seed": -1})
+    with pytest.raises(ValueError, match="unknown rule"):
+        T.train("nosuch", net, data, **kw)
+    with pytest.raises(ValueError, match="input width 6 and output width 6"):
+        T.train("bp", ri.Network.init([5, 6, 6], seed=0), data, **kw)
+    with pytest.raises(TypeError, match="dtype"):
+        T.train("bp", ri.Network.init([6, 6, 6], seed=0, dtype="float32"), data, **kw)
+    with pytest.raises(TypeError, match="Dataset"):
+        T.train("bp", net, (data.x_train, data.y_train), **kw)
+    with pytest.raises(ValueError, match="optimizer"):
+        T.train("bp", net, data, **{**kw, "optimizer": "lbfgs"})
+    with pytest.raises(ValueError, match="'ce' needs a classification"):
+        T.train(ri.rules.BP(loss="ce"), net, data, **kw)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_divergence_stops_with_a_clear_error():
+    data = D.teacher_student(sizes=(6, 6, 6), n_train=64, n_test=8, seed=0)
+    net = ri.Network.init([6, 16, 6], activation="relu", seed=0)
+    with pytest.raises(T.NonFiniteLossError, match=r"rule 'BP', epoch \d+, batch \d+") as info:
+        T.train("bp", net, data, optimizer=ri.optim.SGD(lr=1e3), epochs=50, batch_size=8, seed=0)
+    assert isinstance(info.value, ValueError) and info.value.epoch >= 1 and info.value.rule == "BP"
+
+
+# --- compare, metrics.json, plot, CLI -----------------------------------------------------------
+
+def _check_schema(m, rules, epochs, classification=True):
+    assert {"data", "seed", "rules"} <= set(m)
+    assert list(m["rules"]) == rules
+    for key in rules:
+        eps = m["rules"][key]["epochs"]
+        assert [e["epoch"] for e in eps] == list(range(1, epochs + 1))
+        for e in eps:
+            assert {"epoch", "train_loss", "test_loss", "seconds"} <= set(e)
+            if classification:
+                assert 0 <= e["train_accuracy"] <= 1 and 0 <= e["test_accuracy"] <= 1
+
+
+def test_compare_uses_the_same_initial_weights(tmp_path):
+    data = _tiny("classification")
+    rules = ["bp", "fa"] if "fa" in T.rule_names() else ["bp", "bp:loss=mse"]
+    m = T.compare(rules, data, hidden=(8,), epochs=2, batch_size=8, seed=3)
+    _check_schema(m, rules, 2)
+    inits = [m["rules"][k]["initial"] for k in rules]
+    if rules[1] == "fa":
+        assert inits[0] == inits[1]
+    T.write_metrics(tmp_path / "m.json", m)
+    back = json.loads((tmp_path / "m.json").read_text())
+    assert back["rules"][rules[0]]["epochs"][1]["test_loss"] == m["rules"][rules[0]]["epochs"][1]["test_loss"]
+    T.plot_curves(m, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = T.format_table(m)
+    assert f"{m['rules']['bp']['epochs'][-1]['test_accuracy']:.4f}" in table
+    with pytest.raises(ValueError, match="once"):
+        T.compare(["bp", "bp"], data, epochs=1, batch_size=8)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_compare_keeps_going_after_a_divergent_rule():
+    data = D.teacher_student(sizes=(6, 6, 6), n_train=64, n_test=8, seed=0)
+    m = T.compare({"stable": ri.rules.BP(), "wild": ri.rules.BP()}, data, hidden=(16,), activation="relu",
+                  optimizer=ri.optim.SGD(lr=1e3), epochs=30, batch_size=8, angles=False)
+    assert "error" in m["rules"]["wild"] and "NonFiniteLossError" in m["rules"]["wild"]["error"]
+
+
+def test_progress_modes():
+    rec = {"epoch": 1, "train_loss": 0.5, "test_loss": 0.6, "test_accuracy": 0.9, "angles": [10.0, 0.0],
+           "seconds": 0.1}
+    s = io.StringIO()
+    p = T.Progress(2, stream=s)  # StringIO is not a TTY: plain lines
+    p("bp", rec)
+    p.close()
+    assert "bp" in s.getvalue() and "test_acc 0.9000" in s.getvalue() and "\r" not in s.getvalue()
+    s = io.StringIO()
+    p = T.Progress(2, stream=s, force="bar")
+    p("bp", rec)
+    p("bp", {**rec, "epoch": 2})
+    p.close()
+    assert "\r[" in s.getvalue() and "2/2 epochs" in s.getvalue()
+
+
+def test_cli_train_end_to_end(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    from refimpl.cli import main
+
+    rules = ["bp", "fa"] if "fa" in T.rule_names() else ["bp"]
+    argv = ["train", "--data", "digits", "--epochs", "2", "--seed", "1", "--hidden", "16", "--batch-size", "64",
+            "--out", str(tmp_path)]
+    for r in rules:
+        argv += ["--rule", r]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    _check_schema(m, rules, 2)
+    assert m["data"] == "digits" and m["seed"] == 1
+    assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
+    # the printed table shows the numbers of metrics.json
+    table = out[out.index("rule  epochs"):]
+    for r in rules:
+        last = m["rules"][r]["epochs"][-1]
+        row = next(line for line in table.splitlines() if line.startswith(r + " "))
+        assert f"{last['test_accuracy']:.4f}" in row and f"{last['train_loss']:.4f}" in row
+    assert "epoch   1" in out  # plain progress lines (pytest's stdout is not a TTY)
+
+
+def test_cli_train_errors(tmp_path, capsys):
+    from refimpl.cli import main
+
+    assert main(["train", "--rule", "nosuch", "--out", str(tmp_path)]) == 2
+    assert "unknown rule 'nosuch'" in capsys.readouterr().err
+    assert main(["train", "--rule", "bp", "--epochs", "0", "--out", str(tmp_path)]) == 2
+    assert main(["train", "--rule", "bp", "--data", "teacher", "--batch-size", "5000", "--out", str(tmp_path)]) == 2
+    assert "batch_size" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path)]) == 2
+    assert main(["train", "--list-rules"]) == 0
+    assert "bp" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "--rule", "bp", "--data", "cifar"])
+
+
+def test_cli_train_regression_with_hyper_parameters(tmp_path, capsys):
+    from refimpl.cli import main
+
+    rc = main(["train", "--rule", "bp:loss=mse", "--data", "teacher", "--epochs", "2", "--hidden", "8",
+               "--optimizer", "sgd", "--lr", "0.05", "--schedule", "step:1:0.5", "--out", str(tmp_path), "--quiet"])
+    assert rc == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    _check_schema(m, ["bp:loss=mse"], 2, classification=False)
+    assert [e["lr"] for e in m["rules"]["bp:loss=mse"]["epochs"]] == pytest.approx([0.05, 0.025])
+    assert "train_accuracy" not in m["rules"]["bp:loss=mse"]["epochs"][0]
