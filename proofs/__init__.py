@@ -15,6 +15,7 @@ from .tolerances import TOLERANCES, tolerance
 #: The family modules, in the order ``refimpl verify`` runs them.
 FAMILIES = (
     "bp",
+    "feedback_alignment",
 )
 
 

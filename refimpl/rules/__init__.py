@@ -2,5 +2,6 @@
 
 from .base import Updates, EmptyState
 from .bp import BP
+from .feedback_alignment import FA, DFA, SignSymmetry
 
-__all__ = ["Updates", "EmptyState", "BP"]
+__all__ = ["Updates", "EmptyState", "BP", "FA", "DFA", "SignSymmetry"]
