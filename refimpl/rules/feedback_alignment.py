@@ -33,8 +33,7 @@ Sources:
   ``biotorch/layers/metrics.py``): mode strings ``"fa" | "dfa" | "usf" | "brsf" | "frsf"``,
   the initialisations of ``layer_config["options"]["init"]``: ``"xavier"`` (default) and the
   PyTorch default (here ``"kaiming"``), our ``feedback_init`` (it sets only ``B``: the network is
-  given),
-  and the metrics ``compute_alignment`` / ``compute_weight_ratio`` (:func:`feedback_angles`,
+  given), and the metrics ``compute_alignment`` / ``compute_weight_ratio`` (:func:`feedback_angles`,
   :func:`weight_ratios`).
 
 Storage conventions (a user holding the same ``W`` and ``B`` reproduces the updates exactly with
@@ -48,9 +47,9 @@ a torch custom ``autograd.Function`` whose backward returns ``grad_output @ B`` 
 * DFA stores ``B[i]`` with shape ``(n_L, n_{i+1})`` = BioTorch's ``weight_dfa`` of layer ``i+2``
   (BioTorch's layer ``l`` owns the matrix that produces the gradient of its *input*, ``h_{l-1}``).
   ``B[L-1]`` has shape ``(n_L, n_L)``; it is the identity and is never used: the output layer
-  always gets the true output delta ``delta_L``, which is ``e_L @ I`` (so the formula
-  ``delta_{i+1} = (e_L @ B[i]) * f'(a_{i+1})`` of DESIGN.md holds for every ``i`` with
-  ``e_L = delta_L`` and ``f'`` applied once). The error that DFA broadcasts is the *output delta*
+  always gets the true output delta ``delta_L = e_L = e_L @ I`` (DESIGN.md's hidden delta
+  ``(e @ B[i]) * f'(a_{i+1})`` is for ``i < L-1``; the output layer's ``f_L'`` is already inside
+  ``e_L`` and is not applied again). The error that DFA broadcasts is the *output delta*
   ``e_L = delta_L = dL/da_L`` (Nøkland's ``e``; for the usual linear output with mse or softmax-ce
   it is ``dL/dh_L``, BioTorch's ``loss_gradient`` of the network output).
 """
@@ -70,7 +69,7 @@ from .base import Updates, check_batch, check_state_shapes
 from .bp import backward, weight_gradients
 
 __all__ = ["FA", "DFA", "SignSymmetry", "FAState", "DFAState", "SignSymmetryState", "MODES", "INITS",
-           "fan_in_fan_out", "draw_feedback", "usf_scale", "brsf_seed", "product_feedback", "feedback_angles",
+           "fan_in_fan_out", "draw_feedback", "usf_scale", "feedback_seed", "brsf_seed", "product_feedback", "feedback_angles",
            "weight_ratios", "update_angles", "alignment"]
 
 #: BioTorch's mode strings (``BioModule(module, mode=...)``) that this module implements.
@@ -139,6 +138,25 @@ def usf_scale(shape, init: str = "xavier", scale: Optional[float] = None) -> flo
     if init == "kaiming":  # BioTorch: 1 / math.sqrt(3 * fan_in)
         return 1.0 / math.sqrt(3.0 * fan_in)
     return float(scale) / math.sqrt(3.0)
+
+
+#: One stream per purpose (``feedback_seed``): rule.init(net, seed=s) never reuses the stream of
+#: ``Network.init(seed=s)`` nor that of another rule.
+_STREAMS = {"fa": 1, "dfa": 2, "frsf": 3, "brsf": 4}
+
+
+def feedback_seed(seed: int, stream: str, step: int = 0) -> np.random.SeedSequence:
+    """The host seed of the feedback draws: ``SeedSequence(seed, spawn_key=(k, step))`` with ``k``
+    1, 2, 3, 4 for ``"fa"``, ``"dfa"``, ``"frsf"``, ``"brsf"``.
+
+    Why not ``backend.rng(seed)``: ``Network.init(seed=s)`` draws its xavier weights from exactly
+    that generator, so FA's xavier ``B`` drawn with the same ``s`` would *be* ``W`` and FA would
+    silently be BP. A spawn key gives an independent stream per purpose and per brSF step (a plain
+    ``SeedSequence([seed, 0])`` equals ``SeedSequence(seed)``: trailing zeros do not change it).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TypeError(f"seed: expected a non-negative int, got {seed!r}")
+    return np.random.SeedSequence(int(seed), spawn_key=(_STREAMS[stream], int(step)))
 
 
 def _to_net(a: np.ndarray, net):
@@ -218,8 +236,9 @@ class FA:
 
     def init(self, net, seed=0) -> FAState:
         """``B[i]`` drawn by ``feedback_init`` in the shape of ``W[i]``, layers in order, from
-        ``backend.rng(seed)`` on the host (the same numbers on every backend)."""
-        gen = _rng(seed)
+        ``backend.rng(feedback_seed(seed, "fa"))`` on the host (the same numbers on every backend;
+        never the stream of ``Network.init(seed=seed)``)."""
+        gen = _rng(feedback_seed(seed, "fa"))
         return FAState(tuple(_to_net(draw_feedback(gen, tuple(W.shape), self.feedback_init, self.scale), net)
                              for W in net.weights))
 
@@ -287,8 +306,8 @@ class DFA:
 
     def init(self, net, seed=0) -> DFAState:
         """``B[i]``, ``i < L-1``, drawn by ``feedback_init`` in shape ``(n_L, n_{i+1})``, layers in
-        order, from ``backend.rng(seed)``; ``B[L-1] = I``."""
-        gen = _rng(seed)
+        order, from ``backend.rng(feedback_seed(seed, "dfa"))``; ``B[L-1] = I``."""
+        gen = _rng(feedback_seed(seed, "dfa"))
         shapes = _dfa_shapes(net)
         xp = net.xp
         B = [_to_net(draw_feedback(gen, s, self.feedback_init, self.scale), net) for s in shapes[:-1]]
@@ -345,10 +364,9 @@ def product_feedback(net) -> tuple:
 # --- sign symmetry -----------------------------------------------------------------------------
 
 def brsf_seed(seed: int, step: int) -> np.random.SeedSequence:
-    """The seed of brSF's magnitudes for update number ``step``: ``SeedSequence(seed,
-    spawn_key=(step,))`` (independent streams per step; a plain ``SeedSequence([seed, step])``
-    would give step 0 the very stream of ``SeedSequence(seed)``, i.e. frSF's draw)."""
-    return np.random.SeedSequence(int(seed), spawn_key=(int(step),))
+    """The seed of brSF's magnitudes for update number ``step``:
+    ``feedback_seed(seed, "brsf", step)`` (an independent stream per step)."""
+    return feedback_seed(seed, "brsf", step)
 
 
 @dataclass(frozen=True)
@@ -358,8 +376,8 @@ class SignSymmetryState:
     * ``M``: frSF's fixed magnitudes (shape of each ``W[i]``, drawn once by ``init``; ``|M|`` is
       used) or ``None`` (uSF, brSF);
     * ``seed``, ``step``: brSF draws its magnitudes for the update number ``step`` from
-      ``backend.rng(brsf_seed(seed, step))`` = ``SeedSequence(seed, spawn_key=(step,))``, the
-      ``step``-th child of ``SeedSequence(seed).spawn``; every :meth:`SignSymmetry.updates` call
+      ``backend.rng(brsf_seed(seed, step))`` (:func:`feedback_seed`, an independent stream per
+      step); every :meth:`SignSymmetry.updates` call
       returns the state with ``step + 1`` (for every mode, so the count is the number of updates).
     """
 
@@ -402,13 +420,12 @@ class SignSymmetry:
         _check_init(self.feedback_init, self.scale)
 
     def init(self, net, seed=0) -> SignSymmetryState:
-        """frSF: ``M[i] = |draw|`` by ``feedback_init`` from ``backend.rng(seed)``; brSF keeps
-        ``seed`` for its per-update draws; uSF draws nothing."""
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise TypeError(f"seed: expected a non-negative int, got {seed!r}")
+        """frSF: ``M[i] = |draw|`` by ``feedback_init`` from ``backend.rng(feedback_seed(seed,
+        "frsf"))``; brSF keeps ``seed`` for its per-update draws; uSF draws nothing."""
+        feedback_seed(seed, "frsf")  # validates seed
         M = None
         if self.mode == "frsf":
-            gen = _rng(int(seed))
+            gen = _rng(feedback_seed(seed, "frsf"))
             M = tuple(_to_net(np.abs(draw_feedback(gen, tuple(W.shape), self.feedback_init, self.scale)), net)
                       for W in net.weights)
         return SignSymmetryState(M=M, seed=int(seed), step=0)

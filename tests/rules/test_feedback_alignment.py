@@ -332,3 +332,17 @@ def test_bad_states():
     xs = pytest.importorskip("array_api_strict")
     with pytest.raises(TypeError, match="one array library"):
         fa.updates(net, dataclasses.replace(s, B=(s.B[0], xs.asarray(s.B[1]), s.B[2])), x, y)
+
+
+def test_feedback_never_reuses_the_network_stream():
+    """Network.init(seed=s) and FA(xavier).init(net, seed=s) must not draw the same numbers (B = W
+    would silently make FA equal to BP); likewise FA, DFA and frSF with one seed are independent."""
+    net = ri.Network.init([5, 7, 6, 3], seed=0)
+    B = ri.rules.FA().init(net, seed=0).B
+    assert not any(np.array_equal(b, W) for b, W in zip(B, net.weights))
+    M = ri.rules.SignSymmetry(mode="frsf").init(net, seed=0).M
+    assert not any(np.array_equal(m, np.abs(b)) for m, b in zip(M, B))
+    with pytest.raises(TypeError, match="seed: expected a non-negative int"):
+        ri.rules.SignSymmetry(mode="brsf").init(net, seed=-1)
+    with pytest.raises(TypeError, match="seed: expected a non-negative int"):
+        ri.rules.FA().init(net, seed=1.5)
