@@ -1,0 +1,69 @@
+"""refimpl conform: the worked example is accepted, its slipped variant rejected with a minimal counterexample."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("refimpl.rules.feedback_alignment")
+
+from proofs import conform as C  # noqa: E402
+from refimpl.cli import main  # noqa: E402
+
+
+def test_correct_fa_is_accepted():
+    res = C.check("fa", "examples.torch_fa:fa_updates", instances=40)
+    assert res.passed, res.summary()
+    assert res.examples >= 10
+
+
+def test_correct_fa_is_accepted_with_ce():
+    res = C.check("fa", "examples.torch_fa:fa_updates", instances=20, hyper={"loss": "ce"})
+    assert res.passed, res.summary()
+
+
+def test_slipped_fa_is_rejected_with_minimal_counterexample():
+    res = C.check("fa", "examples.torch_fa:fa_updates_slipped", instances=60)
+    assert not res.passed
+    c = res.counterexample
+    # minimal: the slip needs one hidden layer with a non-linear activation, nothing more
+    assert len(c["sizes"]) == 3 and c["sizes"] == [1, 1, 1]
+    assert c["activations"][0] != "linear" and c["batch"] == 1
+    assert "dW" in c["where"] or "db" in c["where"]
+    ev = C.replay("fa", "examples.torch_fa:fa_updates_slipped", c)
+    assert not ev.holds
+    assert C.replay("fa", "examples.torch_fa:fa_updates", c).holds
+
+
+def test_bp_conform_with_a_callable():
+    from proofs.oracle import bp_gradients
+    import refimpl as ri
+
+    def my_bp(weights, biases, activations, x, y, state, loss="mse"):
+        net = ri.Network(tuple(weights), tuple(biases), tuple(activations))
+        dW, db, _ = bp_gradients(net, x, y, loss)
+        return dW, db
+
+    assert C.check("bp", my_bp, instances=15).passed
+
+
+def test_cli_accepts_rejects_and_replays(tmp_path, capsys):
+    out = tmp_path / "cex.json"
+    assert main(["conform", "fa", "--impl", "examples.torch_fa:fa_updates", "--instances", "20"]) == 0
+    assert main(["conform", "fa", "--impl", "examples.torch_fa:fa_updates_slipped", "--instances", "40",
+                 "--out", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert "minimal counterexample" in text and "--replay" in text
+    cex = json.loads(out.read_text())
+    assert cex["sizes"] == [1, 1, 1]
+    assert main(["conform", "fa", "--impl", "examples.torch_fa:fa_updates_slipped", "--replay", str(out)]) == 1
+    assert main(["conform", "fa", "--impl", "examples.torch_fa:fa_updates", "--replay", str(out)]) == 0
+
+
+def test_bad_arguments(capsys):
+    assert main(["conform", "nosuchrule", "--impl", "examples.torch_fa:fa_updates"]) == 2
+    assert main(["conform", "fa", "--impl", "examples.torch_fa"]) == 2
+    assert main(["conform", "fa", "--impl", "examples.torch_fa:nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown rule" in err and "module:function" in err
