@@ -315,12 +315,15 @@ def _finite(x) -> bool:
     return bool(xp.all(xp.isfinite(x)))
 
 
-def evaluate(net, data: Dataset, loss: str, chunk: int = 8192) -> dict:
+def evaluate(net, data: Dataset, loss: str, chunk: int = 8192, outputs: int | None = None) -> dict:
     """Loss (batch mean over the whole split) and, for classification, accuracy, on train and test.
 
+    ``outputs``: only the first ``outputs`` units of ``h_L`` are seen by the loss and the argmax
+    (auxiliary output units above them, as in GAIT-prop's square networks); default all.
     Returns ``{"train_loss", "test_loss"[, "train_accuracy", "test_accuracy"]}`` as floats.
     """
     L = _losses.get(loss)
+    k = net.sizes[-1] if outputs is None else int(outputs)
     out = {}
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
         n = int(x.shape[0])
@@ -329,7 +332,7 @@ def evaluate(net, data: Dataset, loss: str, chunk: int = 8192) -> dict:
         xp = namespace(x)
         for s in range(0, n, chunk):
             e = min(s + chunk, n)  # array_api_strict rejects out-of-bounds slice stops
-            h = net(x[s:e, ...])
+            h = net(x[s:e, ...])[:, :k]
             total += float(L.value(h, tgt[s:e, ...])) * int(h.shape[0])
             if data.task == "classification":
                 correct += int(xp.sum(xp.astype(xp.argmax(h, axis=1) == y[s:e], xp.int64)))
@@ -364,9 +367,25 @@ def derived_seeds(seed: int) -> tuple:
     return tuple(int(c.generate_state(1, dtype=np.uint32)[0]) for c in children)
 
 
+def _bp_reference(net, x, y, loss, k):
+    """BP's gradient of ``loss`` on the first ``k`` output units (zero error on the others):
+    ``refimpl.rules.bp.backward`` / ``weight_gradients`` with ``e = [dL/dh_L[:, :k], 0]``; for
+    ``k = n_L`` this is exactly ``BP(loss).updates``."""
+    from .rules.bp import backward, weight_gradients
+
+    xp = namespace(x)
+    trace = net.forward(x)
+    h = trace.h[-1]
+    e = loss.grad(h[:, :k], y)
+    if k < h.shape[1]:
+        e = xp.concat([e, xp.zeros((h.shape[0], h.shape[1] - k), dtype=h.dtype, device=device_of(h))], axis=1)
+    return weight_gradients(xp, trace, backward(net, trace, e))
+
+
 def train(rule, net, data: Dataset, *, optimizer="adam", epochs: int, batch_size: int = 32, seed: int = 0,
           schedule: Callable[[int], float] | None = None, angles: bool = True, drop_last: bool = False,
-          callback: Callable | None = None, state=None, name: str | None = None) -> TrainResult:
+          callback: Callable | None = None, state=None, name: str | None = None,
+          outputs: int | None = None) -> TrainResult:
     """Train ``net`` on ``data`` with ``rule``; returns ``TrainResult(net, state, history)``.
 
     Arguments:
@@ -387,6 +406,12 @@ def train(rule, net, data: Dataset, *, optimizer="adam", epochs: int, batch_size
         callback: called as ``callback(record, net, state)`` after every epoch.
         state: the rule's initial state (default ``rule.init(net, seed=derived_seeds(seed)[1])``).
         name: how errors name the rule (default: its class name).
+        outputs: the number of leading output units that carry the task (default: the rule's
+            ``outputs`` field if it has one, else all ``n_L``). With ``outputs < n_L`` the units
+            above are auxiliary (GAIT-prop's square networks, spec gaitprop.md §5): a rule with an
+            ``outputs`` field left at None gets ``outputs`` set; a rule without one must use
+            ``mse``, and its targets for the auxiliary units are their own forward values (zero
+            error there). Loss, accuracy and the BP reference see the first ``outputs`` units.
 
     Returns the final network, the final rule state, and the history: one dict per epoch with
     ``epoch`` (1-based), ``lr``, ``train_loss``, ``test_loss``, ``train_accuracy``,
@@ -399,8 +424,6 @@ def train(rule, net, data: Dataset, *, optimizer="adam", epochs: int, batch_size
         ValueError: bad arguments; :class:`NonFiniteLossError` (a ValueError) when a batch loss,
             an update or a parameter becomes non-finite.
     """
-    from .rules.bp import BP
-
     rule = get_rule(rule)
     label = name or type(rule).__name__
     if not isinstance(data, Dataset):
@@ -411,9 +434,27 @@ def train(rule, net, data: Dataset, *, optimizer="adam", epochs: int, batch_size
     if batch_size > data.n_train:
         raise ValueError(f"batch_size: expected at most the {data.n_train} training samples of "
                          f"{data.name!r}, got {batch_size}")
-    if net.sizes[0] != data.n_inputs or net.sizes[-1] != data.n_outputs:
-        raise ValueError(f"net: expected input width {data.n_inputs} and output width {data.n_outputs} for "
+    n_out = net.sizes[-1]
+    k = outputs if outputs is not None else getattr(rule, "outputs", None)
+    k = n_out if k is None else k
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_out:
+        raise ValueError(f"outputs: expected an integer in [1, {n_out}] (the network's output width), got {k!r}")
+    if net.sizes[0] != data.n_inputs or k != data.n_outputs:
+        extra = f" (in its first {k} output units)" if k < n_out else ""
+        raise ValueError(f"net: expected input width {data.n_inputs} and output width {data.n_outputs}{extra} for "
                          f"{data.name!r}, got sizes {list(net.sizes)}")
+    pad_aux = False
+    if k < n_out:
+        has_field = dataclasses.is_dataclass(rule) and "outputs" in {f.name for f in dataclasses.fields(rule)}
+        if has_field and getattr(rule, "outputs") is None:
+            rule = dataclasses.replace(rule, outputs=k)
+        elif has_field and getattr(rule, "outputs") != k:
+            raise ValueError(f"outputs: the rule has outputs={getattr(rule, 'outputs')}, the loop was given {k}")
+        elif not has_field:
+            if rule_loss(rule) != "mse":
+                raise ValueError(f"outputs: rule {label!r} has no `outputs` parameter; auxiliary output units "
+                                 f"({n_out - k} here) need loss 'mse' (targets = their forward values)")
+            pad_aux = True
     xp = namespace(net.weights[0], data.x_train, names=("net", "data"))
     if net.dtype != data.dtype:
         raise TypeError(f"data: expected dtype {net.dtype} (as the network), got {data.dtype}; "
@@ -429,7 +470,6 @@ def train(rule, net, data: Dataset, *, optimizer="adam", epochs: int, batch_size
     loss_name = rule_loss(rule)
     loss = _losses.get(loss_name)
     y_all = _targets(data, loss_name, "train")
-    bp = BP(loss=loss_name) if angles else None
     batch_seed, rule_seed = derived_seeds(seed)
     if state is None:
         state = rule.init(net, seed=rule_seed)
@@ -454,13 +494,15 @@ def train(rule, net, data: Dataset, *, optimizer="adam", epochs: int, batch_size
             idx = from_numpy(perm[start:start + batch_size], xp, device=dev)
             xb = xp.take(data.x_train, idx, axis=0)
             yb = xp.take(y_all, idx, axis=0)
+            if pad_aux:  # auxiliary output units target their own forward values (zero error)
+                yb = xp.concat([yb, net(xb)[:, k:]], axis=1)
             t0 = time.perf_counter()
             if has_fb:
                 state = rule.train_feedback(net, state, xb, yb)
             upd, new_state = rule.updates(net, state, xb, yb)
             where = f"rule {label!r}, epoch {epoch}, batch {b} (lr {opt.lr:g})"
             lval = upd.record.get("loss") if isinstance(upd.record, dict) else None
-            lval = float(loss.value(net(xb), yb) if lval is None else lval)
+            lval = float(loss.value(net(xb)[:, :k], yb[..., :k] if pad_aux else yb) if lval is None else lval)
             if not math.isfinite(lval):
                 raise NonFiniteLossError(f"non-finite training loss {lval} at {where}; the run diverged "
                                          "(lower the learning rate?)", rule=label, epoch=epoch, batch=b)
@@ -484,21 +526,21 @@ def train(rule, net, data: Dataset, *, optimizer="adam", epochs: int, batch_size
                                              "the run diverged (lower the learning rate?)", rule=label,
                                              epoch=epoch, batch=b)
             t_train += time.perf_counter() - t0
-            if bp is not None:
-                ref, _ = bp.updates(net, bp.init(net), xb, yb)
-                angle_rows.append(layer_angles(upd.dW, ref.dW))
+            if angles:
+                ref_dW, _ = _bp_reference(net, xb, yb[:, :k] if pad_aux else yb, loss, k)
+                angle_rows.append(layer_angles(upd.dW, ref_dW))
             net = net.replace(weights=new_params[:L], biases=new_params[L:])
             state = new_state
             batch_losses.append(lval)
             steps += 1
-        metrics = evaluate(net, data, loss_name)
-        for k in ("train_loss", "test_loss"):
-            if not math.isfinite(metrics[k]):
-                raise NonFiniteLossError(f"non-finite {k} {metrics[k]} after epoch {epoch} of rule {label!r}",
+        metrics = evaluate(net, data, loss_name, outputs=k)
+        for split in ("train_loss", "test_loss"):
+            if not math.isfinite(metrics[split]):
+                raise NonFiniteLossError(f"non-finite {split} {metrics[split]} after epoch {epoch} of rule {label!r}",
                                          rule=label, epoch=epoch, batch=None)
         record = {"epoch": epoch, "lr": opt.lr, **metrics,
                   "batch_loss": sum(batch_losses) / len(batch_losses),
-                  "angles": _nanmean(angle_rows) if bp is not None else None,
+                  "angles": _nanmean(angle_rows) if angles else None,
                   "seconds": t_train, "wall_seconds": time.perf_counter() - t_epoch, "steps": steps}
         history.append(record)
         if callback is not None:
@@ -527,7 +569,8 @@ def versions() -> dict:
 def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="tanh",
             output_activation="linear", init="xavier", optimizer="adam", epochs: int = 20,
             batch_size: int = 32, seed: int = 0, schedule=None, loss: str | None = None,
-            angles: bool = True, progress=None, net=None, keep_going: bool = True) -> dict:
+            angles: bool = True, progress=None, net=None, keep_going: bool = True,
+            outputs: int | None = None) -> dict:
     """Train several rules side by side from the same initial weights; returns the metrics dict.
 
     ``rules``: rule specs (``"bp"``, ``"gaitprop:gamma=0.001"``), rule instances, or a dict
@@ -536,6 +579,8 @@ def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="ta
     every rule starts from that very network. ``loss`` (default ``"ce"`` for classification,
     ``"mse"`` for regression) is given to every rule that has a ``loss`` parameter and whose spec
     does not set it. ``progress(key, record)`` is called after every epoch of every rule.
+    ``sizes`` (full widths) overrides ``hidden``; ``outputs`` is passed to :func:`train` (task
+    units of a wider output layer).
 
     The result follows ``metrics.json``'s schema: ``{"data", "seed", "rules": {key: {"epochs":
     [records], "initial": {...}, "rule": class name, "hyper": {...}, "seconds": total}}, "config",
@@ -593,8 +638,9 @@ def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="ta
                           "n_inputs": data.n_inputs, "n_classes": data.n_classes},
               "versions": versions()}
     for key, rule in built:
+        k = outputs if outputs is not None else getattr(rule, "outputs", None)
         entry = {"rule": type(rule).__name__, "hyper": rule_hyper(rule), "loss": rule_loss(rule),
-                 "initial": evaluate(net, data, rule_loss(rule)), "epochs": []}
+                 "initial": evaluate(net, data, rule_loss(rule), outputs=k), "epochs": []}
         result["rules"][key] = entry
 
         def cb(record, _net, _state, key=key, entry=entry):
@@ -604,7 +650,7 @@ def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="ta
 
         try:
             train(rule, net, data, optimizer=opt, epochs=epochs, batch_size=batch_size, seed=seed,
-                  schedule=schedule, angles=angles, callback=cb, name=key)
+                  schedule=schedule, angles=angles, callback=cb, name=key, outputs=outputs)
         except (ValueError, TypeError) as exc:
             if not keep_going:
                 raise

@@ -354,3 +354,31 @@ def test_cli_train_regression_with_hyper_parameters(tmp_path, capsys):
     _check_schema(m, ["bp:loss=mse"], 2, classification=False)
     assert [e["lr"] for e in m["rules"]["bp:loss=mse"]["epochs"]] == pytest.approx([0.05, 0.025])
     assert "train_accuracy" not in m["rules"]["bp:loss=mse"]["epochs"][0]
+
+
+def test_auxiliary_output_units():
+    """A 6-wide output layer whose first 3 units carry the task (GAIT-prop's square nets): BP
+    without an `outputs` field trains with aux targets = forward values, i.e. exactly BP on the
+    loss of the first 3 units."""
+    data = D.teacher_student(sizes=(6, 6, 3), n_train=24, n_test=8, seed=0)
+    net = ri.Network.init([6, 6, 6], activation="tanh", seed=0)
+    res = T.train("bp", net, data, optimizer="sgd", epochs=2, batch_size=8, seed=0, outputs=3)
+    assert max(res.history[-1]["angles"]) < 1e-5
+    # one step by hand: the gradient of the loss on the first 3 units only
+    import torch
+
+    W = [torch.tensor(to_numpy(w), requires_grad=True) for w in net.weights]
+    b = [torch.tensor(to_numpy(v), requires_grad=True) for v in net.biases]
+    x = torch.tensor(to_numpy(data.x_train[:24]))
+    y = torch.tensor(to_numpy(data.y_train[:24]))
+    h = torch.tanh(x @ W[0].T + b[0]) @ W[1].T + b[1]
+    (0.5 * ((h[:, :3] - y) ** 2).sum(1).mean()).backward()
+    one = T.train("bp", net, data, optimizer=ri.optim.SGD(lr=0.1), epochs=1, batch_size=24, seed=0, outputs=3)
+    np.testing.assert_allclose(to_numpy(one.net.weights[1]), to_numpy(net.weights[1]) - 0.1 * W[1].grad.numpy(),
+                               rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="need loss 'mse'"):
+        T.train(ri.rules.BP(loss="ce"), net, D.teacher_student(sizes=(6, 6, 3), task="classification", n_train=24,
+                                                               n_test=8), optimizer="sgd", epochs=1, batch_size=8,
+                outputs=3)
+    with pytest.raises(ValueError, match="outputs"):
+        T.train("bp", net, data, optimizer="sgd", epochs=1, batch_size=8, outputs=7)
