@@ -16,6 +16,7 @@ from .tolerances import TOLERANCES, tolerance
 FAMILIES = (
     "bp",
     "feedback_alignment",
+    "gaitprop",
 )
 
 

@@ -2,6 +2,7 @@
 
 from .base import Updates, EmptyState
 from .bp import BP
+from .gaitprop import GaitProp, TPInverse
 from .feedback_alignment import FA, DFA, SignSymmetry
 
-__all__ = ["Updates", "EmptyState", "BP", "FA", "DFA", "SignSymmetry"]
+__all__ = ["Updates", "EmptyState", "BP", "GaitProp", "TPInverse", "FA", "DFA", "SignSymmetry"]

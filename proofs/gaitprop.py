@@ -1,0 +1,555 @@
+r"""GAIT-prop's theorems: GAIT-prop = BP for orthogonal weights, and TP through exact inverses is Gauss-Newton.
+
+Notation of :mod:`refimpl.rules.gaitprop` (batch rows, ``W_l: (n_l, n_{l-1})``). Every check runs
+refimpl's rule against torch autograd's BP gradients (:func:`proofs.oracle.bp_gradients`) or, for
+TP, against the oracle's Gauss-Newton targets (:func:`proofs.oracle.gauss_newton_targets`).
+
+* ``gaitprop.limit_equals_bp_orthogonal`` -- the gamma -> 0 recursion
+  ``E_{l-1} = (D_l * E_l) @ inv(W_l).T`` (:func:`refimpl.rules.gaitprop.gamma_limit`) gives BP's
+  gradients exactly when ``W_2..W_L`` are orthogonal (the algebraic core of P1's theorem;
+  ``inv(W).T = W``). Exact identity, float64 ``rtol = 1e-10 * depth``. Control: ``W_L -> s W_L``
+  with ``s in [1.5, 2.5]`` (not orthogonal: ``inv(W).T = W / s^2``).
+* ``gaitprop.equals_bp_piecewise_linear`` -- for identity / leaky-ReLU activations GAIT-prop at a
+  *finite* gamma (fixed or adaptive) has no truncation term as long as no nudge crosses the kink:
+  it equals BP up to rounding. The tolerance is the first-order rounding model of the target pass
+  evaluated on the instance (:func:`rounding_bound`); the draw picks gamma so that no nudge crosses
+  the kink (the theorem's condition), and the check verifies it. Control: non-orthogonal weights.
+* ``gaitprop.converges_to_bp_smooth`` -- for smooth activations (tanh, sigmoid, softplus, identity)
+  with adaptive gamma the error is first order: slope 1 on the grid gamma = 2e-3 .. 2.5e-4 and a
+  Richardson limit that vanishes to rounding, at every depth 2..6 (the grid does not depend on
+  depth: adaptive gamma removes fixed gamma's ``eps * gamma^-(L-1)`` round-off wall). Control:
+  non-orthogonal weights (the limit is then the recursion with ``inv(W).T != W``, not BP).
+* ``gaitprop.deviation_first_order_in_nonorthogonality`` -- with ``W_l(eps) = Q_l + eps G_l``
+  (``l >= 2``) the gamma -> 0 recursion deviates from BP at first order in ``eps`` (slope 1,
+  limit 0 at ``eps = 0``, and resolvably nonzero), i.e. linearly in ``||W^T W - I||`` (spec §3.3).
+  Control: ``W_l(eps) = Q_l C(eps A_l)`` with the Cayley transform of a skew matrix, a perturbation
+  that keeps ``W_l`` orthogonal: no deviation to grow.
+* ``gaitprop.tp_equals_gauss_newton_linear`` -- for linear networks with invertible (not orthogonal)
+  ``W_l``, TP's targets through exact inverses are exactly the Gauss-Newton targets
+  ``h_l - J_l^{-1} e_L`` (``J_l = dh_L/dh_l``); hence TP is not BP (BP uses ``J_l^T``). Control: a
+  leaky-ReLU output layer with labels across the kink (not linear): TP's exact inverse then differs
+  from GN's linearisation.
+* ``gaitprop.error_vs_gamma`` (measurement) -- the spec's §3.2 table: relative error of GAIT-prop
+  against BP over gamma = 1e-1 .. 1e-6 for identity, leaky-ReLU(0.1), tanh; fixed and adaptive;
+  depth 4 and 6.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+import refimpl as ri
+from refimpl.backend import to_numpy, from_numpy, rng as host_rng
+from refimpl.network import haar_orthogonal
+from refimpl.rules import gaitprop as G
+from . import oracle
+from .strategies import NetInstance, network_from_matrices
+from .theorem import Theorem, Evidence, compare, order_check, flat
+from .tolerances import tolerance
+
+__all__ = ["THEOREMS", "rounding_bound", "kink_crossings", "bp_reference", "gn_targets"]
+
+PIECEWISE = ("linear", "leaky_relu", "leaky_relu(0.1)", "leaky_relu(0.2)")
+SMOOTH = ("linear", "tanh", "sigmoid", "softplus")
+INVERTIBLE = ("linear", "tanh", "sigmoid", "leaky_relu", "leaky_relu(0.1)", "elu", "softplus")
+DEPTH = (2, 6)
+WIDTH = (1, 10)
+EPS64 = 2.0 ** -52
+
+
+# --- instances ---------------------------------------------------------------------------------
+
+def _draw(d, xp, dtype, activations, *, weights="orthogonal", losses=("mse", "ce"), batch=(1, 6),
+          output_activations=None, depth=DEPTH, width=WIDTH, ce_aux=True, nonlinear=None):
+    """A network whose layers 2..L are square (``weights``: ``orthogonal`` Haar, or ``invertible``
+    with condition number <= 4); layer 1 is Gaussian ``(n, n_0)`` (neither square nor orthogonal:
+    the theorems do not need it). Loss on the first ``outputs`` units (auxiliary units above).
+    ``nonlinear``: if layers 2..L all came out linear, the output activation is redrawn from it.
+    Params: ``outputs`` and control scales ``s_l in [1.5, 2.5]``."""
+    L = d.integer(*depth)
+    n = d.integer(*width)
+    n0 = d.integer(*width)
+    acts = [d.choice(activations) for _ in range(L - 1)]
+    acts.append(d.choice(output_activations or activations))
+    if nonlinear and all(a == "linear" for a in acts[1:]):  # some inverted layer must be non-linear
+        acts[-1] = d.choice(nonlinear)
+    loss = d.choice(losses if n >= 2 else ("mse",))
+    k = n if (loss == "ce" and not ce_aux) else d.integer(2 if loss == "ce" else 1, n)
+    B = d.integer(*batch)
+    gen = host_rng(d.seed())
+    Ws = [gen.standard_normal((n, n0)) / math.sqrt(n0)]
+    for _ in range(1, L):
+        if weights == "orthogonal":
+            Ws.append(haar_orthogonal(gen, n, n))
+        else:
+            U, V = haar_orthogonal(gen, n, n), haar_orthogonal(gen, n, n)
+            Ws.append(U @ np.diag(np.exp(gen.uniform(-0.5, 0.5, n) * math.log(4.0))) @ V.T)
+    bs = [0.1 * gen.standard_normal(n) for _ in range(L)]
+    net = network_from_matrices(Ws, bs, acts, xp, dtype)
+    x = from_numpy(gen.standard_normal((B, n0)), net.xp, net.dtype)
+    if loss == "mse":
+        y = from_numpy(gen.standard_normal((B, k)), net.xp, net.dtype)
+    else:
+        y = from_numpy(np.eye(k)[gen.integers(0, k, B)], net.xp, net.dtype)
+    scales = [float(s) for s in gen.uniform(1.5, 2.5, L)]
+    return NetInstance(net, x, y, loss, params={"outputs": k, "scales": scales})
+
+
+def _scaled(net, scales):
+    """``W_L -> s W_L`` with ``s = scales[-1] in [1.5, 2.5]``: the output layer is no longer orthogonal
+    (``inv(W_L).T = W_L / s^2``: every error below it is off by ``1/s^2 - 1``, at least 56 %), while
+    invertibility, conditioning and the range of the activations below are kept (scaling every
+    layer compounds to ``s^(L-1)`` and saturates tanh/sigmoid exactly in float64)."""
+    Ws = net.weights[:-1] + (scales[-1] * net.weights[-1],)
+    return net.replace(weights=Ws)
+
+
+def bp_reference(net, x, y, loss, outputs):
+    """torch autograd's BP gradients of the batch-mean loss on the first ``outputs`` units (host).
+
+    The auxiliary output units do not enter the loss: the oracle differentiates the network with
+    the output layer cut to its first ``outputs`` rows, and the auxiliary rows get zero gradient.
+    """
+    k = outputs
+    n_L = net.sizes[-1]
+    if k == n_L:
+        dW, db, _ = oracle.bp_gradients(net, x, y, loss)
+        return dW, db
+    cut = net.replace(weights=net.weights[:-1] + (net.weights[-1][:k, :],),
+                      biases=net.biases[:-1] + (net.biases[-1][:k],))
+    dW, db, _ = oracle.bp_gradients(cut, x, y, loss)
+    dW[-1] = np.concatenate([dW[-1], np.zeros((n_L - k, dW[-1].shape[1]))], axis=0)
+    db[-1] = np.concatenate([db[-1], np.zeros(n_L - k)])
+    return dW, db
+
+
+def _labels(L):
+    return [f"dW[{i}]" for i in range(L)] + [f"db[{i}]" for i in range(L)]
+
+
+# --- gaitprop.limit_equals_bp_orthogonal ---------------------------------------------------------
+
+def _draw_limit(d, xp, dtype):
+    return _draw(d, xp, dtype, INVERTIBLE)
+
+
+def _limit_vs_bp(inst, net):
+    k = inst.params["outputs"]
+    upd = G.gamma_limit(net, inst.x, inst.y, loss=inst.loss, outputs=k)
+    dW, db = bp_reference(net, inst.x, inst.y, inst.loss, k)
+    return compare(list(upd.dW) + list(upd.db), dW + db, "exact_identity", net.dtype, depth=net.depth,
+                   labels=_labels(net.depth))
+
+
+def _check_limit(inst):
+    return _limit_vs_bp(inst, inst.net)
+
+
+def _control_limit(inst):
+    return _limit_vs_bp(inst, _scaled(inst.net, inst.params["scales"]))
+
+
+# --- gaitprop.equals_bp_piecewise_linear ----------------------------------------------------------
+
+def kink_crossings(net, record) -> int:
+    """Number of entries where a nudged activity ``u_l`` (argument of ``f_l^{-1}``, ``l = 2..L``) lies on
+    the other side of a leaky-ReLU's kink than ``h_l`` (then the first-order expansion is not exact)."""
+    count = 0
+    for l in range(2, net.depth + 1):
+        if net.activation(l).name.startswith("leaky_relu"):
+            u, h = to_numpy(record["nudged"][l]), to_numpy(record["trace"].h[l])
+            count += int(np.sum((u > 0) != (h > 0)))
+    return count
+
+
+def rounding_bound(net, record, adaptive: bool):
+    r"""First-order rounding model of GAIT-prop's target pass: bounds on ``||dW_l - dW_l^{exact}||_F``
+    and ``||db_l - db_l^{exact}||`` (host floats, tuples of length L), for piecewise-linear
+    activations (no truncation error).
+
+    Model (unit roundoff ``u = eps/2``, every bound per sample row and normwise): computing
+    ``tau_{l-1}`` from ``tau_l`` rounds the nudge ``u_l = (1-k) h_l + k tau_l`` (error
+    ``<= 3u (|h_l| + |tau_l|)``), is amplified by ``f_l^{-1}`` by at most ``1 / min D_l``, rounds
+    ``f^{-1}(u_l) - b_l`` (``<= 2u (|f^{-1}(u_l)| + |b_l|)``) and solves with ``W_l`` (backward stable:
+    ``<= n u cond(W_l) |tau_{l-1}|``), so
+
+        ||delta tau_{l-1}|| <= u [ ||W_l^{-1}|| (3 (||h_l|| + ||tau_l||) / min D_l + 2 ||f^{-1}(u_l)|| + 2 ||b_l||)
+                                   + n cond(W_l) ||tau_{l-1}|| ].
+
+    The local error ``E_{l-1} = m_{l-1} (h_{l-1} - tau_{l-1})`` then carries ``m_{l-1} ||delta tau_{l-1}||``,
+    and an error already in ``E_j`` reaches ``E_{j-1}`` multiplied by ``max D_j ||W_j^{-1}||`` (the
+    exact target map is linear with that norm once the ``gamma`` and ``1/gamma`` cancel). The
+    adaptive gamma's normalisation ``gamma_l ~ 1/||tau_l - h_l||`` perturbs the scale by the same
+    relative amount: factor 2 (adaptive only). The result is multiplied by ``SAFETY = 2`` for the
+    terms the model does not resolve (the subtraction ``h - tau``, the product ``k * tau``). Depth enters through the sum over layers
+    and, for fixed gamma, through ``m_l = gamma^{-(L-l)}``: this is the spec's
+    ``eps * gamma^{-(L-1)}`` (fixed) and ``~ L eps / gamma`` (adaptive).
+    """
+    SAFETY = 2.0
+    norm_factor = 2.0 if adaptive else 1.0
+    u = EPS64 / 2
+    L = net.depth
+    trace = record["trace"]
+    B = to_numpy(trace.h[0]).shape[0]
+    h = [to_numpy(a) for a in trace.h]
+    a = [to_numpy(v) for v in trace.a]
+    taus = [None if t is None else to_numpy(t) for t in record["targets"]]
+    mults = [None if m is None else (np.full((B, 1), m) if np.isscalar(m) else to_numpy(m))
+             for m in record["multipliers"]]
+    nudged = [None if v is None else to_numpy(v) for v in record["nudged"]]
+    Ws = [to_numpy(W) for W in net.weights]
+    bs = [to_numpy(b) for b in net.biases]
+    D = [None] + [to_numpy(net.activation(l).df(trace.a[l])) for l in range(1, L + 1)]
+    rown = lambda v: np.linalg.norm(v, axis=1)
+    beta = [np.zeros(B) for _ in range(L + 1)]  # bound on ||E_l[b] - exact|| (per-sample units)
+    for l in range(L, 1, -1):
+        W = Ws[l - 1]
+        s = np.linalg.svd(W, compute_uv=False)
+        winv, cond = 1.0 / s.min(), s.max() / s.min()
+        ainv = to_numpy(net.activation(l).inv(record["nudged"][l]))
+        dtau = u * (winv * (3 * (rown(h[l]) + rown(taus[l])) / D[l].min(axis=1) + 2 * rown(ainv)
+                            + 2 * np.linalg.norm(bs[l - 1])) + W.shape[0] * cond * rown(taus[l - 1]))
+        carried = beta[l] * D[l].max(axis=1) * winv
+        beta[l - 1] = norm_factor * (mults[l - 1][:, 0] * dtau) + carried
+    bW, bb = [], []
+    for l in range(1, L + 1):
+        eD = SAFETY * beta[l] * D[l].max(axis=1) / B  # bound on the row of Delta_l
+        bW.append(float(np.sum(eD * rown(h[l - 1]))))
+        bb.append(float(np.sum(eD)))
+    return tuple(bW), tuple(bb)
+
+
+def _gait_pl(inst, net, gamma, adaptive):
+    rule = G.GaitProp(gamma=gamma, adaptive=adaptive, loss=inst.loss, outputs=inst.params["outputs"])
+    upd, _ = rule.updates(net, rule.init(net), inst.x, inst.y)
+    return upd
+
+
+FIXED_MAX_DEPTH = 4
+
+
+def _draw_pl(d, xp, dtype):
+    inst = _draw(d, xp, dtype, PIECEWISE)
+    # Fixed gamma only up to depth 4: its rounding grows as eps * gamma^-(L-1) (1e-2: ~1e-10 relative
+    # at L = 4, but ~1e-6..1e-1 at L = 6 once gamma is shrunk), which would blunt the control.
+    adaptive = d.boolean() or inst.net.depth > FIXED_MAX_DEPTH
+    gamma = 1e-6 if adaptive else 1e-2
+    # The theorem's condition: no nudge crosses a kink. A crossing needs |a| < O(gamma) at some
+    # unit, so shrinking gamma removes it (constructive, no rejection): at most a few steps.
+    for _ in range(30):
+        upd = _gait_pl(inst, inst.net, gamma, adaptive)
+        if kink_crossings(inst.net, upd.record) == 0:
+            break
+        gamma /= 4
+    return NetInstance(inst.net, inst.x, inst.y, inst.loss,
+                       params=dict(inst.params, gamma=gamma, adaptive=adaptive))
+
+
+def _pl_vs_bp(inst, net):
+    p = inst.params
+    upd = _gait_pl(inst, net, p["gamma"], p["adaptive"])
+    crossings = kink_crossings(net, upd.record)
+    dW, db = bp_reference(net, inst.x, inst.y, inst.loss, p["outputs"])
+    bW, bb = rounding_bound(net, upd.record, p["adaptive"])
+    rtol, atol = tolerance("exact_identity", net.dtype, net.depth)  # rounding on the oracle's side
+    worst, worst_tol, worst_ratio, ok = 0.0, 0.0, 0.0, True
+    for lab, mine, ref, bound in zip(_labels(net.depth), list(upd.dW) + list(upd.db), dW + db, bW + bb):
+        diff = float(np.linalg.norm(to_numpy(mine) - ref))
+        scale = float(np.linalg.norm(ref))
+        tol = bound + rtol * scale + atol
+        ok &= diff <= tol
+        rel, rel_tol = diff / max(scale, 1e-300), tol / max(scale, 1e-300)
+        if rel >= worst:
+            worst, worst_tol, worst_lab = rel, rel_tol, lab
+        worst_ratio = max(worst_ratio, diff / tol)
+    detail = (f"{'adaptive' if p['adaptive'] else 'fixed'} gamma {p['gamma']:.3g}; kink crossings {crossings}; "
+              f"worst relative error {worst:.2e} at {worst_lab} (rounding bound {worst_tol:.2e}); "
+              f"max error/bound {worst_ratio:.3f}")
+    if crossings:
+        return Evidence(False, worst, worst_tol, "condition violated: a nudge crosses a kink; " + detail)
+    return Evidence(bool(ok), worst, worst_tol, detail)
+
+
+def _check_pl(inst):
+    return _pl_vs_bp(inst, inst.net)
+
+
+def _control_pl(inst):
+    return _pl_vs_bp(inst, _scaled(inst.net, inst.params["scales"]))
+
+
+# --- gaitprop.converges_to_bp_smooth --------------------------------------------------------------
+
+#: Adaptive-gamma grid. Truncation: relative error ~ c1 gamma with c1 ~ 1 (measured 0.8-1.5 at depth
+#: 4-6), Richardson remainder ~ c4 gamma_max^4 ~ 1e-11. Rounding ~ 4 L eps / gamma ~ 3e-12 at 2.5e-4,
+#: amplified ~36x by the 4-point extrapolation weights (sum |w_i| s_max / s_i): ~1e-10, inside the
+#: exact-identity limit tolerance 1e-10 * depth (+1e-12 * depth) for depth >= 2 with margin >= 2x;
+#: limit_factor 1 is kept (no loosening).
+SMOOTH_STEPS = (2e-3, 1e-3, 5e-4, 2.5e-4)
+
+
+def _draw_smooth(d, xp, dtype):
+    # Layers 2..L all linear would make the pass exact (no first-order term to measure): that case
+    # is gaitprop.equals_bp_piecewise_linear's; here at least one inverted layer is non-linear.
+    return _draw(d, xp, dtype, SMOOTH, nonlinear=("tanh", "sigmoid", "softplus"))
+
+
+def _smooth_order(inst, net):
+    k = inst.params["outputs"]
+    dW, db = bp_reference(net, inst.x, inst.y, inst.loss, k)
+    ref = flat(dW + db)
+
+    def diff(gamma):
+        rule = G.GaitProp(gamma=gamma, adaptive=True, loss=inst.loss, outputs=k)
+        upd, _ = rule.updates(net, rule.init(net), inst.x, inst.y)
+        return flat(list(upd.dW) + list(upd.db)) - ref
+
+    return order_check(diff, SMOOTH_STEPS, 1, scale=float(np.linalg.norm(ref)), dtype=net.dtype,
+                       depth=net.depth)
+
+
+def _check_smooth(inst):
+    return _smooth_order(inst, inst.net)
+
+
+def _control_smooth(inst):
+    return _smooth_order(inst, _scaled(inst.net, inst.params["scales"]))
+
+
+# --- gaitprop.deviation_first_order_in_nonorthogonality -------------------------------------------
+
+#: eps grid: diff(eps) = c1 eps + ... ; remainder c4 eps_max^4 ~ 1e-12, rounding ~ 1e-15 (no gamma).
+NONORTH_STEPS = (1e-3, 5e-4, 2.5e-4, 1.25e-4)
+#: The deviation at the largest eps must be resolvable: >= 100 x the limit tolerance (else nothing grows).
+RESOLVABLE = 100.0
+
+
+def _draw_nonorth(d, xp, dtype):
+    inst = _draw(d, xp, dtype, SMOOTH)
+    return NetInstance(inst.net, inst.x, inst.y, inst.loss,
+                       params=dict(inst.params, direction_seed=d.seed()))
+
+
+def _cayley(A):
+    n = A.shape[0]
+    I = np.eye(n)
+    return np.linalg.solve(I - A / 2, I + A / 2)
+
+
+def _nonorth_order(inst, orthogonal_direction: bool):
+    net, k = inst.net, inst.params["outputs"]
+    L = net.depth
+    gen = host_rng(inst.params["direction_seed"])
+    Q = [to_numpy(W) for W in net.weights]
+    dirs = [gen.standard_normal(W.shape) for W in Q]
+
+    def net_at(eps):
+        Ws = [Q[0]]
+        for i in range(1, L):
+            n = Q[i].shape[0]
+            if orthogonal_direction:
+                A = (dirs[i] - dirs[i].T) / math.sqrt(2 * n)
+                Ws.append(Q[i] @ _cayley(eps * A))
+            else:
+                Ws.append(Q[i] + eps * dirs[i] / math.sqrt(n))
+        return network_from_matrices(Ws, [to_numpy(b) for b in net.biases], net.activations, net.xp, net.dtype)
+
+    def diff(eps):
+        m = net_at(eps)
+        upd = G.gamma_limit(m, inst.x, inst.y, loss=inst.loss, outputs=k)
+        dW, db = bp_reference(m, inst.x, inst.y, inst.loss, k)
+        return flat(list(upd.dW) + list(upd.db)) - flat(dW + db)
+
+    dW0, db0 = bp_reference(net, inst.x, inst.y, inst.loss, k)
+    scale = float(np.linalg.norm(flat(dW0 + db0)))
+    ev = order_check(diff, NONORTH_STEPS, 1, scale=scale, dtype=net.dtype, depth=L)
+    m = net_at(NONORTH_STEPS[0])
+    dev = max(np.linalg.norm(to_numpy(W).T @ to_numpy(W) - np.eye(W.shape[1]), 2) for W in m.weights[1:])
+    err0 = float(np.linalg.norm(diff(NONORTH_STEPS[0]))) / scale
+    resolvable = err0 >= RESOLVABLE * ev.tolerance
+    detail = (f"{ev.detail}; at eps {NONORTH_STEPS[0]:g}: max_l ||W^T W - I||_2 = {dev:.2e}, "
+              f"rel. deviation {err0:.2e}, ratio {err0 / max(dev, 1e-300):.2f}; resolvable above rounding "
+              f"(>= {RESOLVABLE:g} x limit tol): {resolvable}")
+    return Evidence(bool(ev.holds and resolvable), ev.error, ev.tolerance, detail, ev.order, 1)
+
+
+def _check_nonorth(inst):
+    return _nonorth_order(inst, orthogonal_direction=False)
+
+
+def _control_nonorth(inst):
+    return _nonorth_order(inst, orthogonal_direction=True)
+
+
+# --- gaitprop.tp_equals_gauss_newton_linear --------------------------------------------------------
+
+def gn_targets(net, x, y, loss, outputs):
+    """Gauss-Newton targets ``h_l - J_l^+ e_L`` for ``l = 1..L`` (host arrays; index 0 None), from
+    :func:`proofs.oracle.gauss_newton_targets` (``beta = 1``, per-sample errors). Auxiliary output units
+    (mse only) are folded in by giving them their forward value as label (zero error)."""
+    if outputs < net.sizes[-1]:
+        if loss != "mse":
+            raise ValueError("gn_targets: auxiliary outputs are supported for mse only")
+        h = to_numpy(net.forward(x).h[-1])
+        y = from_numpy(np.concatenate([to_numpy(y), h[:, outputs:]], axis=1), net.xp, net.dtype)
+    return (None,) + tuple(oracle.gauss_newton_targets(net, x, y, loss, l, beta=1.0)
+                           for l in range(1, net.depth + 1))
+
+
+def _draw_tp(d, xp, dtype):
+    # gn_targets folds auxiliary output units in for mse only: no auxiliary units under ce.
+    return _draw(d, xp, dtype, ("linear",), weights="invertible", ce_aux=False)
+
+
+def _tp_vs_gn(net, x, y, loss, k):
+    rule = G.TPInverse(loss=loss, outputs=k)
+    upd, _ = rule.updates(net, rule.init(net), x, y)
+    gn = gn_targets(net, x, y, loss, k)
+    L = net.depth
+    ev = compare(list(upd.record["targets"][1:]), list(gn[1:]), "exact_identity", net.dtype, depth=L,
+                 labels=[f"tau[{l}]" for l in range(1, L + 1)])
+    dW, db = bp_reference(net, x, y, loss, k)
+    angles = ri.metrics.layer_angles(tuple(to_numpy(w) for w in upd.dW), tuple(dW))
+    return Evidence(ev.holds, ev.error, ev.tolerance,
+                    f"{ev.detail}; angle(TP, BP) per layer: {', '.join(f'{a:.1f}' for a in angles)} deg")
+
+
+def _check_tp(inst):
+    return _tp_vs_gn(inst.net, inst.x, inst.y, inst.loss, inst.params["outputs"])
+
+
+def _control_tp(inst):
+    # Break linearity: leaky-ReLU(0.1) output layer, mse labels on the other side of the kink for
+    # every unit (y = -(h + 1) where h > 0, 1 - h where h <= 0), so the exact inverse f^{-1}(y) and
+    # GN's linearisation (y - h) / f'(a) differ by >= 9 in every entry of the output's pre-image.
+    net = inst.net.replace(activations=inst.net.activations[:-1] + ("leaky_relu(0.1)",))
+    h = to_numpy(net.forward(inst.x).h[-1])
+    y = np.where(h > 0, -(h + 1.0), 1.0 - h)
+    return _tp_vs_gn(net, inst.x, from_numpy(y, net.xp, net.dtype), "mse", net.sizes[-1])
+
+
+# --- gaitprop.error_vs_gamma (measurement) --------------------------------------------------------
+
+TABLE_GAMMAS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+
+
+@dataclass(frozen=True)
+class _TableSeed:
+    seed: int
+
+    def describe(self) -> str:
+        return f"error table, seed {self.seed}"
+
+
+def _draw_table(d, xp, dtype):
+    return _TableSeed(d.seed())
+
+
+def error_table(seed: int, n: int = 20, depths=(4, 6), xp=None, dtype="float64"):
+    """Max-over-layers relative error ``max|dW - dW_BP| / max|dW_BP|`` of GAIT-prop (single sample,
+    orthogonal ``W_l``, first layer ``n x n``) for each activation, mode, depth and gamma (spec §3.2)."""
+    rows = []
+    for act in ("linear", "leaky_relu(0.1)", "tanh"):
+        for L in depths:
+            gen = host_rng(np.random.SeedSequence([seed, L, len(act)]))
+            Ws = [haar_orthogonal(gen, n, n) for _ in range(L)]
+            bs = [0.1 * gen.standard_normal(n) for _ in range(L)]
+            net = network_from_matrices(Ws, bs, [act] * L, xp, dtype)
+            x = from_numpy(gen.standard_normal((1, n)), net.xp, net.dtype)
+            y = from_numpy(gen.standard_normal((1, n)) * (0.5 if act == "tanh" else 1.0), net.xp, net.dtype)
+            dW, _, _ = oracle.bp_gradients(net, x, y, "mse")
+            for adaptive in (False, True):
+                errs = []
+                for g in TABLE_GAMMAS:
+                    try:
+                        upd, _ = G.GaitProp(gamma=g, adaptive=adaptive).updates(net, None, x, y)
+                        errs.append(max(float(np.max(np.abs(to_numpy(a) - e)) / np.max(np.abs(e)))
+                                        for a, e in zip(upd.dW, dW)))
+                    except ValueError:  # a target left tanh's range
+                        errs.append(math.nan)
+                rows.append((act, L, adaptive, errs))
+    return rows
+
+
+def _measure_table(inst):
+    rows = error_table(inst.seed)
+    lines = [f"{a:<15} L={L} {'adaptive' if ad else 'fixed   '}: " + " ".join(f"{e:.1e}" for e in errs)
+             for a, L, ad, errs in rows]
+    head = "relative error vs BP at gamma = " + ", ".join(f"{g:g}" for g in TABLE_GAMMAS)
+    worst = max(errs[-1] for a, L, ad, errs in rows if ad)
+    return Evidence(True, worst, math.nan, head + "\n" + "\n".join(lines))
+
+
+# --- registry ---------------------------------------------------------------------------------------
+
+_SOURCE = ("Ahmad, van Gerven & Ambrogioni, GAIT-prop, NeurIPS 2020 (arXiv 2006.06438), abstract; "
+           "derivation in /work/shared/spec/gaitprop.md §2.4, §3.1")
+
+THEOREMS = (
+    Theorem(
+        name="gaitprop.limit_equals_bp_orthogonal",
+        statement="gamma -> 0 GAIT-prop recursion E_{l-1} = (D_l * E_l) @ inv(W_l).T gives dW_l = Delta_l^T h_{l-1} "
+                  "equal to autograd's BP gradients when W_2..W_L are orthogonal (inv(W).T = W), any first layer, "
+                  "mse and ce, auxiliary output units",
+        source=_SOURCE,
+        conditions="W_l orthogonal for l = 2..L; float64",
+        draw=_draw_limit, check=_check_limit, control=_control_limit,
+        control_breaks="W_L -> s W_L, s in [1.5, 2.5] (invertible, not orthogonal)",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="gaitprop.equals_bp_piecewise_linear",
+        statement="identity / leaky-ReLU networks with orthogonal W_2..W_L: GAIT-prop at finite gamma (fixed 1e-2 or "
+                  "adaptive 1e-6, shrunk until no nudge crosses a kink) equals BP to within the rounding model of the "
+                  "target pass (no truncation term)",
+        source=_SOURCE + "; spec §3.1 'special cases', §3.2",
+        conditions="piecewise-linear activations, no nudge crosses a kink, W_l orthogonal for l >= 2",
+        draw=_draw_pl, check=_check_pl, control=_control_pl,
+        control_breaks="W_L -> s W_L, s in [1.5, 2.5] (not orthogonal)",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="gaitprop.converges_to_bp_smooth",
+        statement="smooth activations (tanh, sigmoid, softplus, identity), orthogonal W_2..W_L, adaptive gamma: "
+                  "GAIT-prop - BP = O(gamma) (slope 1 on gamma = 2e-3..2.5e-4, Richardson limit 0 to rounding) at "
+                  "every depth 2..6",
+        source=_SOURCE + "; adaptive gamma: Dalm et al., TMLR 2023 (arXiv 2102.11598), code C2 compute_adaptive_gamma",
+        conditions="C^2 invertible activations; W_l orthogonal for l >= 2; adaptive gamma",
+        draw=_draw_smooth, check=_check_smooth, control=_control_smooth,
+        control_breaks="W_L -> s W_L, s in [1.5, 2.5]: the gamma -> 0 limit is no longer BP",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="gaitprop.deviation_first_order_in_nonorthogonality",
+        statement="W_l(eps) = Q_l + eps G_l (l >= 2): the gamma -> 0 GAIT-prop update minus BP's is c_1 eps + O(eps^2) "
+                  "with c_1 != 0 (slope 1, limit 0, resolvable), i.e. grows linearly with ||W^T W - I||",
+        source="spec §3.3 (W^{-1} - W^T = -W^T (W^T W - I) + O(||W^T W - I||^2))",
+        conditions="perturbation off the orthogonal group; smooth activations",
+        draw=_draw_nonorth, check=_check_nonorth, control=_control_nonorth,
+        control_breaks="perturbation along the orthogonal group, W_l(eps) = Q_l cayley(eps A_l), A_l skew: "
+                       "nothing grows",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="gaitprop.tp_equals_gauss_newton_linear",
+        statement="linear networks, invertible W_2..W_L: TP through exact inverses gives the Gauss-Newton targets "
+                  "tau_l = h_l - J_l^{-1} e_L (J_l = dh_L/dh_l), so TP is not BP (which uses J_l^T)",
+        source="Ahmad et al. 2020 (TP baseline, code C1 get_tp_updates); GN targets as in Meulemans et al. 2020",
+        conditions="linear activations; square invertible W_l for l >= 2",
+        draw=_draw_tp, check=_check_tp, control=_control_tp,
+        control_breaks="leaky-ReLU(0.1) output layer with every label across the kink (not linear)",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="gaitprop.error_vs_gamma",
+        statement="relative error of GAIT-prop vs BP over gamma = 1e-1..1e-6 (identity, leaky-ReLU 0.1, tanh; fixed "
+                  "and adaptive; depth 4 and 6; n = 20, one sample): the spec's §3.2 table",
+        source="spec §3.2 [measured]",
+        conditions="orthogonal W_l",
+        draw=_draw_table, check=_measure_table, kind="measurement",
+        dtypes=("float64",), backends=("numpy",),
+    ),
+)

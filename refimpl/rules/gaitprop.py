@@ -1,0 +1,451 @@
+r"""GAIT-prop and target propagation through exact inverses, on invertible networks.
+
+GAIT-prop (gradient-adjusted incremental target propagation; Ahmad, van Gerven & Ambrogioni,
+NeurIPS 2020, arXiv 2006.06438 [P1]; adaptive gamma: Dalm, Ahmad, Ambrogioni & van Gerven, TMLR
+2023, arXiv 2102.11598 [P2]) sends a *target* down the network through the exact inverse of every
+layer, ``g_l^{-1}(t) = W_l^{-1} (f_l^{-1}(t) - b_l)``, nudging each layer's activity only slightly
+towards the target from above. The algorithm below is the one of the authors' code (C1:
+``nasiryahm/GAIT-prop``, ``SquareInvNet.get_gait_updates``; C2: ``artcogsys/GAIT_prop_scaling``,
+``propagate_target`` / ``compute_adaptive_gamma``), in refimpl's batch-row convention
+(``x: (B, n_0)``, ``W_l: (n_l, n_{l-1})``, ``a_l = h_{l-1} @ W_l.T + b_l``, ``h_l = f_l(a_l)``,
+``D_l = f_l'(a_l)``):
+
+.. code-block:: text
+
+    tau_L = y (mse) or h_L - e_L (any loss; e_L = per-sample dl/dh_L),   m_L = 1
+    for l = L, ..., 1:
+        E_l     = m_l * (h_l - tau_l)                    local error (per sample)
+        Delta_l = E_l * D_l / B                          ~ dL/da_l of the batch-mean loss
+        dW_l    = Delta_l.T @ h_{l-1},   db_l = sum_b Delta_l[b]
+        k_l     = gamma_l * D_l**2                        gradient-adjusted nudge factor
+        u_l     = (1 - k_l) * h_l + k_l * tau_l          nudged activity (argument of f_l^{-1})
+        tau_{l-1} = (f_l^{-1}(u_l) - b_l) @ inv(W_l).T   (computed with a linear solve)
+        m_{l-1} = m_l / gamma_l
+
+Fixed gamma (C1, P1): ``gamma_l = gamma``, so ``m_l = gamma^{-(L-l)}``. Adaptive gamma (C2, P2):
+per sample and layer ``gamma_l[b] = gamma * sqrt(n_l) / ||tau_l[b] - h_l[b]||``, so every nudge has
+norm ``gamma * sqrt(n_l)`` before the ``D^2`` weighting (a sample with zero error keeps
+``gamma_l = gamma``; its nudge is zero anyway).
+
+**Scale.** The multipliers ``m_l`` are part of the update (DESIGN.md, gradient convention): to
+first order ``tau_{l-1} - h_{l-1} = gamma_l W_l^{-1}-applied (D_l (tau_l - h_l))``, so
+``E_{l-1} = (D_l * E_l) @ inv(W_l).T + O(gamma)``: the gamma -> 0 limit is the recursion of
+:func:`inverse_backward`, which for orthogonal ``W_l`` (``inv(W_l).T = W_l``) *is* BP's
+``e_{l-1} = (D_l * e_l) @ W_l`` -- same direction and magnitude (P1 abstract: "backpropagation and
+GAIT-prop give identical updates when synaptic weight matrices are orthogonal"). For piecewise-linear
+activations (identity, leaky-ReLU) the first-order expansion is exact as long as no nudge crosses
+the kink, so GAIT-prop then equals BP up to rounding at any small gamma.
+To get back C1's own numbers: C1 returns ``-dW`` (negative gradients, applied with ``+lr``);
+C2's local loss ``m * sum (t - h)^2`` has no 1/2 and sums over the batch, so C2's autograd
+gradients are ``B * dW`` (its output target ``h - 1/2 dCE/dh`` compensates the missing 1/2).
+
+**Targets.** :meth:`GaitProp.targets` returns ``(None, tau_1, ..., tau_L)``: the literal targets of
+C1/C2 (label target ``tau_L`` with ``m_L = 1``, incremental targets below). The target of the input
+is never needed (``W_1`` may be non-square) and is ``None``. The multipliers are in
+``upd.record["multipliers"]``. The equivalent bookkeeping with an incremental output target
+``t_L = h_L - gamma e_L`` and ``m_L = 1/gamma`` gives the same updates; it is not the one exposed.
+
+**Network requirements.** Layers ``l = 2..L`` (those a target is inverted through) must be square,
+with an invertible activation (``linear``, ``tanh``, ``sigmoid``, ``leaky_relu``, ``elu``,
+``softplus``; not ``relu``) and a well-conditioned ``W_l`` (condition number at most ``max_cond``,
+default ``1/sqrt(eps)`` of the dtype: the solve then keeps at least half the digits). Layer 1 may be
+non-square and have any activation. A non-square *output* is handled with auxiliary units (P1/C1
+``SquareInvNet``, P2/C2): a square output layer whose first ``outputs`` units are the network's
+outputs; the others get their own forward value as target (zero error). Non-square hidden layers
+(C1's ``TowerInvNet``) are not supported.
+
+**Orthogonality regulariser** (added to ``dW``, not part of the theorems; applied to every square
+layer): ``ortho_form="full"`` is C2's ``||W_l^T W_l - I||_F^2`` (gradient ``4 W_l (W_l^T W_l - I)``),
+``"offdiag"`` is C1's ``sum_{i != j} (W_l^T W_l)_{ij}^2`` (gradient ``4 W_l (M - diag M)``,
+``M = W_l^T W_l``), both times ``ortho``. ``ortho`` is relative to refimpl's batch-mean gradients
+(as in C1, which adds it to batch-mean updates); C2's lambda is relative to batch-*summed*
+gradients, i.e. C2's lambda corresponds to ``ortho = lambda / B``.
+
+:class:`TPInverse` is plain target propagation through the same exact inverses (C1
+``get_tp_updates``): ``tau_{l-1} = g_l^{-1}(tau_l)``, ``m_l = 1``. It is *not* BP: for linear
+networks its targets are exactly the Gauss-Newton targets ``h_l - J_l^{-1} e_L``
+(``J_l = dh_L/dh_l``), see ``proofs/gaitprop.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from .. import losses as _losses
+from ..backend import namespace
+from .base import Updates, EmptyState, check_batch
+
+__all__ = ["GaitProp", "TPInverse", "gamma_limit", "inverse_backward", "layer_inverse",
+           "check_invertible", "output_target", "output_error", "ortho_penalty", "ortho_gradient",
+           "ORTHO_FORMS"]
+
+ORTHO_FORMS = ("full", "offdiag")
+
+
+# --- validation --------------------------------------------------------------------------------
+
+def _check_outputs(net, outputs) -> int:
+    n_L = net.sizes[-1]
+    if outputs is None:
+        return n_L
+    if not 1 <= outputs <= n_L:
+        raise ValueError(f"outputs: expected 1 <= outputs <= {n_L} (the output layer's width), got {outputs}")
+    return outputs
+
+
+def _default_max_cond(xp, dtype) -> float:
+    eps = 2.0 ** -52 if dtype == xp.float64 else 2.0 ** -23
+    return 1.0 / math.sqrt(eps)
+
+
+def check_invertible(net, *, activations: bool = True, max_cond: Optional[float] = None,
+                     rule: str = "GaitProp") -> tuple:
+    """Raise ``ValueError`` unless every layer ``l = 2..L`` can be inverted; return the condition numbers.
+
+    Checks: ``W_l`` square (``n_l == n_{l-1}``); ``f_l`` invertible (when ``activations``);
+    ``cond_2(W_l) = s_max / s_min <= max_cond`` (default ``1/sqrt(eps)`` of the dtype, ~6.7e7 in
+    float64, ~2.9e3 in float32: the linear solve then has relative error ``<= cond * eps <=
+    sqrt(eps)``). Returns ``(None, None, cond_2, ..., cond_L)`` (a tuple of length L+1).
+    """
+    xp = net.xp
+    if max_cond is None:
+        max_cond = _default_max_cond(xp, net.dtype)
+    conds = [None, None]
+    for l in range(2, net.depth + 1):
+        W = net.weights[l - 1]
+        if W.shape[0] != W.shape[1]:
+            raise ValueError(
+                f"weights[{l - 1}]: {rule} propagates targets down through layer {l}, which must be square "
+                f"(n_{l} == n_{l - 1}) to be inverted; got shape {tuple(W.shape)}. Only the first layer may "
+                "be non-square; for fewer outputs use a square output layer with `outputs=k` "
+                "(auxiliary units, P1/C1 SquareInvNet)")
+        act = net.activation(l)
+        if activations and not act.invertible:
+            raise ValueError(
+                f"activations[{l - 1}]: {rule} inverts f_{l}, but {act.name!r} is not invertible; use an "
+                "invertible activation (linear, tanh, sigmoid, leaky_relu, elu, softplus) on layers 2..L")
+        s = xp.linalg.svdvals(W)
+        s_max, s_min = float(xp.max(s)), float(xp.min(s))
+        cond = math.inf if s_min == 0.0 else s_max / s_min
+        if not cond <= max_cond:
+            raise ValueError(
+                f"weights[{l - 1}]: {rule} needs an invertible W_{l}, but its condition number is {cond:.3g} "
+                f"(smallest singular value {s_min:.3g}) > max_cond = {max_cond:.3g}; the inverse would "
+                "be dominated by rounding (singular or nearly singular weights)")
+        conds.append(cond)
+    return tuple(conds)
+
+
+def _check_gamma(gamma, name="gamma"):
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) \
+            or not 0 < gamma <= 1:
+        raise ValueError(f"{name}: expected a finite number in (0, 1], got {gamma!r}")
+
+
+# --- the pieces ----------------------------------------------------------------------------------
+
+def layer_inverse(net, l: int, t, name: Optional[str] = None):
+    r"""``g_l^{-1}(t) = (f_l^{-1}(t) - b_l) @ inv(W_l).T``: the input of layer ``l`` that produces ``t``.
+
+    Computed as ``solve(W_l, (f_l^{-1}(t) - b_l).T).T`` (no explicit inverse). ``t``: ``(B, n_l)``;
+    raises ``ValueError`` (from :meth:`Activation.inverse`) if ``t`` leaves the range of ``f_l``.
+    """
+    xp = namespace(t)
+    act = net.activation(l)
+    a = act.inverse(t, name=name or f"target of h[{l}] (input of f_{l}^-1)")
+    return xp.linalg.solve(net.weights[l - 1], (a - net.biases[l - 1]).T).T
+
+
+def output_error(loss, h, y, outputs: Optional[int] = None):
+    """Per-sample ``e_L = dl_b/dh_L[b]`` ``(B, n_L)``; with ``outputs = k`` the loss sees ``h[:, :k]`` and
+    the auxiliary units ``k..n_L-1`` get zero error."""
+    loss = _losses.get(loss)
+    xp = namespace(h)
+    n = h.shape[1]
+    k = n if outputs is None else outputs
+    e = loss.error(h[:, :k], y)
+    if k == n:
+        return e
+    return xp.concat([e, xp.zeros((h.shape[0], n - k), dtype=h.dtype)], axis=1)
+
+
+def output_target(loss, h, y, outputs: Optional[int] = None):
+    """The label target ``tau_L``: ``y`` for mse (C1), ``h_L - e_L`` in general (C2's
+    ``y_hat - 1/2 dCE/dy_hat`` in refimpl's 1/2-scaled local loss); auxiliary units: ``h_L``."""
+    loss = _losses.get(loss)
+    xp = namespace(h)
+    n = h.shape[1]
+    k = n if outputs is None else outputs
+    hk = h[:, :k]
+    t = loss.prepare(y, hk) if loss.name == "mse" else hk - loss.error(hk, y)
+    if k == n:
+        return t
+    return xp.concat([t, h[:, k:]], axis=1)
+
+
+def ortho_penalty(W, form: str = "full"):
+    """``||W^T W - I||_F^2`` (``full``, C2) or ``sum_{i != j} (W^T W)_ij^2`` (``offdiag``, C1); 0-d array."""
+    xp = namespace(W)
+    G = _ortho_residual(xp, W, form)
+    return xp.sum(G * G)
+
+
+def _ortho_residual(xp, W, form):
+    if form not in ORTHO_FORMS:
+        raise ValueError(f"ortho_form: expected one of {ORTHO_FORMS}, got {form!r}")
+    M = W.T @ W
+    n = M.shape[0]
+    eye = xp.eye(n, dtype=W.dtype)
+    if form == "full":
+        return M - eye
+    return M - M * eye
+
+
+def ortho_gradient(W, form: str = "full"):
+    """Gradient of :func:`ortho_penalty`: ``4 W (W^T W - I)`` or ``4 W (M - diag M)``, ``M = W^T W``."""
+    xp = namespace(W)
+    return 4 * (W @ _ortho_residual(xp, W, form))
+
+
+def _row_norm(xp, v):
+    return xp.sqrt(xp.sum(v * v, axis=1, keepdims=True))
+
+
+# --- the gamma -> 0 recursion ------------------------------------------------------------------
+
+def inverse_backward(net, trace, e):
+    r"""GAIT-prop's gamma -> 0 limit: ``Delta_L = e * D_L``, ``Delta_{l-1} = (Delta_l @ inv(W_l).T) * D_{l-1}``.
+
+    ``e = dL/dh_L`` (batch-mean convention, as :func:`refimpl.rules.bp.backward`); BP's recursion with
+    ``W_l`` replaced by ``inv(W_l).T`` (spec §0 "gamma -> 0 recursion"; P1). Returns the deltas
+    ``(None, Delta_1, ..., Delta_L)``. Needs only square invertible ``W_l`` for ``l >= 2``; the
+    activations need not be invertible (only ``f'`` is used).
+    """
+    xp = namespace(e)
+    L = net.depth
+    deltas = [None] * (L + 1)
+    deltas[L] = e * net.activation(L).df(trace.a[L])
+    for l in range(L, 1, -1):
+        err = xp.linalg.solve(net.weights[l - 1], deltas[l].T).T  # Delta_l @ inv(W_l).T
+        deltas[l - 1] = err * net.activation(l - 1).df(trace.a[l - 1])
+    return tuple(deltas)
+
+
+def gamma_limit(net, x, y, loss="mse", outputs: Optional[int] = None, max_cond: Optional[float] = None) -> Updates:
+    r"""The gamma -> 0 limit of GAIT-prop's updates (no targets): ``dW_l = Delta_l.T @ h_{l-1}``, with the
+    deltas of :func:`inverse_backward` started from ``e = dL/dh_L`` (batch-mean loss on the first
+    ``outputs`` units). Equal to BP's gradients exactly when ``W_2..W_L`` are orthogonal.
+
+    ``record``: ``trace``, ``output_grad`` (``e``), ``delta`` (``Delta_l``), ``error``
+    (``E_l = Delta_{l+1} @ inv(W_{l+1}).T``, the limit's estimate of ``dL/dh_l``; ``error[L] = e``).
+    """
+    lossf = _losses.get(loss)
+    xp, _ = check_batch(net, x, y)
+    k = _check_outputs(net, outputs)
+    check_invertible(net, activations=False, max_cond=max_cond, rule="gamma_limit")
+    trace = net.forward(x)
+    e = output_error(lossf, trace.h[-1], y, k) / x.shape[0]
+    deltas = inverse_backward(net, trace, e)
+    L = net.depth
+    dW = tuple(deltas[l].T @ trace.h[l - 1] for l in range(1, L + 1))
+    db = tuple(xp.sum(deltas[l], axis=0) for l in range(1, L + 1))
+    errors = [None] * (L + 1)
+    errors[L] = e
+    for l in range(L, 1, -1):
+        errors[l - 1] = deltas[l - 1] / net.activation(l - 1).df(trace.a[l - 1])
+    record = {"trace": trace, "output_grad": e, "delta": deltas, "error": tuple(errors)}
+    return Updates(dW, db, record)
+
+
+# --- the target pass shared by GAIT-prop and TP ---------------------------------------------------
+
+def _target_pass(net, trace, tau_L, gamma: Optional[float], adaptive: bool, rule: str):
+    """Targets ``tau_l``, multipliers ``m_l``, nudge factors ``gamma_l`` and nudged activities ``u_l``.
+
+    ``gamma=None`` is plain TP (``u_l = tau_l``, ``m_l = 1``). Returns tuples of length ``L+1``.
+    """
+    xp = namespace(tau_L)
+    L = net.depth
+    taus, mults, gammas, nudged = [None] * (L + 1), [None] * (L + 1), [None] * (L + 1), [None] * (L + 1)
+    taus[L], mults[L] = tau_L, 1.0
+    for l in range(L, 1, -1):
+        h, tau = trace.h[l], taus[l]
+        if gamma is None:
+            u, g = tau, None
+        else:
+            D = net.activation(l).df(trace.a[l])
+            diff = tau - h
+            if adaptive:
+                r = _row_norm(xp, diff)
+                pos = r > 0
+                safe = xp.where(pos, r, xp.ones_like(r))
+                g = xp.where(pos, (gamma * math.sqrt(h.shape[1])) / safe, xp.full_like(r, gamma))
+            else:
+                g = gamma
+            k = g * (D * D)
+            u = (1 - k) * h + k * tau
+        name = (f"{rule}: target for h[{l}]" + ("" if gamma is None else " after the gamma nudge")
+                + f" (input of f_{l}^-1 when inverting layer {l})")
+        taus[l - 1] = layer_inverse(net, l, u, name=name)
+        nudged[l], gammas[l] = u, g
+        mults[l - 1] = mults[l] if g is None else mults[l] / g
+    return tuple(taus), tuple(mults), tuple(gammas), tuple(nudged)
+
+
+def _local_updates(net, trace, taus, mults, B):
+    """``E_l = m_l (h_l - tau_l)``, ``Delta_l = E_l * D_l / B``, ``dW_l = Delta_l.T @ h_{l-1}``."""
+    xp = namespace(trace.h[-1])
+    L = net.depth
+    errors, deltas = [None] * (L + 1), [None] * (L + 1)
+    for l in range(1, L + 1):
+        errors[l] = mults[l] * (trace.h[l] - taus[l]) / B
+        deltas[l] = errors[l] * net.activation(l).df(trace.a[l])
+    dW = tuple(deltas[l].T @ trace.h[l - 1] for l in range(1, L + 1))
+    db = tuple(xp.sum(deltas[l], axis=0) for l in range(1, L + 1))
+    return dW, db, tuple(errors), tuple(deltas)
+
+
+def _add_ortho(net, dW, ortho, form):
+    grads = tuple(ortho_gradient(W, form) if W.shape[0] == W.shape[1] else None for W in net.weights)
+    if ortho == 0:
+        return dW, grads
+    return tuple(d if g is None else d + ortho * g for d, g in zip(dW, grads)), grads
+
+
+def _check_common(self):
+    _losses.get(self.loss)
+    if self.outputs is not None and (isinstance(self.outputs, bool) or not isinstance(self.outputs, int)
+                                     or self.outputs < 1):
+        raise ValueError(f"outputs: expected None or a positive int (number of output units the loss sees), "
+                         f"got {self.outputs!r}")
+    if isinstance(self.ortho, bool) or not isinstance(self.ortho, (int, float)) or not math.isfinite(self.ortho) \
+            or self.ortho < 0:
+        raise ValueError(f"ortho: expected a finite number >= 0 (regulariser weight), got {self.ortho!r}")
+    if self.ortho_form not in ORTHO_FORMS:
+        raise ValueError(f"ortho_form: expected one of {ORTHO_FORMS}, got {self.ortho_form!r}")
+    if self.max_cond is not None and (not isinstance(self.max_cond, (int, float)) or not self.max_cond > 1):
+        raise ValueError(f"max_cond: expected None or a number > 1, got {self.max_cond!r}")
+
+
+# --- the rules -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GaitProp:
+    r"""GAIT-prop (P1, Algorithm 1 as in C1 ``get_gait_updates``; adaptive gamma of P2/C2).
+
+    Arguments:
+        gamma: nudge size in (0, 1] (C1: 1e-3 fixed; C2: 1e-7 adaptive).
+        adaptive: per-sample, per-layer ``gamma_l = gamma sqrt(n_l) / ||tau_l - h_l||`` (C2).
+        loss: ``"mse"`` (C1) or ``"ce"`` (C2); batch-mean, on the first ``outputs`` units.
+        ortho: weight of the orthogonality regulariser added to ``dW`` (0: none).
+        ortho_form: ``"full"`` (C2, ``||W^T W - I||^2``) or ``"offdiag"`` (C1).
+        outputs: number of leading output units the loss sees (auxiliary units above; None: all).
+        max_cond: largest condition number accepted for ``W_2..W_L`` (None: ``1/sqrt(eps)``).
+
+    ``updates`` returns gradient-convention updates equal to BP's gradients in the gamma -> 0 limit
+    for orthogonal ``W_2..W_L`` (module docstring). ``record``: ``trace``, ``loss``, ``targets``
+    (``tau_l``), ``multipliers`` (``m_l``: floats for fixed gamma, ``(B, 1)`` arrays for adaptive),
+    ``gammas`` (``gamma_l`` of the nudge through layer ``l``, ``l = 2..L``), ``nudged`` (``u_l``),
+    ``error`` (``E_l = m_l (h_l - tau_l) / B``, the estimate of ``dL/dh_l``), ``delta``
+    (``E_l * D_l``, the estimate of ``dL/da_l``), ``dW_local`` (``dW`` without the regulariser),
+    ``ortho_grad`` (regulariser gradient per layer, ``None`` for non-square layers), ``bookkeeping``.
+    All per-layer tuples have length L+1 and are indexed by layer.
+    """
+
+    gamma: float = 1e-3
+    adaptive: bool = False
+    loss: str = "mse"
+    ortho: float = 0.0
+    ortho_form: str = "full"
+    outputs: Optional[int] = None
+    max_cond: Optional[float] = None
+
+    def __post_init__(self):
+        _check_gamma(self.gamma)
+        if not isinstance(self.adaptive, bool):
+            raise TypeError(f"adaptive: expected a bool, got {type(self.adaptive).__name__}")
+        _check_common(self)
+
+    def init(self, net, seed=0):
+        check_invertible(net, activations=True, max_cond=self.max_cond, rule="GaitProp")
+        _check_outputs(net, self.outputs)
+        return EmptyState()
+
+    def _pass(self, net, x, y):
+        loss = _losses.get(self.loss)
+        k = _check_outputs(net, self.outputs)
+        xp, _ = check_batch(net, x, y)
+        check_invertible(net, activations=True, max_cond=self.max_cond, rule="GaitProp")
+        trace = net.forward(x)
+        tau_L = output_target(loss, trace.h[-1], y, k)
+        taus, mults, gammas, nudged = _target_pass(net, trace, tau_L, self.gamma, self.adaptive, "GaitProp")
+        return loss, k, trace, taus, mults, gammas, nudged
+
+    def targets(self, net, state, x, y) -> tuple:
+        """``(None, tau_1, ..., tau_L)``: C1/C2's targets (label target at the output, ``m_L = 1``)."""
+        return self._pass(net, x, y)[3]
+
+    def updates(self, net, state, x, y):
+        loss, k, trace, taus, mults, gammas, nudged = self._pass(net, x, y)
+        dW, db, errors, deltas = _local_updates(net, trace, taus, mults, x.shape[0])
+        dW_all, ortho_grads = _add_ortho(net, dW, self.ortho, self.ortho_form)
+        record = {
+            "trace": trace, "loss": loss.value(trace.h[-1][:, :k], y), "targets": taus, "multipliers": mults,
+            "gammas": gammas, "nudged": nudged, "error": errors, "delta": deltas, "dW_local": dW,
+            "ortho_grad": ortho_grads,
+            "bookkeeping": "label target tau_L = y (mse) / h_L - e_L, m_L = 1; "
+                           "tau_{l-1} = g_l^-1((1 - gamma_l D_l^2) h_l + gamma_l D_l^2 tau_l), m_{l-1} = m_l / gamma_l",
+        }
+        return Updates(dW_all, db, record), state
+
+
+@dataclass(frozen=True)
+class TPInverse:
+    r"""Target propagation through exact inverses (C1 ``get_tp_updates``; P1's TP baseline).
+
+    ``tau_L`` as in :class:`GaitProp`; ``tau_{l-1} = g_l^{-1}(tau_l) = (f_l^{-1}(tau_l) - b_l) @ inv(W_l).T``;
+    local updates ``Delta_l = (h_l - tau_l) * D_l / B``, ``dW_l = Delta_l.T @ h_{l-1}`` (no
+    multipliers). Not BP: for linear networks the targets are the Gauss-Newton targets
+    ``h_l - J_l^{-1} e_L``. Full-size targets must stay in the range of every ``f_l`` (tanh: (-1, 1));
+    otherwise ``ValueError``. ``record`` as :class:`GaitProp` (``multipliers`` all 1, no ``gammas``).
+    """
+
+    loss: str = "mse"
+    ortho: float = 0.0
+    ortho_form: str = "full"
+    outputs: Optional[int] = None
+    max_cond: Optional[float] = None
+
+    def __post_init__(self):
+        _check_common(self)
+
+    def init(self, net, seed=0):
+        check_invertible(net, activations=True, max_cond=self.max_cond, rule="TPInverse")
+        _check_outputs(net, self.outputs)
+        return EmptyState()
+
+    def _pass(self, net, x, y):
+        loss = _losses.get(self.loss)
+        k = _check_outputs(net, self.outputs)
+        check_batch(net, x, y)
+        check_invertible(net, activations=True, max_cond=self.max_cond, rule="TPInverse")
+        trace = net.forward(x)
+        tau_L = output_target(loss, trace.h[-1], y, k)
+        taus, mults, _, _ = _target_pass(net, trace, tau_L, None, False, "TPInverse")
+        return loss, k, trace, taus, mults
+
+    def targets(self, net, state, x, y) -> tuple:
+        """``(None, tau_1, ..., tau_L)``: the label target inverted layer by layer."""
+        return self._pass(net, x, y)[3]
+
+    def updates(self, net, state, x, y):
+        loss, k, trace, taus, mults = self._pass(net, x, y)
+        dW, db, errors, deltas = _local_updates(net, trace, taus, mults, x.shape[0])
+        dW_all, ortho_grads = _add_ortho(net, dW, self.ortho, self.ortho_form)
+        record = {"trace": trace, "loss": loss.value(trace.h[-1][:, :k], y), "targets": taus,
+                  "multipliers": mults, "error": errors, "delta": deltas, "dW_local": dW,
+                  "ortho_grad": ortho_grads,
+                  "bookkeeping": "label target tau_L = y (mse) / h_L - e_L; tau_{l-1} = g_l^-1(tau_l); m_l = 1"}
+        return Updates(dW_all, db, record), state
