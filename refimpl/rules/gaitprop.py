@@ -223,14 +223,19 @@ def inverse_backward(net, trace, e):
     ``(None, Delta_1, ..., Delta_L)``. Needs only square invertible ``W_l`` for ``l >= 2``; the
     activations need not be invertible (only ``f'`` is used).
     """
+    return _inverse_backward(net, trace, e)[0]
+
+
+def _inverse_backward(net, trace, e):
     xp = namespace(e)
     L = net.depth
-    deltas = [None] * (L + 1)
+    deltas, errors = [None] * (L + 1), [None] * (L + 1)
+    errors[L] = e
     deltas[L] = e * net.activation(L).df(trace.a[L])
     for l in range(L, 1, -1):
-        err = xp.linalg.solve(net.weights[l - 1], deltas[l].T).T  # Delta_l @ inv(W_l).T
-        deltas[l - 1] = err * net.activation(l - 1).df(trace.a[l - 1])
-    return tuple(deltas)
+        errors[l - 1] = xp.linalg.solve(net.weights[l - 1], deltas[l].T).T  # Delta_l @ inv(W_l).T
+        deltas[l - 1] = errors[l - 1] * net.activation(l - 1).df(trace.a[l - 1])
+    return tuple(deltas), tuple(errors)
 
 
 def gamma_limit(net, x, y, loss="mse", outputs: Optional[int] = None, max_cond: Optional[float] = None) -> Updates:
@@ -247,15 +252,11 @@ def gamma_limit(net, x, y, loss="mse", outputs: Optional[int] = None, max_cond: 
     check_invertible(net, activations=False, max_cond=max_cond, rule="gamma_limit")
     trace = net.forward(x)
     e = output_error(lossf, trace.h[-1], y, k) / x.shape[0]
-    deltas = inverse_backward(net, trace, e)
+    deltas, errors = _inverse_backward(net, trace, e)
     L = net.depth
     dW = tuple(deltas[l].T @ trace.h[l - 1] for l in range(1, L + 1))
     db = tuple(xp.sum(deltas[l], axis=0) for l in range(1, L + 1))
-    errors = [None] * (L + 1)
-    errors[L] = e
-    for l in range(L, 1, -1):
-        errors[l - 1] = deltas[l - 1] / net.activation(l - 1).df(trace.a[l - 1])
-    record = {"trace": trace, "output_grad": e, "delta": deltas, "error": tuple(errors)}
+    record = {"trace": trace, "output_grad": e, "delta": deltas, "error": errors}
     return Updates(dW, db, record)
 
 
