@@ -1,0 +1,76 @@
+import math
+
+import numpy as np
+import pytest
+
+import refimpl as ri
+from refimpl import ode
+from refimpl.backend import to_numpy
+from refimpl.ode.field import NetworkField
+from refimpl.ode.solvers import solve_grid, solve_adaptive, uniform_grid, check_grid
+
+
+def _field(td=True):
+    net = ri.Network.init([2 + int(td), 8, 2], activation="tanh", seed=3, gain=1.5, bias_scale=0.3)
+    return NetworkField(net, td)
+
+
+X0 = np.random.default_rng(0).standard_normal((3, 2))
+
+
+@pytest.mark.parametrize("name", ["euler", "midpoint", "heun", "rk4", "rk38", "bosh3", "fehlberg2", "dopri5"])
+def test_global_error_has_the_method_order(name):
+    fld = _field()
+    tab = ode.tableaux.get(name)
+    ref = solve_grid(fld, X0, uniform_grid(0, 1, 512), "dopri8").x1
+    Ns = {1: (16, 32, 64), 2: (8, 16, 32), 3: (8, 16, 32), 4: (4, 8, 16), 5: (4, 8, 16)}[tab.order]
+    errs = [np.max(np.abs(solve_grid(fld, X0, uniform_grid(0, 1, N), name).x1 - ref)) for N in Ns]
+    slope = np.polyfit(np.log([1 / N for N in Ns]), np.log(errs), 1)[0]
+    assert abs(slope - tab.order) < 0.35, (name, errs, slope)
+
+
+def test_adaptive_reaches_t1_and_meets_the_tolerance():
+    fld = _field()
+    ref = solve_grid(fld, X0, uniform_grid(0, 2, 400), "dopri8").x1
+    for name in ode.tableaux.ADAPTIVE:
+        traj = solve_adaptive(fld, X0, 0.0, 2.0, name, rtol=1e-6, atol=1e-8)
+        assert traj.ts[0] == 0.0 and traj.ts[-1] == 2.0
+        assert all(b > a for a, b in zip(traj.ts, traj.ts[1:]))
+        assert len(traj.xs) == len(traj.ts)
+        err = np.max(np.abs(traj.x1 - ref))
+        assert err < 1e-3, (name, err, traj.steps)
+        # replaying the recorded grid gives the same solution
+        np.testing.assert_array_equal(solve_grid(fld, X0, traj.ts, name).x1, traj.x1)
+
+
+def test_tighter_tolerance_takes_more_steps():
+    fld = _field()
+    n = [solve_adaptive(fld, X0, 0.0, 1.0, "dopri5", rtol=r, atol=r * 1e-2).steps for r in (1e-3, 1e-6, 1e-9)]
+    assert n[0] < n[1] < n[2]
+
+
+def test_backends_agree(backend):
+    fld = _field()
+    ref = solve_grid(fld, X0, uniform_grid(0, 1, 5), "dopri5").x1
+    fb = NetworkField(backend.net(fld.net), True)
+    out = solve_grid(fb, backend(X0), uniform_grid(0, 1, 5), "dopri5").x1
+    np.testing.assert_allclose(to_numpy(out), ref, rtol=1e-12, atol=1e-14)
+    ad = solve_adaptive(fb, backend(X0), 0.0, 1.0, "bosh3", rtol=1e-5)
+    ad_ref = solve_adaptive(fld, X0, 0.0, 1.0, "bosh3", rtol=1e-5)
+    assert len(ad.ts) == len(ad_ref.ts)
+
+
+def test_argument_errors():
+    fld = _field()
+    with pytest.raises(ValueError, match="steps: expected a positive int"):
+        uniform_grid(0, 1, 0)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        check_grid([0.0, 0.5, 0.5, 1.0])
+    with pytest.raises(ValueError, match="no embedded pair"):
+        solve_adaptive(fld, X0, 0.0, 1.0, "rk4")
+    with pytest.raises(ValueError, match="t1"):
+        solve_adaptive(fld, X0, 1.0, 0.0, "dopri5")
+    with pytest.raises(ValueError, match="rtol"):
+        solve_adaptive(fld, X0, 0.0, 1.0, "dopri5", rtol=-1.0)
+    with pytest.raises(RuntimeError, match="max_steps"):
+        solve_adaptive(fld, X0, 0.0, 1.0, "dopri5", rtol=1e-12, atol=1e-14, max_steps=3)
