@@ -17,6 +17,8 @@ FAMILIES = (
     "bp",
     "feedback_alignment",
     "gaitprop",
+    "pepita",
+    "target_prop",
 )
 
 

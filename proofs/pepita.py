@@ -1,0 +1,598 @@
+r"""PEPITA's theorems: the first-order (feedback-alignment) theory of error-driven input modulation.
+
+Notation (spec pepita_fa.md §0, §3b): ``x_mod = x + sign * (e @ F.T)``, ``s = -sign``; with
+``F = eps * F0`` the forward tangent ``U_0 = e @ F0.T``, ``U_l = M_l * f_l'(a_l) * (U_{l-1} @ W_l.T)``
+(``J_l`` applied to ``F0 e`` row by row; the oracle computes it with ``torch.func.jvp``).
+
+* ``pepita.zero_feedback_is_delta_rule`` (exact): ``F = 0`` gives ``x_mod = x``, every hidden update
+  is exactly 0 and the output update is BP's (autograd's) output-layer gradient.
+* ``pepita.relu_activity_is_jvp`` (exact): for piecewise-linear hidden layers (ReLU, leaky ReLU,
+  linear) and a modulation that crosses no kink, ``h_l - h_l' = s * eps * U_l`` to rounding.
+  Control: ``F`` built so that one unit of layer 1 crosses its kink.
+* ``pepita.smooth_activity_first_order`` (order 1): for C^2 hidden activations,
+  ``(h_l - h_l') / eps - s U_l = O(eps)``. Control: the other sign convention.
+* ``pepita.hidden_update_is_afa`` (order 1): ``G_l / eps - s U_l.T @ h_{l-1} / B = O(eps)``
+  (adaptive feedback alignment, feedback ``W_1 F``), biases likewise. Control: BP's gradient in
+  place of the AFA update (PEPITA is not BP for a generic ``F``).
+* ``pepita.equals_bp_one_hidden_layer`` (order 1): ``L = 2``, ``n_1 <= n_0``, ``W_1`` of full row
+  rank, ``F = -sign * eps * pinv(W_1) W_2^T``: ``(G_1 / eps, G_2) -> (grad W_1, grad W_2)`` of the
+  batch-mean cross-entropy (biases likewise). Control: a random ``F`` of the same norm.
+* ``pepita.sign_flip`` (order 1): ``(G_l(sign=+1) + G_l(sign=-1)) / eps = O(eps)`` for the hidden
+  layers (same masks). Control: the sign not flipped.
+* ``pepita.alignment_sign`` (statistical, slow): after training, ``angle(F, (W_L...W_1)^T)`` is larger
+  with ``x + F e`` than with ``x - F e`` by more than 6 degrees, on every seed of the instance
+  (paired: same init, F, data). Control: the same predicate for an independent ``F'`` never used
+  in training.
+
+``eps`` is the *relative* size of the modulation: ``F0`` is scaled so that
+``max_b ||F0 e_b|| = max_b ||x_b||``. Hidden ReLU instances get two constructive adjustments
+(``_nondegenerate``): biases shifted so that sample 0 has an active unit in every hidden layer, and
+a dropout-mask seed with a kept active unit of sample 0 in every hidden layer; otherwise a dead
+layer makes every tangent zero and the statements vacuous (no control could fail).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import refimpl as ri
+from refimpl.backend import to_numpy, from_numpy, rng as host_rng
+from refimpl.rules.pepita import PEPITA, PEPITAState, masked_forward, dropout_masks, alignment_angle
+from . import oracle
+from .strategies import NetInstance, draw_network, draw_batch, network_from_matrices
+from .theorem import Theorem, Evidence, order_check
+from .tolerances import tolerance
+
+__all__ = ["THEOREMS"]
+
+RELU_LIKE = ("relu", "leaky_relu", "leaky_relu(0.2)")
+SMOOTH = ("tanh", "sigmoid", "softplus")
+U = float(np.finfo(np.float64).eps)
+
+#: Relative modulation sizes of the order checks: ratio 2, so the Richardson weights stay small
+#: (sum of |weights| ~ 5); truncation of the cubic model ~ eps^4 ~ 1e-12, rounding of
+#: (h - h')/eps ~ u / 5e-4 ~ 5e-13: both well inside the exact_identity limit tolerance.
+STEPS = (4e-3, 2e-3, 1e-3, 5e-4)
+
+
+# --- instances ---------------------------------------------------------------------------------
+
+def _host_net(net):
+    return [to_numpy(W).astype(np.float64) for W in net.weights], [to_numpy(b).astype(np.float64) for b in net.biases]
+
+
+def _nondegenerate(net, x, keep_prob, seed, xp, dtype):
+    """Shift biases (only where needed) so that sample 0 has an active unit in every hidden layer,
+    then pick the first mask seed ``seed + k`` whose masks keep an active unit of sample 0 in every
+    hidden layer. Returns ``(net, mask_seed)``."""
+    Ws, bs = _host_net(net)
+    xh = to_numpy(x).astype(np.float64)
+    acts = net.activations
+    L = net.depth
+    h = xh
+    for l in range(1, L):
+        a = h @ Ws[l - 1].T + bs[l - 1]
+        act = ri.activations.get(acts[l - 1])
+        if not np.any(act.df(a[0]) > 0) or not np.any(np.abs(act.f(a[0])) > 0):
+            j = int(np.argmax(a[0]))
+            bs[l - 1] = bs[l - 1].copy()
+            bs[l - 1][j] += -a[0, j] + 0.5
+            a = h @ Ws[l - 1].T + bs[l - 1]
+        h = act.f(a)
+    net = network_from_matrices(Ws, bs, acts, xp, dtype)
+    if keep_prob >= 1.0:
+        return net, seed
+    for k in range(1000):
+        masks = dropout_masks(net, xh.shape[0], keep_prob, seed + k, 0)
+        a, _ = masked_forward(net.to("numpy", "float64"), xh, [to_numpy(m) for m in masks])
+        ok = True
+        for l in range(1, L):
+            d = ri.activations.get(acts[l - 1]).df(a[l][0]) * to_numpy(masks[l - 1])[0]
+            if not np.any(d != 0):
+                ok = False
+                break
+        if ok:
+            return net, seed + k
+    raise RuntimeError("no non-degenerate dropout mask found in 1000 seeds")  # pragma: no cover
+
+
+def _draw(d, xp, dtype, hidden, depth=(2, 4), width=(1, 10), dropout=True, one_hidden=False):
+    if one_hidden:
+        n0 = d.integer(2, 10)
+        n1 = d.integer(1, n0)
+        c = d.integer(2, 6)
+        act = d.choice(hidden)
+        seed = d.seed()
+        gen = host_rng(seed)
+        Ws = [gen.standard_normal((n1, n0)) / math.sqrt(n0), gen.standard_normal((c, n1)) / math.sqrt(n1)]
+        bs = [0.1 * gen.standard_normal(n1), 0.1 * gen.standard_normal(c)]
+        net = network_from_matrices(Ws, bs, (act, "linear"), xp, dtype)
+    else:
+        net = draw_network(d, xp, dtype, depth=depth, width=width, activations=hidden,
+                           output_activations=("linear",), output_width=(2, 8))
+    x, y = draw_batch(d, net, "ce", batch=(1, 10))
+    keep = d.choice((1.0, 0.8)) if dropout else 1.0
+    sign = d.choice((1, -1))
+    last = d.choice(("modulated", "first"))
+    smooth = all(ri.activations.get(a).smooth for a in net.activations[:-1])
+    # ReLU with first-pass presynaptic factors makes some O(eps) remainders exactly 0 (the update is
+    # then exactly first order), which an order check cannot see as slope 1: modulated only there.
+    pres = d.choice(("modulated", "forward")) if smooth else "modulated"
+    fseed = d.seed()
+    net, mseed = _nondegenerate(net, x, keep, fseed, xp, dtype)
+    return NetInstance(net, x, y, "ce", params={"keep_prob": keep, "sign": sign, "last_layer_error": last,
+                                                 "presynaptic": pres, "F_seed": fseed, "mask_seed": mseed})
+
+
+def _rule(inst, **over):
+    p = inst.params
+    kw = dict(sign=p["sign"], keep_prob=p["keep_prob"], last_layer_error=p["last_layer_error"],
+              presynaptic=p["presynaptic"], loss="ce")
+    kw.update(over)
+    return PEPITA(**kw)
+
+
+def _run(inst, F_host, **over):
+    """``(upd, rule)`` with ``state.F = F_host`` and the instance's mask seed."""
+    rule = _rule(inst, **over)
+    net = inst.net
+    F = from_numpy(F_host, net.xp, net.dtype)
+    state = PEPITAState(F=F, factors=None, seed=inst.params["mask_seed"], step=0)
+    upd, _ = rule.updates(net, state, inst.x, inst.y)
+    return upd, rule
+
+
+def _host_masks(inst):
+    masks = dropout_masks(inst.net, inst.x.shape[0], inst.params["keep_prob"], inst.params["mask_seed"], 0)
+    return [None if m is None else to_numpy(m).astype(np.float64) for m in masks]
+
+
+def _oracle_error(inst, masks):
+    """The first-pass output error ``softmax(h_L) - y`` computed by the oracle (torch)."""
+    zero = np.zeros(tuple(inst.x.shape))
+    hs, _ = oracle.forward_tangents(inst.net, inst.x, zero, masks)
+    return oracle.softmax_error(hs[-1], inst.y)
+
+
+def _unit_F0(inst, masks, F0=None):
+    """``F0`` (uniform, seeded) scaled so that ``max_b ||F0 e_b|| = max_b ||x_b||``; and ``e``."""
+    e = _oracle_error(inst, masks)
+    if F0 is None:
+        gen = host_rng(inst.params["F_seed"])
+        n0, nL = inst.net.sizes[0], inst.net.sizes[-1]
+        F0 = gen.uniform(-1.0, 1.0, size=(n0, nL)) * math.sqrt(6.0 / n0)
+    xh = to_numpy(inst.x).astype(np.float64)
+    r = np.max(np.linalg.norm(e @ F0.T, axis=1)) / max(np.max(np.linalg.norm(xh, axis=1)), 1e-300)
+    return F0 / r, e
+
+
+def _flip_free(inst, F_host, **over) -> bool:
+    """True iff no kept hidden unit changes the sign of its pre-activation between the two passes."""
+    upd, _ = _run(inst, F_host, **over)
+    a, am = upd.record["a"], upd.record["a_mod"]
+    masks = upd.record["masks"]
+    for l in range(1, inst.net.depth):
+        s1, s2 = np.sign(to_numpy(a[l])), np.sign(to_numpy(am[l]))
+        kept = np.ones_like(s1) if masks[l - 1] is None else (to_numpy(masks[l - 1]) != 0)
+        if np.any((s1 != s2) & (kept != 0)):
+            return False
+    return True
+
+
+def _base_scale(inst, F0, **over) -> float:
+    """Largest factor k in {1, 0.1, 0.01, 0.001} such that ``k * max(STEPS) * F0`` crosses no kink.
+
+    For piecewise-linear nets, no sign change at the largest step means none on the whole segment
+    (each pre-activation is affine in eps while the earlier layers cross no kink), so the order
+    check's grid is kink-free. Smooth nets: k = 1.
+    """
+    if all(ri.activations.get(a).smooth for a in inst.net.activations[:-1]):
+        return 1.0
+    for k in (1.0, 0.1, 0.01, 1e-3, 1e-4):
+        if _flip_free(inst, k * STEPS[0] * F0, **over):
+            return k
+    return 1e-5
+
+
+def _limit_factor(k: float) -> float:
+    # The rounding floor of (h - h') / eps grows like u / eps: a grid k times smaller gets a limit
+    # tolerance 1/k times larger (k = 1: the table's exact_identity row as is).
+    return 1.0 / k
+
+
+# --- pepita.zero_feedback_is_delta_rule --------------------------------------------------------
+
+def _draw_any(d, xp, dtype):
+    return _draw(d, xp, dtype, ("tanh", "sigmoid", "relu", "leaky_relu", "softplus", "elu", "linear"))
+
+
+def _zero_F_evidence(inst, rel: float):
+    masks = _host_masks(inst)
+    F0, _ = _unit_F0(inst, masks)
+    upd, _ = _run(inst, rel * F0)
+    L = inst.net.depth
+    dW, db, _ = oracle.bp_gradients(inst.net, inst.x, inst.y, "ce") if inst.params["keep_prob"] == 1.0 \
+        else _masked_bp(inst, masks)
+    zeros_W = [np.zeros(tuple(W.shape)) for W in inst.net.weights[:-1]]
+    zeros_b = [np.zeros(tuple(b.shape)) for b in inst.net.biases[:-1]]
+    actual = list(upd.dW[:-1]) + list(upd.db[:-1]) + [upd.dW[-1], upd.db[-1]]
+    expected = zeros_W + zeros_b + [dW[-1], db[-1]]
+    labels = [f"dW[{i}]" for i in range(L - 1)] + [f"db[{i}]" for i in range(L - 1)] + ["dW[L-1]", "db[L-1]"]
+    return ri_compare(actual, expected, inst.net.dtype, L, labels)
+
+
+def _masked_bp(inst, masks):
+    """Autograd's gradient of the batch-mean CE of the *masked* network (host, float64)."""
+    import torch
+
+    Ws, bs = oracle.torch_params(inst.net)
+    h = torch.tensor(oracle.to_host(inst.x), dtype=torch.float64)
+    L = inst.net.depth
+    for l in range(1, L + 1):
+        h = oracle.torch_activation(inst.net.activations[l - 1])(torch.nn.functional.linear(h, Ws[l - 1], bs[l - 1]))
+        if l < L and masks[l - 1] is not None:
+            h = h * torch.tensor(masks[l - 1])
+    loss = oracle.torch_loss("ce", h, oracle._torch_y(inst.y))
+    loss.backward()
+    return [W.grad.numpy().copy() for W in Ws], [b.grad.numpy().copy() for b in bs], float(loss.detach())
+
+
+def ri_compare(actual, expected, dtype, depth, labels, floors=None):
+    """Pairwise ``max|a - e| <= rtol * max|e| + atol (+ floor_i)`` with the exact_identity row."""
+    rtol, atol = tolerance("exact_identity", dtype, depth)
+    worst, where, ok = 0.0, "", True
+    for i, (lab, a, e) in enumerate(zip(labels, actual, expected)):
+        an, en = oracle.to_host(a), np.asarray(e, dtype=np.float64)
+        if an.shape != en.shape:
+            return Evidence(False, math.inf, rtol, f"{lab}: shape {an.shape} vs {en.shape}")
+        diff = float(np.max(np.abs(an - en))) if an.size else 0.0
+        scale = float(np.max(np.abs(en))) if en.size else 0.0
+        allowed = atol + rtol * scale + (floors[i] if floors is not None else 0.0)
+        if not diff <= allowed:
+            ok = False
+        rel = diff / scale if scale > 0 else diff
+        if rel >= worst:
+            worst, where = rel, lab
+    return Evidence(ok, worst, rtol, f"worst at {where}")
+
+
+def _check_zero(inst):
+    return _zero_F_evidence(inst, 0.0)
+
+
+def _control_zero(inst):
+    # Break F = 0: a modulation of relative size 1e-3 makes the hidden updates nonzero.
+    return _zero_F_evidence(inst, 1e-3)
+
+
+# --- pepita.relu_activity_is_jvp ---------------------------------------------------------------
+
+def _draw_relu(d, xp, dtype):
+    return _draw(d, xp, dtype, RELU_LIKE)
+
+
+def _activity_vs_jvp(inst, F_host, v_host, eps_for_tangent):
+    """Compare ``h_l - h_l'`` with ``s * eps * U_l`` (U along ``v_host``, the unscaled e @ F0.T)."""
+    masks = _host_masks(inst)
+    upd, rule = _run(inst, F_host)
+    _, us = oracle.forward_tangents(inst.net, inst.x, v_host, masks)
+    s = -inst.params["sign"]
+    L = inst.net.depth
+    actual, expected, floors, labels = [], [], [], []
+    for l in range(1, L):
+        h, hm = oracle.to_host(upd.record["h"][l]), oracle.to_host(upd.record["h_mod"][l])
+        actual.append(h - hm)
+        expected.append(s * eps_for_tangent * us[l])
+        # Rounding of the subtraction of two forward passes: <= (n_in + depth) ulp of the
+        # activities, amplified through the layers; 1e3 u covers widths <= 64, depth <= 5.
+        floors.append(1e3 * U * L * (np.max(np.abs(h)) + np.max(np.abs(hm)) + 1e-300))
+        labels.append(f"h[{l}]")
+    return ri_compare(actual, expected, inst.net.dtype, L, labels, floors)
+
+
+def _check_relu(inst):
+    masks = _host_masks(inst)
+    F0, e = _unit_F0(inst, masks)
+    for eps in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6):
+        if _flip_free(inst, eps * F0):
+            break
+    ev = _activity_vs_jvp(inst, eps * F0, e @ F0.T, eps)
+    return Evidence(ev.holds, ev.error, ev.tolerance, f"eps {eps:g} (largest kink-free); {ev.detail}")
+
+
+def _control_relu(inst):
+    # Break "no unit crosses its kink": F moves the kept layer-1 unit (b, i) with the largest
+    # |a_1[b, i]| exactly to -a_1[b, i] (F = c w e_b^T, W_1[i] . (sign F e_b) = -2 a_1[b, i]).
+    masks = _host_masks(inst)
+    e = _oracle_error(inst, masks)
+    Ws, bs = _host_net(inst.net)
+    xh = oracle.to_host(inst.x)
+    a1 = xh @ Ws[0].T + bs[0]
+    kept = np.ones_like(a1) if masks[0] is None else (masks[0] != 0)
+    score = np.where(kept, np.abs(a1), -1.0)
+    b, i = np.unravel_index(int(np.argmax(score)), score.shape)
+    sign = inst.params["sign"]
+    w = Ws[0][i] / float(Ws[0][i] @ Ws[0][i])
+    F = (-2.0 * a1[b, i] * sign) * np.outer(w, e[b]) / float(e[b] @ e[b])
+    ev = _activity_vs_jvp(inst, F, e @ F.T, 1.0)
+    return Evidence(ev.holds, ev.error, ev.tolerance, f"unit {i} of sample {b} flipped; {ev.detail}")
+
+
+# --- pepita.smooth_activity_first_order --------------------------------------------------------
+
+def _draw_smooth(d, xp, dtype):
+    return _draw(d, xp, dtype, SMOOTH)
+
+
+def _activity_order(inst, s):
+    masks = _host_masks(inst)
+    F0, e = _unit_F0(inst, masks)
+    _, us = oracle.forward_tangents(inst.net, inst.x, e @ F0.T, masks)
+    L = inst.net.depth
+    tangent = np.concatenate([us[l].ravel() for l in range(1, L)])
+
+    def diff(eps):
+        upd, _ = _run(inst, eps * F0)
+        d = np.concatenate([(oracle.to_host(upd.record["h"][l]) - oracle.to_host(upd.record["h_mod"][l])).ravel()
+                            for l in range(1, L)])
+        return d / eps - s * tangent
+
+    return order_check(diff, STEPS, 1, scale=float(np.linalg.norm(tangent)), dtype=inst.net.dtype, depth=L)
+
+
+def _check_smooth(inst):
+    return _activity_order(inst, -inst.params["sign"])
+
+
+def _control_smooth(inst):
+    # Break the sign convention: s = +sign (the other codebase's x_mod) instead of s = -sign.
+    return _activity_order(inst, inst.params["sign"])
+
+
+# --- pepita.hidden_update_is_afa ---------------------------------------------------------------
+
+def _draw_afa(d, xp, dtype):
+    return _draw(d, xp, dtype, SMOOTH + RELU_LIKE)
+
+
+def _afa_order(inst, use_bp: bool):
+    masks = _host_masks(inst)
+    F0, e = _unit_F0(inst, masks)
+    hs, us = oracle.forward_tangents(inst.net, inst.x, e @ F0.T, masks)
+    L, B = inst.net.depth, inst.x.shape[0]
+    s = -inst.params["sign"]
+    if use_bp:
+        gW, gb, _ = _masked_bp(inst, masks)
+        exp = [gW[l - 1] for l in range(1, L)] + [gb[l - 1] for l in range(1, L)]
+    else:
+        exp = [s * us[l].T @ hs[l - 1] / B for l in range(1, L)] + [s * us[l].mean(axis=0) for l in range(1, L)]
+    expected = np.concatenate([a.ravel() for a in exp])
+    k = _base_scale(inst, F0)
+
+    def diff(t):
+        eps = k * t
+        upd, _ = _run(inst, eps * F0)
+        got = np.concatenate([oracle.to_host(g).ravel() for g in list(upd.dW[:-1]) + list(upd.db[:-1])])
+        return got / eps - expected
+
+    return order_check(diff, STEPS, 1, scale=float(np.linalg.norm(expected)), dtype=inst.net.dtype, depth=L,
+                       limit_factor=_limit_factor(k))
+
+
+def _check_afa(inst):
+    return _afa_order(inst, False)
+
+
+def _control_afa(inst):
+    # Break "the feedback is the adaptive W_1 F": compare with BP's hidden gradients instead.
+    return _afa_order(inst, True)
+
+
+# --- pepita.equals_bp_one_hidden_layer ---------------------------------------------------------
+
+def _draw_bp(d, xp, dtype):
+    inst = _draw(d, xp, dtype, SMOOTH + RELU_LIKE, one_hidden=True, dropout=False)
+    return inst
+
+
+def _bp_order(inst, random_F: bool):
+    Ws, _ = _host_net(inst.net)
+    sign = inst.params["sign"]
+    Fstar = -sign * np.linalg.pinv(Ws[0]) @ Ws[1].T
+    if random_F:
+        gen = host_rng(inst.params["F_seed"])
+        R = gen.uniform(-1.0, 1.0, size=Fstar.shape)
+        Fstar = R * (np.linalg.norm(Fstar) / np.linalg.norm(R))
+    F0, _ = _unit_F0(inst, [None], Fstar)
+    r = float(np.linalg.norm(Fstar) / np.linalg.norm(F0))  # F0 = Fstar / r
+    gW, gb, _ = oracle.bp_gradients(inst.net, inst.x, inst.y, "ce")
+    expected = np.concatenate([gW[0].ravel(), gb[0].ravel(), gW[1].ravel(), gb[1].ravel()])
+    k = _base_scale(inst, F0)
+
+    def diff(t):
+        eps = k * t  # F = eps * F0 = (eps / r) * Fstar
+        upd, _ = _run(inst, eps * F0)
+        a = eps / r
+        got = np.concatenate([oracle.to_host(upd.dW[0]).ravel() / a, oracle.to_host(upd.db[0]).ravel() / a,
+                              oracle.to_host(upd.dW[1]).ravel(), oracle.to_host(upd.db[1]).ravel()])
+        return got - expected
+
+    return order_check(diff, STEPS, 1, scale=float(np.linalg.norm(expected)), dtype=inst.net.dtype, depth=2,
+                       limit_factor=_limit_factor(k))
+
+
+def _check_bp(inst):
+    return _bp_order(inst, False)
+
+
+def _control_bp(inst):
+    # Break F = F*: a random F of the same Frobenius norm.
+    return _bp_order(inst, True)
+
+
+# --- pepita.sign_flip --------------------------------------------------------------------------
+
+def _sign_order(inst, flip: bool):
+    masks = _host_masks(inst)
+    F0, _ = _unit_F0(inst, masks)
+    L = inst.net.depth
+    sign = inst.params["sign"]
+    k = min(_base_scale(inst, F0, sign=1), _base_scale(inst, F0, sign=-1))
+
+    def hidden(eps, sg):
+        upd, _ = _run(inst, eps * F0, sign=sg)
+        return np.concatenate([oracle.to_host(g).ravel() for g in list(upd.dW[:-1]) + list(upd.db[:-1])])
+
+    ref = hidden(k * STEPS[-1], sign) / (k * STEPS[-1])
+
+    def diff(t):
+        eps = k * t
+        return (hidden(eps, sign) + hidden(eps, -sign if flip else sign)) / eps
+
+    return order_check(diff, STEPS, 1, scale=float(np.linalg.norm(ref)), dtype=inst.net.dtype, depth=L,
+                       limit_factor=_limit_factor(k))
+
+
+def _check_sign(inst):
+    return _sign_order(inst, True)
+
+
+def _control_sign(inst):
+    # Break "the sign is flipped": add the update to itself.
+    return _sign_order(inst, False)
+
+
+# --- pepita.alignment_sign (slow) --------------------------------------------------------------
+
+#: Set-up of spec §3c-2 (b)/(a): 50-100-5 ReLU, no biases, no dropout, x ~ N(0, I), labels argmax of
+#: a Gaussian 5x50 teacher, He-uniform W, batch 32, plain SGD lr 0.05, first-pass e at the last
+#: layer, F scale 0.5 (x sqrt(6/d0)). Steps and seeds per instance: see ALIGN_*.
+ALIGN_SIZES = (50, 100, 5)
+ALIGN_STEPS = 1000
+ALIGN_SEEDS = 3
+ALIGN_MARGIN = 6.0
+ALIGN_F_SCALE = 0.5
+
+
+def _draw_align(d, xp, dtype):
+    return {"seed0": d.integer(0, 10_000), "xp": xp, "dtype": dtype}
+
+
+def _train_pepita(seed, sign, xp, dtype):
+    import math as _m
+
+    n0, n1, c = ALIGN_SIZES
+    gen = host_rng(np.random.SeedSequence([seed, 7]))
+    W1 = gen.uniform(-1, 1, (n1, n0)) * _m.sqrt(6 / n0)
+    W2 = gen.uniform(-1, 1, (c, n1)) * _m.sqrt(6 / n1)
+    T = gen.standard_normal((c, n0))
+    F = gen.uniform(-1, 1, (n0, c)) * _m.sqrt(6 / n0) * ALIGN_F_SCALE
+    Fp = gen.uniform(-1, 1, (n0, c)) * _m.sqrt(6 / n0) * ALIGN_F_SCALE  # never used in training
+    net = network_from_matrices([W1, W2], [np.zeros(n1), np.zeros(c)], ("relu", "linear"), xp, dtype)
+    rule = PEPITA(sign=sign, last_layer_error="first", bias_updates=False, loss="ce")
+    state = PEPITAState(F=from_numpy(F, net.xp, net.dtype), seed=seed, step=0)
+    data = host_rng(np.random.SeedSequence([seed, 11]))
+    for _ in range(ALIGN_STEPS):
+        xb = data.standard_normal((32, n0))
+        yb = np.eye(c)[np.argmax(xb @ T.T, axis=1)]
+        upd, state = rule.updates(net, state, from_numpy(xb, net.xp, net.dtype), from_numpy(yb, net.xp, net.dtype))
+        net = net.replace(weights=tuple(W - 0.05 * g for W, g in zip(net.weights, upd.dW)))
+    Fp_ = from_numpy(Fp, net.xp, net.dtype)
+    return alignment_angle(net, state.F), alignment_angle(net, Fp_)
+
+
+def _align_evidence(inst, use_independent: bool):
+    # The trained angles are cached in the instance (a dict drawn for this theorem only), so that
+    # the control reuses the check's training runs instead of repeating them.
+    runs = inst.setdefault("runs", {})
+    gaps = []
+    for k in range(ALIGN_SEEDS):
+        seed = inst["seed0"] + k
+        if seed not in runs:
+            runs[seed] = (_train_pepita(seed, +1, inst["xp"], inst["dtype"]),
+                          _train_pepita(seed, -1, inst["xp"], inst["dtype"]))
+        (plus, plus_ind), (minus, minus_ind) = runs[seed]
+        gaps.append((plus_ind - minus_ind) if use_independent else (plus - minus))
+    worst = min(gaps)
+    return Evidence(worst > ALIGN_MARGIN, worst, ALIGN_MARGIN,
+                    f"paired angle(x + F e) - angle(x - F e) per seed: {', '.join(f'{g:.1f}' for g in gaps)} deg "
+                    f"(must exceed {ALIGN_MARGIN} on every seed)")
+
+
+THEOREMS = (
+    Theorem(
+        name="pepita.zero_feedback_is_delta_rule",
+        statement="F = 0: x_mod = x, every hidden update (dW_l, db_l, l < L) is exactly 0, and the output "
+                  "update equals autograd's output-layer gradient of the batch-mean CE (masked network)",
+        source="Dellaferrera & Kreiman, ICML 2022, Alg. 1; spec pepita_fa.md §3a-4",
+        conditions="F = 0",
+        draw=_draw_any, check=_check_zero, control=_control_zero,
+        control_breaks="F of relative modulation size 1e-3: hidden updates become nonzero",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="pepita.relu_activity_is_jvp",
+        statement="piecewise-linear hidden layers, no unit crossing its kink: h_l - h_l' = s * J_l(x) (F e) "
+                  "exactly (to rounding), s = -sign, J_l by torch.func.jvp, dropout masks shared",
+        source="derivation, spec pepita_fa.md §3b (activity; ReLU exact)",
+        conditions="ReLU / leaky ReLU hidden layers; the largest eps in {1e-2..1e-6} with no kept unit "
+                   "changing the sign of its pre-activation",
+        draw=_draw_relu, check=_check_relu, control=_control_relu,
+        control_breaks="F built so that the kept layer-1 unit with the largest |a| moves to -a (crosses the kink)",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="pepita.smooth_activity_first_order",
+        statement="C^2 hidden activations: (h_l - h_l') / eps = s * J_l(x) (F0 e) + O(eps), s = -sign "
+                  "(order 1, Richardson limit 0)",
+        source="derivation, spec pepita_fa.md §3b (activity), recipe (ii)",
+        conditions="tanh / sigmoid / softplus hidden layers; F = eps F0",
+        draw=_draw_smooth, check=_check_smooth, control=_control_smooth,
+        control_breaks="the other sign convention (s = +sign)",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="pepita.hidden_update_is_afa",
+        statement="dW_l / eps = s * U_l^T h_{l-1} / B + O(eps), db_l / eps = s * mean_b U_l + O(eps) for every "
+                  "hidden layer (adaptive feedback alignment: U_l = D_l W_l ... D_1 W_1 F0 e, by jvp)",
+        source="Srinivasan et al., ICLR 2024 (PEPITA ~ AFA); derivation spec pepita_fa.md §3b (update), recipe (iii)",
+        conditions="F = eps F0 small; ReLU: kink-free grid",
+        draw=_draw_afa, check=_check_afa, control=_control_afa,
+        control_breaks="BP's hidden gradients in place of the AFA update (F is not the BP-aligned F*)",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="pepita.equals_bp_one_hidden_layer",
+        statement="L = 2, n_1 <= n_0, W_1 full row rank, F = -sign * eps * pinv(W_1) W_2^T: "
+                  "(dW_1 / eps, db_1 / eps, dW_2, db_2) = BP's gradients of the batch-mean CE + O(eps)",
+        source="derivation, spec pepita_fa.md §3b ('PEPITA = BP to first order for one hidden layer')",
+        conditions="one hidden layer, W_1 W_1^+ = I, F = F*, no dropout",
+        draw=_draw_bp, check=_check_bp, control=_control_bp,
+        control_breaks="a random F of the same Frobenius norm as F*",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="pepita.sign_flip",
+        statement="(dW_l(sign=+1) + dW_l(sign=-1)) / eps = O(eps) for hidden layers (biases too): flipping "
+                  "the modulation sign flips the first-order update",
+        source="derivation, spec pepita_fa.md §3b recipe (iv)",
+        conditions="same F, masks and batch for both signs; ReLU: kink-free grid",
+        draw=_draw_afa, check=_check_sign, control=_control_sign,
+        control_breaks="the sign is not flipped (the update added to itself)",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="pepita.alignment_sign",
+        statement=f"after {ALIGN_STEPS} PEPITA steps (50-100-5 ReLU, teacher labels, F scale {ALIGN_F_SCALE}), "
+                  f"angle(F, (W_2 W_1)^T) with x + F e exceeds the one with x - F e by > {ALIGN_MARGIN} deg "
+                  f"on each of {ALIGN_SEEDS} paired seeds",
+        source="Dellaferrera & Kreiman 2022 ('antialignment angle'); Srinivasan et al. 2024; spec §3c-2 (a)/(b)",
+        conditions="same seed, init, F and data stream for both signs; F used in training",
+        draw=_draw_align, check=lambda inst: _align_evidence(inst, False),
+        control=lambda inst: _align_evidence(inst, True),
+        control_breaks="the angle of an independent F' (never used in training): no systematic gap",
+        dtypes=("float64",), slow=True, backends=("numpy",),
+    ),
+)
