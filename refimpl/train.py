@@ -792,6 +792,9 @@ class Progress:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, file=self.stream, unit="epoch")
+        elif self.kind == "bar":
+            self.stream.write(f"\r[{'':<30}] 0/{total} epochs")
+            self.stream.flush()
 
     @staticmethod
     def _pick():
@@ -820,7 +823,9 @@ class Progress:
         self.n += 1
         if self.quiet:
             return
-        desc = f"{key} epoch {record['epoch']}"
+        acc = record.get("test_accuracy")
+        desc = f"{key} epoch {record['epoch']} " + (f"test_acc {acc:.3f}" if acc is not None
+                                                     else f"test_loss {record['test_loss']:.3g}")
         if self.kind == "rich":
             self._bar.update(self._task, advance=1, description=desc)
         elif self.kind == "tqdm":
@@ -828,7 +833,7 @@ class Progress:
             self._bar.update(1)
         elif self.kind == "bar":
             frac = self.n / max(self.total, 1)
-            self.stream.write(f"\r[{'#' * int(30 * frac):<30}] {self.n}/{self.total} epochs  {desc:<28} "
+            self.stream.write(f"\r[{'#' * int(30 * frac):<30}] {self.n}/{self.total} epochs  {desc:<36} "
                               f"{time.perf_counter() - self.t0:.1f}s")
             self.stream.flush()
         else:
