@@ -18,7 +18,6 @@ FAMILIES = (
     "feedback_alignment",
     "gaitprop",
     "pepita",
-    "target_prop",
 )
 
 
