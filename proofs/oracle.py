@@ -20,7 +20,8 @@ from refimpl import activations as _act
 
 __all__ = ["torch_params", "torch_activation", "torch_forward", "torch_loss", "bp_gradients",
            "loss_value", "output_jacobians", "layer_jacobians", "central_difference",
-           "forward_difference", "to_host", "output_errors", "gauss_newton_targets"]
+           "forward_difference", "to_host", "output_errors", "gauss_newton_targets",
+           "scg_expected_cost", "scg_outcome_weights"]
 
 
 def _torch():
@@ -247,3 +248,128 @@ def softmax_error(logits, y) -> np.ndarray:
     else:
         t = torch.tensor(yh.astype(np.float64), dtype=torch.float64)
     return (p - t).numpy().copy()
+
+
+# --- stochastic computation graphs (refimpl.scg): autograd of the enumerated objective ---------
+
+def _scg_torch_forward(graph, theta_t, quadrature: int):
+    """Every joint outcome of ``graph`` as one torch batch: ``(values, log_weight)``.
+
+    Written independently of refimpl.scg's math: outcome tables by ``itertools.product``, Gaussian
+    points from ``numpy.polynomial.hermite_e.hermegauss`` (weights / sqrt(2 pi)), log-probabilities
+    from ``torch.distributions``, ops rewritten in torch. Every Gaussian (pathwise or score) is
+    integrated by the change of variables ``w = mu + sigma x_k``, so the result is differentiable.
+    """
+    import itertools
+    import math
+
+    torch = _torch()
+    from numpy.polynomial.hermite_e import hermegauss
+    from refimpl.scg import graph as G, ops as O, distributions as D
+
+    # per stochastic node: list of outcome rows (host) and fixed weights
+    tables = []
+    for w in graph.stochastic:
+        d = graph[w].dist
+        if isinstance(d, D.Bernoulli):
+            rows = [np.array(b, dtype=np.float64) for b in itertools.product((0.0, 1.0), repeat=d.size)]
+            fixed = [1.0] * len(rows)
+        elif isinstance(d, D.Categorical):
+            rows = [np.eye(d.size)[k] for k in range(d.size)]
+            fixed = [1.0] * len(rows)
+        else:
+            x, wt = hermegauss(quadrature)
+            wt = wt / math.sqrt(2 * math.pi)
+            rows = [np.array(c) for c in itertools.product(x, repeat=d.size)]
+            fixed = [float(np.prod(c)) for c in itertools.product(wt, repeat=d.size)]
+        tables.append((w, rows, fixed))
+    combos = list(itertools.product(*[range(len(t[1])) for t in tables]))
+    N = len(combos)
+    chosen = {w: torch.tensor(np.stack([rows[c[k]] for c in combos]) if N else np.zeros((0, 1)), dtype=torch.float64)
+              for k, (w, rows, fixed) in enumerate(tables)}
+    logw = torch.tensor(np.array([sum(math.log(t[2][c[k]]) for k, t in enumerate(tables)) for c in combos]),
+                        dtype=torch.float64)
+    offs = graph.offsets()
+    vals = {}
+
+    def rows_of(v):
+        return v.expand(N, v.shape[0]) if v.ndim == 1 else v
+
+    for name in graph.order:
+        node = graph[name]
+        if isinstance(node, G.Param):
+            a, b = offs[name]
+            vals[name] = theta_t[a:b]
+        elif isinstance(node, G.Input):
+            vals[name] = torch.tensor(to_host(node.value), dtype=torch.float64)  # rows_of where used
+        elif isinstance(node, (G.Deterministic, G.Cost)):
+            op, u = node.op, [vals[p] for p in node.parents]
+            if isinstance(op, O.Affine):
+                y = rows_of(u[0]) @ u[1].reshape(op.n_out, op.n_in).T
+                vals[name] = y + u[2] if len(u) == 3 else y
+                continue
+            u = [rows_of(v) for v in u]
+            if isinstance(op, O.Activation):
+                vals[name] = torch_activation(op.name)(u[0])
+            elif isinstance(op, O.LinearCombination):
+                vals[name] = sum(c * v for c, v in zip(op.coeffs, u))
+            elif isinstance(op, O.Product):
+                vals[name] = u[0] * u[1]
+            elif isinstance(op, O.Polynomial):
+                vals[name] = sum(a * u[0] ** k for k, a in enumerate(op.coeffs))
+            elif isinstance(op, O.Concat):
+                vals[name] = torch.cat(u, dim=1)
+            elif isinstance(op, O.SumAll):
+                vals[name] = sum(v.sum(dim=1, keepdim=True) for v in u)
+            elif isinstance(op, O.Reparam):
+                vals[name] = u[0] + torch.exp(u[1]) * u[2]
+            else:
+                raise TypeError(f"oracle: no torch version of op {type(op).__name__}")
+        else:
+            d, u, x = node.dist, [rows_of(vals[p]) for p in node.parents], chosen[name]
+            if isinstance(d, D.Bernoulli):
+                logw = logw + torch.distributions.Bernoulli(logits=u[0], validate_args=False).log_prob(x).sum(dim=1)
+                vals[name] = x
+            elif isinstance(d, D.Categorical):
+                logw = logw + torch.distributions.Categorical(logits=u[0], validate_args=False).log_prob(x.argmax(dim=1))
+                vals[name] = x
+            elif isinstance(d, D.Gaussian):
+                vals[name] = u[0] + torch.exp(u[1]) * x
+            else:  # standard normal noise
+                vals[name] = x
+    return vals, logw
+
+
+def scg_expected_cost(graph, theta, quadrature: int = 40, order: int = 1):
+    """``E(theta) = sum_outcomes P(outcome) sum_c c`` of a refimpl.scg graph, with torch autograd
+    derivatives: returns host float64 ``(E, grad)`` (``order=1``) or ``(E, grad, hessian)``."""
+    torch = _torch()
+
+    def E(th):
+        vals, logw = _scg_torch_forward(graph, th, quadrature)
+        total = sum(vals[c][:, 0] for c in graph.costs)
+        return (torch.exp(logw) * total).sum()
+
+    # Tiny tensors: intra-op threads only add overhead (8x on a loaded 2-core machine); the
+    # thread count is restored on exit.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        th = torch.tensor(to_host(theta), dtype=torch.float64, requires_grad=True)
+        e = E(th)
+        (g,) = torch.autograd.grad(e, th)
+        if order == 1:
+            return float(e.detach()), g.numpy().copy()
+        h = torch.autograd.functional.hessian(E, th.detach(), vectorize=True)
+        return float(e.detach()), g.numpy().copy(), h.numpy().copy()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def scg_outcome_weights(graph, theta, quadrature: int = 40):
+    """Host float64 probability weights of the outcomes, in ``itertools.product`` order of the
+    stochastic nodes (the order refimpl.scg.enumerate_outcomes uses as well)."""
+    torch = _torch()
+    th = torch.tensor(to_host(theta), dtype=torch.float64)
+    _, logw = _scg_torch_forward(graph, th, quadrature)
+    return torch.exp(logw).numpy().copy()
