@@ -18,6 +18,9 @@ FAMILIES = (
     "feedback_alignment",
     "gaitprop",
     "pepita",
+    "scg",
+    "target_prop",
+    "microcircuit",
 )
 
 

@@ -1,0 +1,53 @@
+"""The Gauss-Newton target oracle (proofs.oracle.gauss_newton_targets) and target_prop helpers."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+import refimpl as ri
+from proofs.strategies import instances
+
+torch = pytest.importorskip("torch")
+from proofs import oracle  # noqa: E402
+
+
+@given(instances(activations=("tanh", "sigmoid", "linear", "softplus"), depth=(2, 4), batch=(1, 5)))
+def test_gn_target_solves_the_linearised_problem(inst):
+    """Jbar (t - h) = -beta e (consistent when Jbar has full row rank) and t - h is in row(Jbar)."""
+    net, L = inst.net, inst.net.depth
+    e = oracle.output_errors(net, inst.x, inst.y, inst.loss, "sum")
+    h = net.forward(inst.x).h
+    for l in range(1, L):
+        t = oracle.gauss_newton_targets(net, inst.x, inst.y, inst.loss, l, 0.3)
+        J = oracle.layer_jacobians(net, inst.x, l, L)
+        d = t - np.asarray(h[l])
+        for b in range(d.shape[0]):
+            P = np.linalg.pinv(J[b]) @ J[b]  # projector on row(Jbar)
+            np.testing.assert_allclose(P @ d[b], d[b], atol=1e-10 * (1 + np.abs(d[b]).max()))
+            rhs = -0.3 * e[b]
+            proj = J[b] @ np.linalg.pinv(J[b]) @ rhs
+            np.testing.assert_allclose(J[b] @ d[b], proj, atol=1e-9 * (1 + np.abs(rhs).max()))
+
+
+def test_gn_target_conventions_and_damping():
+    net = ri.Network.init([5, 6, 4, 3], activation="tanh", seed=0, bias_scale=0.1)
+    g = np.random.default_rng(0)
+    x, y = g.standard_normal((4, 5)), g.standard_normal((4, 3))
+    h = net.forward(x).h
+    e = oracle.output_errors(net, x, y, "mse", "sum")
+    np.testing.assert_allclose(e, np.asarray(h[3]) - y, rtol=1e-13)
+    np.testing.assert_allclose(oracle.output_errors(net, x, y, "mse", "mean"), e / 4, rtol=1e-13)
+    np.testing.assert_allclose(oracle.gauss_newton_targets(net, x, y, "mse", 3, 0.5), np.asarray(h[3]) - 0.5 * e)
+    t0 = oracle.gauss_newton_targets(net, x, y, "mse", 1, 0.5)
+    np.testing.assert_allclose(oracle.gauss_newton_targets(net, x, y, "mse", 1, 0.5, damping=1e-10), t0, atol=1e-8)
+    np.testing.assert_allclose(oracle.gauss_newton_targets(net, x, y, "mse", 1, 0.5, reduction="mean"),
+                               oracle.gauss_newton_targets(net, x, y, "mse", 1, 0.125), rtol=1e-12)
+    # large damping: Jbar^T e / lam (the BP direction)
+    lam = 1e8
+    J = oracle.layer_jacobians(net, x, 1, 3)
+    td = oracle.gauss_newton_targets(net, x, y, "mse", 1, 0.5, damping=lam)
+    np.testing.assert_allclose((np.asarray(h[1]) - td) * lam / 0.5, np.einsum("bji,bj->bi", J, e), rtol=1e-6)
+    with pytest.raises(ValueError, match="layer"):
+        oracle.gauss_newton_targets(net, x, y, "mse", 0, 0.5)
+    with pytest.raises(ValueError, match="damping"):
+        oracle.gauss_newton_targets(net, x, y, "mse", 1, 0.5, damping=-1.0)

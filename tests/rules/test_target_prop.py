@@ -1,0 +1,273 @@
+"""refimpl.rules.target_prop: TP, DTP, DRL, L-DRL (the theorems are in proofs/target_prop.py)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import refimpl as ri
+from refimpl.backend import to_numpy
+from refimpl.rules import target_prop as tp
+from refimpl.rules.target_prop import TP, DTP, DRL, LDRL
+from proofs.strategies import instances
+
+RULES = [
+    lambda **kw: TP(**kw),
+    lambda **kw: DTP(**kw),
+    lambda **kw: DRL(**kw),
+    lambda **kw: DRL(feedback="direct_linear", **kw),
+    lambda **kw: DRL(feedback="direct_rhl", rhl_width=6, **kw),
+    lambda **kw: LDRL(**kw),
+]
+RULE_IDS = ["TP", "DTP", "DRL-seq", "DRL-direct", "DRL-rhl", "LDRL"]
+
+
+def _setup(seed=0, sizes=(5, 6, 4, 3), act="tanh", B=7):
+    net = ri.Network.init(list(sizes), activation=act, seed=seed, bias_scale=0.2)
+    g = np.random.default_rng(seed + 100)
+    return net, g.standard_normal((B, sizes[0])), g.standard_normal((B, sizes[-1]))
+
+
+# --- validation ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(beta=0.0), "beta"), (dict(beta=-1.0), "beta"), (dict(beta=float("nan")), "beta"),
+    (dict(reduction="avg"), "reduction"), (dict(loss="l1"), "loss"),
+    (dict(feedback_activation="nope"), "activation"), (dict(sigma=0.0), "sigma"),
+    (dict(iterations=-1), "iterations"), (dict(iterations=1.5), "iterations"), (dict(lr_fb=-1.0), "lr_fb"),
+    (dict(optimizer="rmsprop"), "optimizer"), (dict(samples=0), "samples"),
+])
+def test_hyperparameters_are_validated(kw, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        DTP(**kw)
+
+
+def test_drl_feedback_kind_is_validated():
+    with pytest.raises(ValueError, match="feedback"):
+        DRL(feedback="diagonal")
+    with pytest.raises(ValueError, match="rhl_width"):
+        DRL(feedback="direct_rhl", rhl_width=0)
+
+
+def test_per_layer_schedule_length_is_checked():
+    net, x, y = _setup()
+    rule = LDRL(iterations=(1, 2, 3))  # 3 layers -> 2 trained maps
+    with pytest.raises(ValueError, match="iterations"):
+        rule.train_feedback(net, rule.init(net), x, y)
+
+
+def test_state_shapes_are_checked():
+    net, x, y = _setup()
+    rule = DTP()
+    s = rule.init(net)
+    bad = dataclasses.replace(s, Q=(s.Q[0], s.Q[1].T, s.Q[2]))
+    with pytest.raises(ValueError, match=r"state.Q\[1\]"):
+        rule.targets(net, bad, x, y)
+    with pytest.raises(TypeError, match="TPState"):
+        rule.targets(net, ri.rules.EmptyState(), x, y)
+
+
+def test_exact_inverse_needs_square_layers():
+    net, _, _ = _setup()
+    with pytest.raises(ValueError, match="square"):
+        TP(feedback_activation="inverse").exact_inverse_state(net)
+
+
+def test_inverse_feedback_outside_the_range_raises():
+    net = ri.Network.init([3, 3, 3], activation="tanh", output_activation="tanh", seed=0)
+    rule = TP(beta=50.0, feedback_activation="inverse")
+    x, y = np.full((1, 3), 0.1), np.full((1, 3), 5.0)
+    with pytest.raises(ValueError, match="tanh"):
+        rule.targets(net, rule.exact_inverse_state(net), x, y)
+
+
+# --- shapes and conventions ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", RULES, ids=RULE_IDS)
+def test_face_of_the_rule(make):
+    net, x, y = _setup()
+    rule = make(beta=0.05)
+    state = rule.init(net, seed=3)
+    upd, state2 = rule.updates(net, state, x, y)
+    assert state2 is state
+    assert [tuple(d.shape) for d in upd.dW] == [tuple(W.shape) for W in net.weights]
+    assert [tuple(d.shape) for d in upd.db] == [tuple(b.shape) for b in net.biases]
+    t = rule.targets(net, state, x, y)
+    assert len(t) == net.depth + 1 and t[0] is None
+    for key in ("trace", "targets", "output_error", "loss", "local_delta"):
+        assert key in upd.record
+    fb = rule.feedback_updates(net, state, x, y)
+    for l in rule.trained_layers(net):
+        assert tuple(fb.dQ[l - 1].shape) == tuple(state.Q[l - 1].shape)
+        assert np.isfinite(fb.loss[l - 1])
+
+
+def test_sequential_feedback_has_the_shape_of_W_transpose():
+    net, _, _ = _setup()
+    s = DTP().init(net)
+    assert [tuple(q.shape) for q in s.Q] == [tuple(W.T.shape) for W in net.weights]
+
+
+@pytest.mark.parametrize("make", RULES, ids=RULE_IDS)
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_output_layer_update_is_bp(make, loss):
+    pytest.importorskip("torch")
+    from proofs import oracle
+
+    net, x, y = _setup(sizes=(4, 5, 3))
+    if loss == "ce":
+        y = np.random.default_rng(0).integers(0, 3, x.shape[0])
+    for red in ("sum", "mean"):
+        rule = make(beta=0.3, loss=loss, reduction=red)
+        upd, _ = rule.updates(net, rule.init(net), x, y)
+        dW, db, _ = oracle.bp_gradients(net, x, y, loss)
+        np.testing.assert_allclose(upd.dW[-1], dW[-1], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(upd.db[-1], db[-1], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("make", RULES, ids=RULE_IDS)
+def test_mean_reduction_is_sum_with_beta_over_B(make):
+    net, x, y = _setup()
+    B = x.shape[0]
+    r_sum, r_mean = make(beta=0.04 / B), make(beta=0.04, reduction="mean")
+    s = r_sum.init(net, seed=1)
+    for a, b in zip(r_sum.targets(net, s, x, y)[1:], r_mean.targets(net, s, x, y)[1:]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+@given(instances(activations=("tanh", "sigmoid", "leaky_relu(0.2)", "elu", "linear", "softplus"), depth=(2, 4)))
+def test_dtp_target_at_vanishing_beta_is_the_activation(inst):
+    """Spec §3d-5: beta -> 0 gives t_l = h_l (sign/ordering bugs show here)."""
+    for make in RULES[1:]:
+        rule = make(beta=1e-300, loss=inst.loss)
+        t = rule.targets(inst.net, rule.init(inst.net, seed=1), inst.x, inst.y)
+        h = inst.net.forward(inst.x).h
+        for l in range(1, inst.net.depth + 1):
+            scale = max(1.0, float(np.max(np.abs(to_numpy(h[l])))))
+            assert float(np.max(np.abs(to_numpy(t[l]) - to_numpy(h[l])))) <= 1e-13 * scale
+
+
+@given(instances(activations=("tanh", "sigmoid", "softplus", "elu", "linear"), depth=(1, 4), losses=("mse",)))
+def test_chain_rule_jacobians_match_the_oracle(inst):
+    pytest.importorskip("torch")
+    from proofs import oracle
+
+    trace = inst.net.forward(inst.x)
+    for frm in range(inst.net.depth):
+        np.testing.assert_allclose(tp.output_jacobians(inst.net, trace, frm),
+                                   oracle.layer_jacobians(inst.net, inst.x, frm, inst.net.depth),
+                                   rtol=1e-10, atol=1e-13)
+
+
+# --- feedback nonlinearities -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["linear", "tanh", "sigmoid", "softplus", "relu", "leaky_relu(0.2)", "elu", "elu(0.5)"])
+@given(a=st.lists(st.floats(-4, 4), min_size=1, max_size=20))
+def test_jmc_phi_matches_the_activation_derivative(name, a):
+    """phi'(s(a)) = s'(a): with Q = W^T the feedback Jacobian is W^T diag(s'(a)) = J_f^T."""
+    act = ri.activations.get(name)
+    a = np.asarray(a)
+    phi = tp.feedback_phi("jmc", name)
+    np.testing.assert_allclose(phi.df(act.f(a)), act.df(a), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("spec", ["same", "jmc", "inverse", "linear", "elu"])
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "softplus", "leaky_relu(0.2)", "linear"])
+def test_phi_derivative_is_the_derivative(spec, name):
+    act = ri.activations.get(name)
+    phi = tp.feedback_phi(spec, name)
+    y = act.f(np.linspace(-1.7, 1.9, 13))  # values in the activation's range
+    h = 1e-6
+    fd = (phi.f(y + h) - phi.f(y - h)) / (2 * h)
+    np.testing.assert_allclose(phi.df(y), fd, rtol=1e-6, atol=1e-8)
+
+
+def test_exact_inverse_state_inverts_every_layer():
+    net = ri.Network.init([4, 4, 4, 4], activation="tanh", init="orthogonal", seed=2, bias_scale=0.3)
+    rule = TP(feedback_activation="inverse")
+    s = rule.exact_inverse_state(net)
+    h = net.forward(np.random.default_rng(0).standard_normal((5, 4)) * 0.5).h
+    phis = rule.phis(net)
+    for l in range(1, 4):
+        np.testing.assert_allclose(tp._g(phis[l], s.Q[l - 1], s.c[l - 1], h[l]), h[l - 1], rtol=1e-12, atol=1e-13)
+
+
+# --- feedback training ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", RULES, ids=RULE_IDS)
+def test_train_feedback_is_deterministic_and_counts_steps(make):
+    net, x, y = _setup()
+    rule = make(iterations=3, lr_fb=1e-3, seed=5)
+    s0 = rule.init(net)
+    s1 = rule.train_feedback(net, s0, x, y)
+    s1b = rule.train_feedback(net, s0, x, y)
+    assert s1.step == 1
+    for a, b in zip(s1.Q, s1b.Q):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+    s2 = rule.train_feedback(net, s1, x, y)
+    assert s2.step == 2
+    changed = [l for l in rule.trained_layers(net) if not np.array_equal(s2.Q[l - 1], s1.Q[l - 1])]
+    assert changed == list(rule.trained_layers(net))
+
+
+def test_per_layer_iterations_zero_leaves_that_layer():
+    net, x, y = _setup()
+    rule = LDRL(iterations=(0, 4), sigma=(0.1, 0.2), lr_fb=(1e-2, 1e-2))
+    s0 = rule.init(net)
+    s1 = rule.train_feedback(net, s0, x, y)
+    np.testing.assert_array_equal(s1.Q[1], s0.Q[1])
+    assert not np.array_equal(s1.Q[2], s0.Q[2])
+    np.testing.assert_array_equal(s1.Q[0], s0.Q[0])  # g_1 is never trained
+
+
+def test_one_train_feedback_step_is_one_optimiser_step_on_feedback_updates():
+    net, x, y = _setup()
+    rule = LDRL(iterations=1, lr_fb=0.05, momentum=0.0, sigma=0.2, seed=9)
+    s0 = rule.init(net)
+    fb = rule.feedback_updates(net, s0, x, y, key=(0, 0))
+    s1 = rule.train_feedback(net, s0, x, y)
+    for l in rule.trained_layers(net):
+        np.testing.assert_allclose(s1.Q[l - 1], s0.Q[l - 1] - 0.05 * fb.dQ[l - 1], rtol=1e-13, atol=1e-15)
+
+
+def test_ldrl_training_moves_feedback_towards_the_transpose():
+    net = ri.Network.init([6, 5, 4], activation="linear", seed=4, bias_scale=0.1)
+    x = np.random.default_rng(1).standard_normal((16, 6))
+    rule = LDRL(iterations=200, sigma=0.1, lr_fb=0.05, samples=4, feedback_activation="linear")
+    s0 = rule.init(net)
+    s = rule.train_feedback(net, s0, x, None)
+    for l in rule.trained_layers(net):
+        W = net.weights[l - 1]
+        assert np.linalg.norm(s.Q[l - 1] - W.T) < 0.2 * np.linalg.norm(s0.Q[l - 1] - W.T)
+
+
+def test_drl_direct_optimum_is_pinv_for_one_sample_and_batch_ls_otherwise():
+    net, x, _ = _setup(sizes=(5, 6, 4, 3))
+    trace = net.forward(x[:1])
+    J = tp.output_jacobians(net, trace, 1)
+    np.testing.assert_allclose(tp.drl_direct_optimum(J), np.linalg.pinv(J[0]), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="J"):
+        tp.drl_direct_optimum(J[0])
+
+
+def test_readonly_inputs(backend):
+    net, x, y = _setup()
+    bnet = backend.net(net)
+    for make in RULES:
+        rule = make(iterations=1)
+        s = rule.init(bnet)
+        upd, _ = rule.updates(bnet, s, backend(x), backend(y))
+        rule.train_feedback(bnet, s, backend(x), backend(y))
+        ref, _ = rule.updates(net, rule.init(net), x, y)
+        for a, b in zip(upd.dW, ref.dW):
+            np.testing.assert_allclose(to_numpy(a), b, rtol=1e-10, atol=1e-12)
+
+
+def test_non_finite_input_is_rejected():
+    net, x, y = _setup()
+    x = x.copy()
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        DTP().updates(net, DTP().init(net), x, y)
