@@ -3,7 +3,8 @@
 from .base import Updates, EmptyState
 from .bp import BP
 from .gaitprop import GaitProp, TPInverse
+from .target_prop import TP, DTP, DRL, LDRL, TPState
 from .feedback_alignment import FA, DFA, SignSymmetry
 from .pepita import PEPITA, PEPITAState
 
-__all__ = ["Updates", "EmptyState", "BP", "GaitProp", "TPInverse", "FA", "DFA", "SignSymmetry", "PEPITA", "PEPITAState"]
+__all__ = ["Updates", "EmptyState", "BP", "GaitProp", "TPInverse", "TP", "DTP", "DRL", "LDRL", "TPState", "FA", "DFA", "SignSymmetry", "PEPITA", "PEPITAState"]
