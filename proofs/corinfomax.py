@@ -1,0 +1,697 @@
+r"""CorInfoMax's theorems (spec corinfomax.md §3), each with a control that must fail.
+
+Information forms (spec P-A1, A-Q2), on batch correlations ``R = <. .^T>`` of random data:
+
+* ``corinfomax.information_forms_agree``: with eps-regularised Schur-complement error
+  correlations, the forward form ``1/2 logdet(R_y + eps I) - 1/2 logdet(S_y)`` and the backward form
+  equal ``1/2 [logdet(R_x+eps I) + logdet(R_y+eps I) - logdet(R_joint+eps I)]`` for every eps (and with
+  the real LS error correlations at eps = 0). Control: the real error correlation of the ridge
+  predictor at eps > 0 (``S_y = R_e + eps I + eps W W^T``, an O(eps) gap).
+* ``corinfomax.predictors_not_transposed``: ``W_b* != W_f*^T`` (relative difference > 1e-3).
+  Control: each block whitened (``R_x = R_y = I``), where ``W_b* = W_f*^T``.
+* ``corinfomax.ridge_error_orthogonality``: the corrected P-A2(c1): ``<e x^T> = eps W*`` for the ridge
+  predictor, i.e. ``<(W*^T e) x^T> = eps W*^T W*`` (the Wᵀe terms do *not* vanish, spec P-A2).
+  Control: a perturbed (non-optimal) predictor.
+
+Neural dynamics (spec P-A2, P-A3), against torch autograd of the objective:
+
+* ``corinfomax.dynamics_are_stop_gradient_ascent``: inside the box, every layer's right-hand side
+  equals the gradient of the stop-gradient objective ``J_sg`` (output: ``J_sg - 1/2 ||r_P||^2`` with the
+  code's apical leak, ``J_sg`` without it). Control: the other output objective (A-Q1).
+* ``corinfomax.full_gradient_residual``: full gradient of ``J`` minus the stop-gradient one equals
+  exactly ``(1/eps) W_{f,k}^T e_fwd_{k+1} + (1/eps) W_{b,k-1}^T e_bwd_{k-1}`` (index ranges explicit).
+  Control: the ``W_b^T e`` terms left out.
+* ``corinfomax.fixed_points_satisfy_box_kkt``: after many sweeps the per-layer box KKT conditions hold
+  (F <= 0 at r = 0, F >= 0 at r = 1, F = 0 inside). Control: 3 sweeps.
+
+Updates (spec P-A4, P-A5):
+
+* ``corinfomax.updates_are_local_ls_contrast``: ``dW`` and ``dWb`` equal ``(1/beta)`` times the
+  difference of autograd gradients of the local least-squares losses at the nudged and free (or
+  ``-beta``) states (error relative to the size of the two terms). Control: opposite sign.
+* ``corinfomax.lateral_exact_tracks_inverse``: ``m`` exact (Sherman-Morrison/Woodbury) lateral steps
+  give ``(lam^m B_0^{-1} + (1-lam) sum_i lam^{m-i} <r r^T>_i)^{-1}``. Control: the code's dropped
+  denominator.
+* ``corinfomax.lateral_dropped_error``: one dropped-denominator step differs from the exact one by
+  exactly ``-(gamma^2/lam) q/(1+gamma q) z z^T``. Control: the first-order formula without
+  ``1/(1+gamma q)``.
+* ``corinfomax.ep_gradient_cosine`` (measurement, spec P-A4/A-Q3): per-layer cosine between the
+  small-beta update and the true gradient of ``1/2 <||y - r_P||^2>`` at the free fixed point (implicit
+  differentiation through the interior units), for random and for tied ``W_b = W_f^T``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+import refimpl as ri
+from refimpl.backend import to_numpy, from_numpy, rng as host_rng, resolve_namespace, resolve_dtype
+from refimpl.rules import corinfomax as C
+from .theorem import Theorem, Evidence, compare
+from .tolerances import tolerance
+
+__all__ = ["THEOREMS", "CimInstance", "torch_objective_gradients", "ep_cosines"]
+
+_SOURCE = ("Bozkurt, Pehlevan & Erdogan, Correlative Information Maximization, NeurIPS 2023 (arXiv 2306.04810); "
+           "code BariscanBozkurt/Supervised-CorInfoMax src/ContrastiveModels.py; spec corinfomax.md")
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _t(a):
+    torch = _torch()
+    return torch.tensor(to_numpy(a).astype(np.float64), dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class CimInstance:
+    """A CorInfoMax rule, network, state and batch (plus theorem parameters)."""
+
+    rule: Any
+    net: Any
+    state: Any
+    x: Any
+    y: Any
+    params: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        r = self.rule
+        return (f"sizes={list(self.net.sizes)} batch={self.x.shape[0]} lam={r.lam} eps={r.eps:.3g} g_lk={r.g_lk:.3g} "
+                f"beta={r.beta:.3g} three_phase={r.three_phase} leak={r.output_apical_leak} {self.params}")
+
+
+def _draw_dynamics(d, xp, dtype, *, depth=(2, 4), **rule_kw):
+    P = d.integer(*depth)
+    sizes = [d.integer(1, 7) for _ in range(P + 1)]
+    N = d.integer(1, 6)
+    seed = d.seed()
+    lam = d.choice((0.99999, 0.999, 0.9, 0.6))
+    eps = d.real(0.05, 0.5)
+    g = d.real(0.0, 1.0)
+    beta = d.choice((1.0, -1.0)) * d.real(0.1, 1.0)
+    kw = dict(lam=lam, eps=eps, g_lk=g, beta=beta, neural_lr=min(0.05, 0.5 / (g + 2 / eps)),
+              output_apical_leak=d.boolean())
+    kw.update(rule_kw)
+    rule = C.CorInfoMax(**kw)
+    ns = resolve_namespace(xp)
+    net = ri.Network.init(sizes, activation="relu", output_activation="relu", seed=seed, xp=ns, dtype=dtype)
+    state = rule.init(net, seed=seed + 1)
+    gen = host_rng(seed + 2)
+    x = from_numpy(gen.uniform(0, 1, (N, sizes[0])), ns, dtype)
+    y = from_numpy(np.eye(sizes[-1])[gen.integers(0, sizes[-1], N)], ns, dtype)
+    R = tuple(from_numpy(gen.uniform(0.05, 0.95, (N, n)), ns, dtype) for n in sizes[1:])
+    return CimInstance(rule, net, state, x, y, {"R_inside": R, "seed": seed})
+
+
+# --- the torch objective ----------------------------------------------------------------------------
+
+def torch_objective_gradients(rule, net, state, x, R, y, beta, *, stop_gradient=True, output_leak=None):
+    """Gradients w.r.t. ``r_1..r_P`` (rows, tuple indexed 1..P, entry 0 None) of the per-sample objective
+    summed over the batch (spec P-A2; module docstring), by torch autograd in float64.
+
+    ``output_leak``: coefficient c of ``-(c/2) ||r_P||^2`` (default: 1 with the rule's apical leak, 0 without).
+    """
+    torch = _torch()
+    P = net.depth
+    eps, gam = rule.eps, (1 - rule.lam) / rule.lam
+    c = (1.0 if rule.output_apical_leak else 0.0) if output_leak is None else output_leak
+    Wf = [_t(W) for W in net.weights]
+    Wb = [None] + [_t(W) for W in state.Wb[1:]]
+    Bs = [_t(B) for B in state.B]
+    r = [_t(x)] + [_t(a).requires_grad_(True) for a in R]
+    yt = _t(y)
+    sg = (lambda a: a.detach()) if stop_gradient else (lambda a: a)
+    J = 0.0
+    for k in range(1, P + 1):
+        quad = ((r[k] @ Bs[k - 1]) * r[k]).sum()
+        J = J + (gam if k == P else 2 * gam) / 2 * quad * (1.0 if k == P else 1.0)
+        J = J - ((r[k] - sg(r[k - 1]) @ Wf[k - 1].T) ** 2).sum() / (2 * eps)
+        if k < P:
+            J = J - ((r[k] - sg(r[k + 1]) @ Wb[k].T) ** 2).sum() / (2 * eps)
+    J = J - beta / 2 * ((yt - r[P]) ** 2).sum() - c / 2 * (r[P] ** 2).sum()
+    grads = torch.autograd.grad(J, r[1:])
+    return (None,) + tuple(g.numpy() for g in grads)
+
+
+# --- P-A2 (a): dynamics = stop-gradient ascent -----------------------------------------------------
+
+def _rhs_inside(inst):
+    R = (inst.x,) + inst.params["R_inside"]
+    return C.field_at(inst.rule, inst.net, inst.state, R, inst.y, inst.rule.beta)
+
+
+def _sg_evidence(inst, output_leak):
+    rhs = _rhs_inside(inst)
+    g = torch_objective_gradients(inst.rule, inst.net, inst.state, inst.x, inst.params["R_inside"], inst.y,
+                                  inst.rule.beta, output_leak=output_leak)
+    P = inst.net.depth
+    return compare(list(rhs[1:]), list(g[1:]), "oracle_grad", inst.net.dtype,
+                   labels=[f"layer {k}" for k in range(1, P + 1)])
+
+
+def _check_sg(inst):
+    return _sg_evidence(inst, None)
+
+
+def _control_sg(inst):
+    # the other reading of the output layer (A-Q1): with the code's leak, J_sg as written; without
+    # it, J_sg - 1/2 ||r_P||^2
+    return _sg_evidence(inst, 0.0 if inst.rule.output_apical_leak else 1.0)
+
+
+# --- P-A2 (b): full gradient residual --------------------------------------------------------------
+
+def _residual_evidence(inst, drop_backward):
+    R = (inst.x,) + inst.params["R_inside"]
+    args = (inst.rule, inst.net, inst.state, inst.x, inst.params["R_inside"], inst.y, inst.rule.beta)
+    full = torch_objective_gradients(*args, stop_gradient=False)
+    sg = torch_objective_gradients(*args, stop_gradient=True)
+    state = inst.state
+    if drop_backward:
+        state = replace(state, Wb=(None,) + tuple(0 * W for W in state.Wb[1:]))
+    res = C.stop_gradient_residual(inst.rule, inst.net, state, R)
+    P = inst.net.depth
+    return compare(list(res[1:]), [f - s for f, s in zip(full[1:], sg[1:])], "oracle_grad", inst.net.dtype,
+                   labels=[f"layer {k}" for k in range(1, P + 1)])
+
+
+def _check_residual(inst):
+    return _residual_evidence(inst, False)
+
+
+def _control_residual(inst):
+    return _residual_evidence(inst, True)
+
+
+# --- P-A3: fixed points satisfy the box KKT conditions ---------------------------------------------
+
+#: Sweeps to (near) convergence. The damped Euler map (eta_s = 0.5 / (g_lk + 2/eps)) contracts by a
+#: factor <= ~0.95 per sweep on these draws (Xavier gain 0.8, widths <= 7); 600 sweeps leave
+#: ~1e-13 of an O(1) start, far below the 1e-6 convergence tolerance of the spec (P-A3).
+KKT_SWEEPS = 600
+KKT_TOL = 1e-6
+
+
+def _excitatory(inst, gain):
+    """Forward weights ``gain * |W|``: activity reaches every layer (with signed weights a narrow layer
+    can be silenced, every unit pinned at 0, and then nothing moves: a degenerate instance on which no
+    control can fail)."""
+    xp = inst.net.xp
+    return replace(inst, net=inst.net.replace(weights=tuple(gain * xp.abs(W) for W in inst.net.weights)))
+
+
+def _draw_kkt(d, xp, dtype):
+    return _excitatory(_draw_dynamics(d, xp, dtype, init_gain=0.8), 0.8)
+
+
+def _kkt_evidence(inst, sweeps):
+    rule, net = inst.rule, inst.net
+    ph = C.relax(rule, net, inst.state, inst.x, inst.y, rule.beta, sweeps)
+    F = C.field_at(rule, net, inst.state, ph.R, inst.y, rule.beta)
+    worst = 0.0
+    for k in range(1, net.depth + 1):
+        r, f = to_numpy(ph.R[k]), to_numpy(F[k])
+        viol = np.where(r <= 0.0, np.maximum(f, 0.0), np.where(r >= 1.0, np.maximum(-f, 0.0), np.abs(f)))
+        worst = max(worst, float(np.max(viol)) if viol.size else 0.0)
+    tol = KKT_TOL if "64" in str(net.dtype) else 1e-3
+    sat = sum(int(np.sum((to_numpy(ph.R[k]) <= 0) | (to_numpy(ph.R[k]) >= 1))) for k in range(1, net.depth + 1))
+    return Evidence(worst <= tol, worst, tol, f"{sweeps} sweeps, max KKT violation {worst:.2e}; {sat} saturated units")
+
+
+def _check_kkt(inst):
+    return _kkt_evidence(inst, KKT_SWEEPS)
+
+
+def _control_kkt(inst):
+    return _kkt_evidence(inst, 3)
+
+
+# --- P-A4: updates = difference of local least-squares gradients -----------------------------------
+
+def _draw_updates(d, xp, dtype):
+    inst = _excitatory(_draw_dynamics(d, xp, dtype), 0.6)
+    rule = replace(inst.rule, beta=abs(inst.rule.beta), three_phase=d.boolean(), weight_decay=d.boolean(), t_free=d.integer(5, 30),
+                   t_nudge=d.integer(3, 10))
+    return replace(inst, rule=rule)
+
+
+def _ls_grad_torch(W, Rin, Rout):
+    torch = _torch()
+    Wt = _t(W).requires_grad_(True)
+    a, b = _t(Rin), _t(Rout)
+    loss = 0.5 * ((b - a @ Wt.T) ** 2).sum(dim=1).mean()
+    (g,) = torch.autograd.grad(loss, Wt)
+    return g.numpy()
+
+
+def _updates_evidence(inst, sign):
+    rule, net, state = inst.rule, inst.net, inst.state
+    upd, _ = rule.updates(net, state, inst.x, inst.y)
+    rec = upd.record
+    beta = rec["beta"]
+    pos = rec["r_nudged"]
+    neg = rec["r_third"] if rule.three_phase else rec["r_free"]
+    scale = sign / (2 * beta if rule.three_phase else beta)
+    rtol, atol = tolerance("exact_identity", net.dtype, net.depth)
+    worst, ok, where = 0.0, True, ""
+    pairs = [(f"dW[{i}]", upd.dW[i], W, (pos[i], pos[i + 1]), (neg[i], neg[i + 1]))
+             for i, W in enumerate(net.weights)]
+    pairs += [(f"dWb[{i}]", rec["dWb"][i], state.Wb[i], (pos[i + 1], pos[i]), (neg[i + 1], neg[i]))
+              for i in range(1, net.depth)]
+    for lab, got, W, (pi, po), (ni, no) in pairs:
+        gp, gn = _ls_grad_torch(W, pi, po), _ls_grad_torch(W, ni, no)
+        exp = scale * (gp - gn)
+        if rule.weight_decay:
+            exp = exp + rule.eps * to_numpy(W)
+        size = abs(scale) * max(float(np.max(np.abs(gp))), float(np.max(np.abs(gn))), 1e-300)
+        if rule.weight_decay:
+            size = max(size, rule.eps * float(np.max(np.abs(to_numpy(W)))))
+        err = float(np.max(np.abs(to_numpy(got) - exp)))
+        rel = err / size
+        if err > atol + rtol * size:
+            ok = False
+        if rel >= worst:
+            worst, where = rel, lab
+    return Evidence(ok, worst, rtol, f"worst at {where} (relative to the size of the two terms)")
+
+
+def _check_updates(inst):
+    return _updates_evidence(inst, 1.0)
+
+
+def _control_updates(inst):
+    return _updates_evidence(inst, -1.0)
+
+
+# --- P-A5: lateral weights ---------------------------------------------------------------------------
+
+def _spd(gen, n, lo=0.5, hi=2.0):
+    from refimpl.network import haar_orthogonal
+
+    Q = haar_orthogonal(gen, n, n)
+    return (Q * gen.uniform(lo, hi, n)) @ Q.T
+
+
+@dataclass(frozen=True)
+class LateralInstance:
+    B0: Any
+    batches: tuple
+    lam: float
+    dtype: Any
+
+    def describe(self) -> str:
+        return f"n={self.B0.shape[0]} steps={len(self.batches)} batch={self.batches[0].shape[0]} lam={self.lam}"
+
+
+def _draw_lateral(d, xp, dtype):
+    n = d.integer(1, 6)
+    N = d.integer(1, 4)
+    m = d.integer(5, 30)
+    lam = d.choice((0.9, 0.99, 0.999))
+    gen = host_rng(d.seed())
+    ns = resolve_namespace(xp)
+    B0 = from_numpy(_spd(gen, n), ns, dtype)
+    batches = tuple(from_numpy(gen.uniform(0, 1, (N, n)), ns, dtype) for _ in range(m))
+    return LateralInstance(B0, batches, lam, dtype)
+
+
+def _lateral_evidence(inst, form):
+    B = inst.B0
+    for Rb in inst.batches:
+        B = C.lateral_update(B, Rb, inst.lam, form, symmetrize=True)
+    torch = _torch()
+    lam = inst.lam
+    m = len(inst.batches)
+    R = lam ** m * torch.linalg.inv(_t(inst.B0))
+    for i, Rb in enumerate(inst.batches, start=1):
+        X = _t(Rb)
+        R = R + (1 - lam) * lam ** (m - i) * (X.T @ X) / X.shape[0]
+    return compare([B], [torch.linalg.inv(R).numpy()], "exact_identity", B.dtype, labels=["B_m"])
+
+
+def _check_lateral(inst):
+    return _lateral_evidence(inst, "exact")
+
+
+def _control_lateral(inst):
+    return _lateral_evidence(inst, "dropped")
+
+
+def _draw_dropped(d, xp, dtype):
+    n = d.integer(1, 6)
+    lam = d.real(0.5, 0.9)
+    gen = host_rng(d.seed())
+    ns = resolve_namespace(xp)
+    B0 = from_numpy(_spd(gen, n), ns, dtype)
+    r = from_numpy(gen.uniform(0.2, 1.0, (1, n)), ns, dtype)
+    return LateralInstance(B0, (r,), lam, dtype)
+
+
+def _dropped_evidence(inst, with_denominator):
+    B, r, lam = inst.B0, inst.batches[0], inst.lam
+    diff = C.lateral_update(B, r, lam, "dropped", symmetrize=False) - C.lateral_update(B, r, lam, "exact",
+                                                                                        symmetrize=False)
+    Bh, rh = to_numpy(B), to_numpy(r)[0]
+    gam = (1 - lam) / lam
+    z = Bh @ rh
+    q = float(rh @ Bh @ rh)
+    den = (1 + gam * q) if with_denominator else 1.0
+    pred = -(gam ** 2 / lam) * q / den * np.outer(z, z)
+    return compare([diff], [pred], "exact_identity", B.dtype, labels=["B_drop - B_exact"])
+
+
+def _check_dropped(inst):
+    return _dropped_evidence(inst, True)
+
+
+def _control_dropped(inst):
+    return _dropped_evidence(inst, False)
+
+
+# --- P-A1: information forms, predictors -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InfoInstance:
+    X: Any
+    Y: Any
+    eps: float
+
+    def describe(self) -> str:
+        return f"N={self.X.shape[0]} n_x={self.X.shape[1]} n_y={self.Y.shape[1]} eps={self.eps:.3g}"
+
+    def correlations(self, X=None, Y=None):
+        X = self.X if X is None else X
+        Y = self.Y if Y is None else Y
+        N = X.shape[0]
+        return X.T @ X / N, Y.T @ Y / N, X.T @ Y / N
+
+
+def _draw_info(d, xp, dtype):
+    nx, ny = d.integer(1, 5), d.integer(1, 4)
+    N = nx + ny + d.integer(3, 30)
+    eps = d.real(0.02, 0.3)
+    gen = host_rng(d.seed())
+    X = gen.uniform(0, 1, (N, nx))
+    A = gen.standard_normal((ny, nx))
+    Y = X @ A.T + 0.5 * gen.standard_normal((N, ny))
+    ns = resolve_namespace(xp)
+    return InfoInstance(from_numpy(X, ns, dtype), from_numpy(Y, ns, dtype), eps)
+
+
+def _torch_joint(Rx, Ry, Rxy, eps):
+    torch = _torch()
+    Rx, Ry, Rxy = _t(Rx), _t(Ry), _t(Rxy)
+    Rj = torch.cat([torch.cat([Rx, Rxy], 1), torch.cat([Rxy.T, Ry], 1)], 0)
+    I = lambda n: torch.eye(n, dtype=torch.float64)
+    return 0.5 * float(torch.logdet(Rx + eps * I(Rx.shape[0])) + torch.logdet(Ry + eps * I(Ry.shape[0]))
+                       - torch.logdet(Rj + eps * I(Rj.shape[0])))
+
+
+def _forms(inst, eps, real_errors):
+    Rx, Ry, Rxy = inst.correlations()
+    if real_errors:
+        Wf, Wb = C.ridge_predictors(Rx, Ry, Rxy, eps)
+        Ef = C.error_correlation(inst.X, inst.Y, Wf)
+        Eb = C.error_correlation(inst.Y, inst.X, Wb)
+    else:
+        Ef = C.schur_error_correlation(Ry, Rx, Rxy.T, eps)
+        Eb = C.schur_error_correlation(Rx, Ry, Rxy, eps)
+    fwd = float(C.correlative_information(Ry, Ef, eps))
+    bwd = float(C.correlative_information(Rx, Eb, eps))
+    return fwd, bwd, _torch_joint(Rx, Ry, Rxy, eps)
+
+
+def _check_info(inst):
+    fwd, bwd, joint = _forms(inst, inst.eps, real_errors=False)
+    f0, b0, j0 = _forms(inst, 0.0, real_errors=True)  # eps = 0: real LS errors = Schur complements
+    return compare([np.array([fwd, bwd]), np.array([f0, b0])], [np.array([joint, joint]), np.array([j0, j0])],
+                   "exact_identity", inst.X.dtype, labels=[f"eps={inst.eps:.3g} (Schur)", "eps=0 (real LS errors)"])
+
+
+def _control_info(inst):
+    fwd, bwd, joint = _forms(inst, inst.eps, real_errors=True)
+    return compare([np.array([fwd])], [np.array([joint])], "exact_identity", inst.X.dtype,
+                   labels=[f"eps={inst.eps:.3g} forward form, real ridge errors"])
+
+
+ASYMMETRY_MIN = 1e-3  # spec §3.1: relative Frobenius difference that counts as "not transposes"
+
+
+def _asym_evidence(inst, X, Y):
+    Rx, Ry, Rxy = inst.correlations(X, Y)
+    Wf, Wb = C.ridge_predictors(Rx, Ry, Rxy, inst.eps)
+    Wf, Wb = to_numpy(Wf), to_numpy(Wb)
+    rel = float(np.linalg.norm(Wb - Wf.T) / max(np.linalg.norm(Wf), 1e-300))
+    return Evidence(rel > ASYMMETRY_MIN, rel, ASYMMETRY_MIN, f"||W_b* - W_f*^T|| / ||W_f*|| = {rel:.3e} (must exceed "
+                                                             f"{ASYMMETRY_MIN})")
+
+
+def _check_asym(inst):
+    return _asym_evidence(inst, inst.X, inst.Y)
+
+
+def _whiten(A):
+    A = to_numpy(A)
+    R = A.T @ A / A.shape[0]
+    w, V = np.linalg.eigh(R)
+    return A @ (V / np.sqrt(w)) @ V.T
+
+
+def _control_asym(inst):
+    ns = resolve_namespace(ri.backend.namespace(inst.X))
+    X = from_numpy(_whiten(inst.X), ns, inst.X.dtype)
+    Y = from_numpy(_whiten(inst.Y), ns, inst.X.dtype)
+    return _asym_evidence(inst, X, Y)
+
+
+def _orth_evidence(inst, perturb):
+    Rx, Ry, Rxy = inst.correlations()
+    Wf, _ = C.ridge_predictors(Rx, Ry, Rxy, inst.eps)
+    if perturb:
+        gen = host_rng(7)
+        Wf = Wf + from_numpy(0.1 * gen.standard_normal(tuple(Wf.shape)), ri.backend.namespace(Wf), Wf.dtype)
+    N = inst.X.shape[0]
+    E = inst.Y - inst.X @ Wf.T
+    lhs = Wf.T @ (E.T @ inst.X / N)
+    return compare([lhs], [inst.eps * to_numpy(Wf).T @ to_numpy(Wf)], "exact_identity", inst.X.dtype,
+                   labels=["<(W*^T e) x^T>"])
+
+
+# --- EP-gradient relation (measurement) -------------------------------------------------------------
+
+def _interior_grad(rule, net, state, x, y, R):
+    """True gradient of ``C = 1/2 <||y - r_P||^2>`` w.r.t. every ``W_{f,k}`` at the free fixed point ``R``,
+    by implicit differentiation of ``F(r, W) = 0`` over the interior units (saturated units fixed)."""
+    torch = _torch()
+    P = net.depth
+    N = x.shape[0]
+    eps, g, gam = rule.eps, rule.g_lk, (1 - rule.lam) / rule.lam
+    c = 1.0 if rule.output_apical_leak else 0.0
+    Rh = [to_numpy(a) for a in R]
+    masks = [None] + [torch.tensor((Rh[k] > 0) & (Rh[k] < 1)) for k in range(1, P + 1)]
+    sizes = [int(m.sum()) for m in masks[1:]]
+    Bs = [_t(B) for B in state.B]
+    Wb = [None] + [_t(W) for W in state.Wb[1:]]
+    xt, yt = _t(x), _t(y)
+    base = [None] + [torch.tensor(Rh[k]) for k in range(1, P + 1)]
+
+    def unpack(flat):
+        r, o = [xt], 0
+        for k in range(1, P + 1):
+            v = base[k].clone()
+            v[masks[k]] = flat[o:o + sizes[k - 1]]
+            o += sizes[k - 1]
+            r.append(v)
+        return r
+
+    def F(flat, *Wf):
+        r = unpack(flat)
+        out = []
+        for k in range(1, P + 1):
+            VB = r[k - 1] @ Wf[k - 1].T
+            if k < P:
+                f = (VB - r[k]) / eps + 2 * gam * r[k] @ Bs[k - 1] + (r[k + 1] @ Wb[k].T - r[k]) / eps
+            else:
+                f = (VB - r[k]) / eps + gam * r[k] @ Bs[k - 1] - c * r[k]
+            out.append(f[masks[k]])
+        return torch.cat(out)
+
+    flat0 = torch.cat([base[k][masks[k]] for k in range(1, P + 1)])
+    Wf = [_t(W) for W in net.weights]
+    Jr = torch.func.jacrev(F, argnums=0)(flat0, *Wf)
+
+    def cost(flat):
+        return 0.5 * ((yt - unpack(flat)[P]) ** 2).sum() / N
+
+    dC = torch.func.grad(cost)(flat0)
+    lam_adj = torch.linalg.solve(Jr.T, dC)
+    _, vjp = torch.func.vjp(lambda *W: F(flat0, *W), *Wf)
+    return [-v.numpy() for v in vjp(lam_adj)]
+
+
+def ep_cosines(rule, net, state, x, y, beta=1e-4, sweeps=400):
+    """Per-layer cosines between the CorInfoMax update at small ``beta`` (both phases relaxed for
+    ``sweeps``) and the true gradient of ``1/2 <||y - r_P||^2>`` at the free fixed point."""
+    r = replace(rule, t_free=sweeps, t_nudge=sweeps, beta=beta, random_sign=False, three_phase=False,
+                weight_decay=False)
+    upd, _ = r.updates(net, state, x, y)
+    true = _interior_grad(r, net, state, x, y, upd.record["r_free"])
+    out = []
+    for a, b in zip(upd.dW, true):
+        a = to_numpy(a).ravel()
+        b = b.ravel()
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        out.append(float(a @ b / (na * nb)) if na > 0 and nb > 0 else math.nan)
+    return out
+
+
+@dataclass(frozen=True)
+class _Seed:
+    seed: int
+
+    def describe(self):
+        return f"seed {self.seed}"
+
+
+def _measure_ep(inst):
+    gen = host_rng(inst.seed)
+    lines, worst = [], math.nan
+    for tied in (False, True):
+        sizes = [5, 6, 5, 3]
+        net = ri.Network.init(sizes, activation="relu", output_activation="relu", seed=inst.seed, gain=0.8)
+        rule = C.CorInfoMax(lam=0.999, eps=0.15, g_lk=0.5, neural_lr=0.05)
+        state = rule.init(net, seed=inst.seed + 1)
+        if tied:
+            state = replace(state, Wb=(None,) + tuple(W.T for W in net.weights[1:]))
+        x = gen.uniform(0, 1, (5, sizes[0]))
+        y = np.eye(sizes[-1])[gen.integers(0, sizes[-1], 5)]
+        cos = ep_cosines(rule, net, state, x, y)
+        lines.append(f"{'tied W_b = W_f^T' if tied else 'random W_b'}: cos(dW, dC/dW) per layer = "
+                     + ", ".join(f"{c:.3f}" for c in cos))
+        if not tied:
+            worst = min(cos)
+    return Evidence(True, worst, math.nan, "; ".join(lines) + " (beta = 1e-4, 400 sweeps per phase)")
+
+
+# --- registry -----------------------------------------------------------------------------------------
+
+THEOREMS = (
+    Theorem(
+        name="corinfomax.information_forms_agree",
+        statement="with eps-regularised Schur-complement error correlations S_y = (R_y+eps I) - R_yx (R_x+eps I)^-1 R_xy "
+                  "(and S_x), the forward form 1/2 logdet(R_y+eps I) - 1/2 logdet S_y and the backward form both equal "
+                  "1/2[logdet(R_x+eps I) + logdet(R_y+eps I) - logdet(R_joint+eps I)] for every eps; at eps = 0 also with "
+                  "the real LS error correlations",
+        source=_SOURCE + " (abstract: 'two equivalent forms'); spec P-A1, A-Q2 (exact-for-all-eps variant)",
+        conditions="optimal (ridge) predictors; error correlation = regularised Schur complement (= R_e + eps W* W*^T)",
+        draw=_draw_info, check=_check_info, control=_control_info,
+        control_breaks="eps > 0 with the real error correlation of the ridge predictor (gap O(eps))",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="corinfomax.predictors_not_transposed",
+        statement="the optimal forward and backward predictors W_f* = R_yx (R_x+eps I)^-1, W_b* = R_xy (R_y+eps I)^-1 "
+                  "are not transposes: ||W_b* - W_f*^T|| / ||W_f*|| > 1e-3 for generic data (no weight symmetry)",
+        source=_SOURCE + "; spec P-A1 asymmetry",
+        conditions="generic (non-whitened) data",
+        draw=_draw_info, check=_check_asym, control=_control_asym,
+        control_breaks="each block whitened (R_x = R_y = I): then W_b* = W_f*^T",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="corinfomax.ridge_error_orthogonality",
+        statement="for the ridge predictor W* = R_yx (R_x+eps I)^-1: <e x^T> = eps W*, so <(W*^T e) x^T> = eps W*^T W* "
+                  "(the W^T e terms of the full gradient do not vanish at optimal predictors; spec's corrected P-A2 (c1))",
+        source="spec P-A2 (c1) [corrected]; normal equations of the ridge regression",
+        conditions="W is the ridge-optimal predictor for the batch",
+        draw=_draw_info, check=lambda i: _orth_evidence(i, False), control=lambda i: _orth_evidence(i, True),
+        control_breaks="predictor perturbed by 0.1 N(0,1) entries (not optimal)",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="corinfomax.dynamics_are_stop_gradient_ascent",
+        statement="inside the box (r = u) every layer's right-hand side equals the autograd gradient of the stop-gradient "
+                  "objective J_sg (predictor inputs detached); the output's with the code's apical leak is the gradient "
+                  "of J_sg - 1/2 ||r_P||^2 (A-Q1), without the leak of J_sg",
+        source=_SOURCE + " (run_neural_dynamics_hopfield); spec P-A2 (a), A-Q1",
+        conditions="0 < u < 1 for every unit (r = u); stop-gradient on the predictors' inputs",
+        draw=_draw_dynamics, check=_check_sg, control=_control_sg,
+        control_breaks="the other output objective: J_sg as written for the code's leak (residual -r_P), or with "
+                       "-1/2 ||r_P||^2 for the leak-free variant",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="corinfomax.full_gradient_residual",
+        statement="full autograd gradient of J minus the stop-gradient one = (1/eps) W_{f,k}^T e_fwd_{k+1} (k = 1..P-1) "
+                  "+ (1/eps) W_{b,k-1}^T e_bwd_{k-1} (k = 2..P), exactly",
+        source="spec P-A2 (b) with index ranges made explicit",
+        conditions="J as in P-A2 (no W_{b,0}, no e_bwd_0 term)",
+        draw=_draw_dynamics, check=_check_residual, control=_control_residual,
+        control_breaks="the W_b^T e_bwd terms left out of the predicted residual",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="corinfomax.fixed_points_satisfy_box_kkt",
+        statement="after 600 Gauss-Seidel sweeps the activities satisfy the per-layer box KKT conditions of the "
+                  "stop-gradient objectives: F <= 0 where r = 0, F >= 0 where r = 1, F = 0 inside (|.| <= 1e-6), "
+                  "F the field at u = r (output including -c r_P)",
+        source="spec P-A3 [corrected: per-layer variational inequality, a single objective only when W_b = W_f^T]",
+        conditions="enough sweeps for the damped projected dynamics to converge (Xavier gain 0.8)",
+        draw=_draw_kkt, check=_check_kkt, control=_control_kkt,
+        control_breaks="3 sweeps only (not converged)",
+        dtypes=("float64",),
+        # 600 sweeps are ~3.6 s per instance on array_api_strict (pure-Python dispatch); the same
+        # dynamics code runs there in updates_are_local_ls_contrast and tests/rules/test_corinfomax.py
+        backends=("numpy", "torch", "cupy"),
+    ),
+    Theorem(
+        name="corinfomax.updates_are_local_ls_contrast",
+        statement="dW[k] = (1/beta)[dl_f/dW(r^beta) - dl_f/dW(r^0)] and dWb[k] likewise with l_b, l = 1/2 <||out - W in||^2> "
+                  "differentiated by autograd (three phases: r^0 -> r^-beta, 1/(2 beta); + eps W with weight decay)",
+        source=_SOURCE + " (batch_step_hopfield); spec §1.4, §2, P-A4 local identity",
+        conditions="the phase states of the same step",
+        draw=_draw_updates, check=_check_updates, control=_control_updates,
+        control_breaks="opposite sign of the contrast (-(1/beta))",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="corinfomax.lateral_exact_tracks_inverse",
+        statement="m exact (Sherman-Morrison/Woodbury) lateral steps from B_0 give "
+                  "(lam^m B_0^-1 + (1-lam) sum_i lam^(m-i) <r r^T>_i)^-1 exactly (B symmetrised each step)",
+        source="spec P-A5; EBD App. F.2.2 (matrix inversion lemma)",
+        conditions="the exact denominator (1 + gamma r^T B r) / its Woodbury generalisation",
+        draw=_draw_lateral, check=_check_lateral, control=_control_lateral,
+        control_breaks="the code's dropped denominator",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="corinfomax.lateral_dropped_error",
+        statement="one dropped-denominator lateral step from one sample differs from the exact one by exactly "
+                  "-(gamma^2/lam) q/(1 + gamma q) z z^T, q = r^T B r, z = B r: O(gamma q) relative to the correction, "
+                  "O(gamma^2) absolute",
+        source="spec P-A5 [refined]",
+        conditions="a single sample (rank-one update)",
+        draw=_draw_dropped, check=_check_dropped, control=_control_dropped,
+        control_breaks="the first-order formula without 1/(1 + gamma q)",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="corinfomax.ep_gradient_cosine",
+        statement="cosine between the CorInfoMax update at beta = 1e-4 and the true gradient of 1/2 <||y - r_P||^2> "
+                  "at the free fixed point (implicit differentiation), per layer, for random and tied W_b: reported, "
+                  "not asserted (the field is not a gradient when W_b != W_f^T, and even tied the <e r^T> update is "
+                  "not the EP gradient)",
+        source="spec P-A4 EP limit, A-Q3 [measured]",
+        conditions="net 5-6-5-3, Xavier gain 0.8, lam 0.999, eps 0.15, 5 samples",
+        draw=lambda d, xp, dtype: _Seed(d.seed()), check=_measure_ep, kind="measurement",
+        dtypes=("float64",), backends=("numpy",), slow=True,
+    ),
+)
