@@ -6,7 +6,8 @@ from .gaitprop import GaitProp, TPInverse
 from .target_prop import TP, DTP, DRL, LDRL, TPState
 from .feedback_alignment import FA, DFA, SignSymmetry
 from .pepita import PEPITA, PEPITAState
+from .microcircuit import Microcircuit, MicrocircuitState
 from .corinfomax import CorInfoMax, CorInfoMaxState
 
 __all__ = ["Updates", "EmptyState", "BP", "GaitProp", "TPInverse", "TP", "DTP", "DRL", "LDRL", "TPState", "FA", "DFA", "SignSymmetry", "PEPITA", "PEPITAState",
-           "CorInfoMax", "CorInfoMaxState"]
+           "Microcircuit", "MicrocircuitState", "CorInfoMax", "CorInfoMaxState"]

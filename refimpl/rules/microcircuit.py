@@ -1,0 +1,663 @@
+r"""Dendritic cortical microcircuits (Sacramento, Costa, Bengio & Senn, NeurIPS 2018).
+
+A rate-based network of pyramidal cells (soma ``u^P``, basal ``v_B``, apical ``v_A``) and
+interneurons (soma ``u^I``, dendrite ``v^I``), one interneuron per pyramidal cell of the layer
+above (``dim I_k = dim P_{k+1}``). Layers ``k = 0`` (input rates, clamped), ``1..N-1`` hidden,
+``N`` output; ``r_k = phi(u^P_k)``. In batch-row form (``(B, n)`` arrays, shapes of
+``torch.nn.Linear``; spec microcircuit.md §1-2):
+
+    V_B,k = r_{k-1} @ Wpp_k.T                                 basal (bottom-up, plastic)
+    V_A,k = rho_{k+1}(U^P_{k+1}) @ TD_k.T + rho_{k+1}(U^I_k) @ PI_k.T   apical (top-down + lateral)
+    V^I_k = r_k @ IP_k.T                                      interneuron dendrite (plastic)
+    du^P_k/dt = -g_lk u + g_B (V_B - u) + g_A (V_A - u) + sigma xi        hidden pyramidal
+    du^I_k/dt = -g_lk u + g_D (V^I - u) + g_somI (U^P_{k+1} - u) + sigma xi  interneuron
+    du^P_N/dt = -g_lk u + g_B (V_B - u) + g_som (y - u) + sigma xi        output (nudging only
+                                                                          while a target is shown)
+
+``rho_k`` is the rate function of layer ``k``'s pyramidal cells: ``phi`` for hidden layers and,
+for the output, ``phi`` (``output_rate="phi"``, the paper's and the phll code's choice) or the
+identity (``output_rate="linear"``). Interneuron ``I_k`` mimics ``P_{k+1}`` and uses ``rho_{k+1}``.
+
+Plasticity ("dendritic prediction of somatic activity", Urbanczik & Senn 2014; paper eqs. for
+dW^{PP}, dW^{IP}, dW^{PI}), paper sign (ascent), per sample:
+
+    dWpp_k/dt = eta [rho_k(u^P_k) - rho_k(vhat_B,k)] r_{k-1}^T,  vhat_B,k = c_k v_B,k
+    dIP_k/dt  = eta [rho_{k+1}(u^I_k) - rho_{k+1}(vhat^I_k)] r_k^T,  vhat^I_k = g_D/(g_lk+g_D) v^I_k
+    dPI_k/dt  = eta [V_rest - v_A,k] rho_{k+1}(u^I_k)^T,  V_rest = 0
+
+with ``c_k = g_B/(g_lk+g_B+g_A)`` (hidden) and ``c_N = g_B/(g_lk+g_B)`` (output).
+
+**The refimpl network is the effective network** (a deliberate departure from spec §2, which
+stores ``Wpp`` in ``net.weights``): with no target and in the self-predicting state the apical
+potentials vanish and ``u^P_k = c_k Wpp_k r_{k-1}``, i.e. the microcircuit computes the
+feed-forward network with weights ``W_k = c_k Wpp_k``, hidden activation ``phi`` and a linear
+output (the output is the potential ``u^P_N`` compared with the target). ``net`` is that network,
+so ``net(x)`` *is* the microcircuit's prediction, and BP on ``net`` is the comparison that the
+paper's theorem makes. :func:`bottom_up_weights` gives ``Wpp_k = W_k / c_k`` and
+:func:`effective_network` goes back. The model has no biases: ``net.biases`` must be zero and
+``db = 0``.
+
+Steady state (the paper's SM and phll ``SteadNet``): every ``du/dt = 0``,
+
+    u^P_k = c_k v_B + lam_A v_A,  lam_A = g_A/(g_lk+g_B+g_A)
+    u^I_k = (1 - lam_I) vhat^I + lam_I u^P_{k+1},  lam_I = g_somI/(g_lk+g_D+g_somI)
+    u^P_N = (1 - lam_out) vhat_B,N + lam_out y,  lam_out = g_som/(g_lk+g_B+g_som)
+
+solved by damped simultaneous (Jacobi) iteration from the feed-forward pass (:func:`steady_state`).
+
+**Scaling of ``updates``** (gradient convention, DESIGN.md). With ``E_k`` the plasticity errors
+``rho_k(U^P_k) - rho_k(Vhat_B,k)`` at the nudged steady state,
+
+    dW[k] = - c_k E_k^T r_{k-1} / (B c_k alpha_k lam_out) = - E_k^T r_{k-1} / (B alpha_k lam_out),
+    alpha_k = prod_{j=k}^{N-1} lam_A (1 - lam_I) / c_{j+1}    (alpha_N = 1),
+
+so that, as ``lam_out -> 0`` with transposed top-down weights (``TD_k = Wpp_{k+1}^T``) and the
+self-predicting lateral weights, ``dW`` tends to BP's gradient on ``net`` whose output delta is
+``rho_N'(u_N) * (u_N - y) / B`` (exactly BP's mse gradient for ``output_rate="linear"``; with
+``phi`` at the output every output unit's error is weighted by ``phi'(u_N) > 0``), with error
+``O(lam_out)`` (theorem ``microcircuit.updates_approach_bp``; spec P-B3). With random top-down
+weights the limit is feedback alignment with ``feedback[k] = c_{k+1} TD_k^T``.
+
+**The paper's own scale**: ``record["dW_paper"][i] = -E^T r / B`` is the gradient-convention update
+of the synaptic weights ``Wpp`` (the paper's step is ``Wpp <- Wpp - eta T_pattern dW_paper``);
+``dW_paper[i] = alpha_{i+1} lam_out dW[i] / c_{i+1}``... per layer: ``dW[i] =
+dW_paper[i] / (alpha_{i+1} lam_out)`` and a step of ``Wpp`` by ``-eta dW_paper`` moves ``net.W[i]`` by
+``-eta c_{i+1} dW_paper[i]`` (:meth:`Microcircuit.paper_scale` returns ``alpha_k lam_out`` and
+``c_k``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+from .. import activations as _act
+from .. import losses as _losses
+from ..backend import namespace, rng as _rng, from_numpy, device_of, check_finite
+from ..network import Network
+from .base import Updates, check_batch, check_state_shapes
+
+__all__ = ["Microcircuit", "MicrocircuitState", "Potentials", "Simulation", "steady_state", "simulate",
+           "self_predicting", "bottom_up_weights", "effective_network", "plasticity_errors",
+           "TOP_DOWN", "LATERAL", "OUTPUT_RATES"]
+
+TOP_DOWN = ("transposed", "random")
+LATERAL = ("ideal", "plastic")
+OUTPUT_RATES = ("phi", "linear")
+
+
+# --- state and records -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MicrocircuitState:
+    """Top-down and lateral weights, one entry per hidden layer ``k = 1..N-1`` (entry ``k-1``).
+
+    * ``top_down[k-1]``: ``TD_k = W^{PP}_{k,k+1}``, shape ``(n_k, n_{k+1})``; ``None`` entries
+      with ``top_down="transposed"`` (then ``TD_k = Wpp_{k+1}^T`` of the current network).
+    * ``pi[k-1]``: ``W^{PI}_k`` (interneuron -> pyramidal, apical), shape ``(n_k, n_{k+1})``.
+    * ``ip[k-1]``: ``W^{IP}_k`` (pyramidal -> interneuron), shape ``(n_{k+1}, n_k)``.
+    """
+
+    top_down: tuple
+    pi: tuple
+    ip: tuple
+
+
+@dataclass(frozen=True)
+class Potentials:
+    """Compartment potentials at one state, tuples indexed by layer ``0..N`` (``None`` where undefined).
+
+    ``uP[0]`` is the input rate ``x``; ``uP[k]``, ``vB[k]``, ``vB_hat[k]``, ``e[k]`` for ``k = 1..N``;
+    ``vA[k]``, ``uI[k]``, ``vI[k]``, ``vI_hat[k]`` for hidden ``k = 1..N-1``. ``e[k] =
+    rho_k(uP[k]) - rho_k(vB_hat[k])`` is the bottom-up plasticity error. ``residual`` is the largest
+    change of a potential in the last iteration (max-norm), ``iterations`` the number done.
+    """
+
+    uP: tuple
+    uI: tuple
+    vB: tuple
+    vB_hat: tuple
+    vA: tuple
+    vI: tuple
+    vI_hat: tuple
+    e: tuple
+    residual: float
+    iterations: int
+    target: bool
+
+    def as_dict(self) -> dict:
+        return {"u_pyr": self.uP, "u_inter": self.uI, "v_basal": self.vB, "v_basal_hat": self.vB_hat,
+                "v_apical": self.vA, "v_inter": self.vI, "v_inter_hat": self.vI_hat, "errors": self.e,
+                "residual": self.residual, "iterations": self.iterations}
+
+
+# --- the network <-> synaptic weights ----------------------------------------------------------
+
+def _c(rule, k: int, N: int) -> float:
+    return rule.c_out if k == N else rule.c_hidden
+
+
+def bottom_up_weights(rule, net) -> tuple:
+    """The synaptic bottom-up weights ``Wpp_k = net.W[k-1] / c_k`` (tuple of length N)."""
+    N = net.depth
+    return tuple(W / _c(rule, i + 1, N) for i, W in enumerate(net.weights))
+
+
+def effective_network(rule, wpp, phi: str = "softplus") -> Network:
+    """The feed-forward network a microcircuit with synaptic weights ``wpp`` implements:
+    ``W_k = c_k Wpp_k``, zero biases, activations ``phi`` (hidden) and ``linear`` (output)."""
+    wpp = tuple(wpp)
+    N = len(wpp)
+    xp = namespace(*wpp)
+    Ws = tuple(_c(rule, i + 1, N) * W for i, W in enumerate(wpp))
+    bs = tuple(xp.zeros((W.shape[0],), dtype=W.dtype, device=device_of(W)) for W in Ws)
+    return Network(Ws, bs, (phi,) * (N - 1) + ("linear",))
+
+
+def self_predicting(rule, net, top_down) -> tuple:
+    """Lateral weights of the self-predicting state (spec §1.5), ``(pi, ip)``:
+    ``PI_k = -TD_k`` and ``IP_k = (g_lk+g_D)/g_D * c_{k+1} Wpp_{k+1} = (g_lk+g_D)/g_D * net.W[k]``
+    (0-based ``net.W[k]`` is layer ``k+1``). The general form holds for the top interneurons too
+    (``c_N`` there), which is why it is written with the network's weights."""
+    N = net.depth
+    f = (rule.g_lk + rule.g_D) / rule.g_D
+    pi = tuple(-td for td in top_down)
+    ip = tuple(f * net.weights[k] for k in range(1, N))
+    return pi, ip
+
+
+def _top_down(rule, net, state) -> tuple:
+    if rule.top_down == "transposed":
+        wpp = bottom_up_weights(rule, net)
+        return tuple(wpp[k].T for k in range(1, net.depth))
+    return tuple(state.top_down)
+
+
+# --- steady state ------------------------------------------------------------------------------
+
+def _rates(rule, net):
+    """(rho_k for k = 1..N) as a list indexed by layer (index 0 unused)."""
+    N = net.depth
+    phi = _act.get(net.activations[0]).f
+    out = phi if rule.output_rate == "phi" else (lambda u: u)
+    return [None] + [phi] * (N - 1) + [out]
+
+
+def _max_abs(xp, arrays) -> float:
+    m = 0.0
+    for a in arrays:
+        if a is not None and a.shape[0] * (a.shape[1] if a.ndim > 1 else 1) > 0:
+            m = max(m, float(xp.max(xp.abs(a))))
+    return m
+
+
+def _potentials(rule, net, wpp, td, pi, ip, x, uP, uI, y, rho):
+    """Dendritic potentials and the somatic fixed-point map at the given somatic potentials."""
+    N = net.depth
+    lam_out, lam_I = rule.lam_out, rule.lam_I
+    kI = rule.g_D / (rule.g_lk + rule.g_D)
+    r = [x] + [rho[k](uP[k]) for k in range(1, N + 1)]
+    vB = [None] + [r[k - 1] @ wpp[k - 1].T for k in range(1, N + 1)]
+    vA = [None] * (N + 1)
+    vI = [None] * (N + 1)
+    new_uP = [x] + [None] * N
+    new_uI = [None] * (N + 1)
+    for k in range(1, N):
+        vA[k] = r[k + 1] @ td[k - 1].T + rho[k + 1](uI[k]) @ pi[k - 1].T
+        vI[k] = r[k] @ ip[k - 1].T
+        new_uP[k] = rule.c_hidden * vB[k] + rule.lam_A * vA[k]
+        new_uI[k] = (1 - lam_I) * kI * vI[k] + lam_I * uP[k + 1]
+    if y is None:
+        new_uP[N] = rule.c_out * vB[N]
+    else:
+        new_uP[N] = (1 - lam_out) * rule.c_out * vB[N] + lam_out * y
+    return vB, vA, vI, new_uP, new_uI
+
+
+def _assemble(rule, net, x, uP, uI, vB, vA, vI, rho, residual, iterations, target) -> Potentials:
+    N = net.depth
+    kI = rule.g_D / (rule.g_lk + rule.g_D)
+    vB_hat = [None] + [_c(rule, k, N) * vB[k] for k in range(1, N + 1)]
+    vI_hat = [None] + [kI * vI[k] for k in range(1, N)] + [None]
+    e = [None] + [rho[k](uP[k]) - rho[k](vB_hat[k]) for k in range(1, N + 1)]
+    return Potentials(tuple(uP), tuple(uI), tuple(vB), tuple(vB_hat), tuple(vA), tuple(vI), tuple(vI_hat),
+                      tuple(e), float(residual), int(iterations), bool(target))
+
+
+def steady_state(rule, net, state, x, y=None, *, max_iter: Optional[int] = None, tol: Optional[float] = None,
+                 damping: Optional[float] = None, init=None) -> Potentials:
+    """The fixed point of the somatic dynamics (all ``du/dt = 0``), target on iff ``y`` is given.
+
+    Damped simultaneous iteration ``U <- (1 - w) U + w F(U)`` (``w = damping``, default
+    ``rule.damping``; spec §1.6: undamped Jacobi diverges on some nets) from the feed-forward pass
+    (``init``: a :class:`Potentials` to start from instead). Stops when the max-norm change of all
+    potentials is ``<= tol * max(1, max|U|)`` or after ``max_iter`` iterations; the returned
+    ``residual`` is ``max|F(U) - U|`` at the returned state (no exception here: callers judge it).
+    """
+    xp = namespace(x)
+    N = net.depth
+    max_iter = rule.max_iter if max_iter is None else int(max_iter)
+    tol = rule.tol if tol is None else float(tol)
+    w = rule.damping if damping is None else float(damping)
+    rho = _rates(rule, net)
+    wpp = bottom_up_weights(rule, net)
+    td = _top_down(rule, net, state)
+    pi, ip = state.pi, state.ip
+    if init is None:
+        tr = net.forward(x)
+        uP = [x] + [tr.a[k] for k in range(1, N + 1)]
+        uI = [None] + [tr.a[k + 1] for k in range(1, N)] + [None]
+    else:
+        uP, uI = list(init.uP), list(init.uI)
+    it = 0
+    residual = math.inf
+    best = (math.inf, 0)
+    while True:
+        vB, vA, vI, nP, nI = _potentials(rule, net, wpp, td, pi, ip, x, uP, uI, y, rho)
+        dP = [None] + [nP[k] - uP[k] for k in range(1, N + 1)]
+        dI = [None] + [nI[k] - uI[k] for k in range(1, N)] + [None]
+        residual = _max_abs(xp, dP[1:] + dI[1:N])
+        if not math.isfinite(residual):
+            break
+        scale = max(1.0, _max_abs(xp, uP[1:] + uI[1:N]))
+        # Stop at tolerance, at the iteration cap, or when rounding stalls the iteration (no new
+        # best residual for 10 iterations once below 1e3 tol: the fixed point is at rounding level).
+        if residual <= tol * scale or it >= max_iter:
+            break
+        if residual < best[0]:
+            best = (residual, it)
+        elif it - best[1] > 10 and residual <= 1e3 * tol * scale:
+            break
+        uP = [x] + [uP[k] + w * dP[k] for k in range(1, N + 1)]
+        uI = [None] + [uI[k] + w * dI[k] for k in range(1, N)] + [None]
+        it += 1
+    return _assemble(rule, net, x, uP, uI, vB, vA, vI, rho, residual, it, y is not None)
+
+
+def plasticity_errors(rule, net, pot: Potentials) -> tuple:
+    """The bottom-up plasticity errors ``e_k = rho_k(u^P_k) - rho_k(c_k v_B,k)`` (``pot.e``)."""
+    return pot.e
+
+
+# --- the Euler simulator -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Simulation:
+    """Result of :func:`simulate`: the final potentials, network and state (weights after
+    plasticity), ``du_max`` = max |du/dt| at the last step, and ``history``: per recorded step
+    ``(t, max|du/dt|, rms v_A)``."""
+
+    potentials: Potentials
+    net: Network
+    state: MicrocircuitState
+    du_max: float
+    history: tuple
+
+
+def simulate(rule, net, state, x, y=None, *, dt: float = 0.1, steps: int = 1000, sigma: float = 0.0,
+             seed: int = 0, tau_0: Optional[float] = None, learn: bool = False, eta_up=None,
+             eta_pi=None, eta_ip=None, tau_w: float = 30.0, record_every: int = 0) -> Simulation:
+    """Forward-Euler (Euler-Maruyama when ``sigma > 0``) integration of the somatic dynamics.
+
+    Per step (spec §1.2-1.3; phll ``PyraLNet``): ``u <- u + dt f(u) + sigma sqrt(dt) xi`` for every
+    pyramidal and interneuron soma, from ``u = 0``, input and target constant over the run (a
+    pattern). ``tau_0``: inputs and targets are low-pass filtered, ``r_0 <- r_0 + dt/tau_0 (x - r_0)``
+    from ``r_0 = 0`` (clamped if None). With ``learn=True`` the three plasticity rules run along the
+    dynamics, low-pass filtered as in the phll code: ``D <- D + dt/tau_w (-D + G)``, ``W <- W + dt eta D``
+    with ``G`` the batch mean of the instantaneous paper-sign update; ``eta_up`` (per layer, length
+    N), ``eta_pi``, ``eta_ip`` (per hidden layer, length N-1) default to zero. The bottom-up step
+    moves ``net.W[k-1] = c_k Wpp_k`` by ``c_k dt eta D``. Noise ``xi`` is drawn on the host from ``seed``.
+    """
+    xp = namespace(x)
+    N = net.depth
+    if not (dt > 0 and math.isfinite(dt)):
+        raise ValueError(f"dt: expected a finite step > 0, got {dt!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps: expected an integer >= 0, got {steps!r}")
+    if not (sigma >= 0 and math.isfinite(sigma)):
+        raise ValueError(f"sigma: expected a finite noise level >= 0, got {sigma!r}")
+    if tau_0 is not None and not tau_0 > 0:
+        raise ValueError(f"tau_0: expected None or a time constant > 0, got {tau_0!r}")
+    if not tau_w > 0:
+        raise ValueError(f"tau_w: expected a time constant > 0, got {tau_w!r}")
+    eta_up = tuple(eta_up) if eta_up is not None else (0.0,) * N
+    eta_pi = tuple(eta_pi) if eta_pi is not None else (0.0,) * (N - 1)
+    eta_ip = tuple(eta_ip) if eta_ip is not None else (0.0,) * (N - 1)
+    if len(eta_up) != N or len(eta_pi) != N - 1 or len(eta_ip) != N - 1:
+        raise ValueError(f"eta_up, eta_pi, eta_ip: expected lengths {N}, {N - 1}, {N - 1}, got "
+                         f"{len(eta_up)}, {len(eta_pi)}, {len(eta_ip)}")
+    rho = _rates(rule, net)
+    dev = device_of(x)
+    B = x.shape[0]
+    gen = _rng(seed) if sigma > 0 else None
+    sizes = net.sizes
+    zeros = lambda n: xp.zeros((B, n), dtype=x.dtype, device=dev)
+    uP = [x] + [zeros(sizes[k]) for k in range(1, N + 1)]
+    uI = [None] + [zeros(sizes[k + 1]) for k in range(1, N)] + [None]
+    r0 = x if tau_0 is None else zeros(sizes[0])
+    yt = None if y is None else (y if tau_0 is None else xp.zeros_like(y))
+    wpp = list(bottom_up_weights(rule, net))
+    pi, ip = list(state.pi), list(state.ip)
+    tds = list(state.top_down) if rule.top_down == "random" else None
+    D_up = [xp.zeros_like(W) for W in wpp]
+    D_pi = [xp.zeros_like(P) for P in pi]
+    D_ip = [xp.zeros_like(P) for P in ip]
+    kI = rule.g_D / (rule.g_lk + rule.g_D)
+    history = []
+    du_max = math.inf
+    g = rule
+    for step in range(steps + 1):
+        td = tds if tds is not None else [wpp[k].T for k in range(1, N)]
+        r = [r0] + [rho[k](uP[k]) for k in range(1, N + 1)]
+        vB = [None] + [r[k - 1] @ wpp[k - 1].T for k in range(1, N + 1)]
+        vA = [None] * (N + 1)
+        vI = [None] * (N + 1)
+        du = [None] * (N + 1)
+        dI = [None] * (N + 1)
+        for k in range(1, N):
+            vA[k] = r[k + 1] @ td[k - 1].T + rho[k + 1](uI[k]) @ pi[k - 1].T
+            vI[k] = r[k] @ ip[k - 1].T
+            du[k] = -g.g_lk * uP[k] + g.g_B * (vB[k] - uP[k]) + g.g_A * (vA[k] - uP[k])
+            dI[k] = -g.g_lk * uI[k] + g.g_D * (vI[k] - uI[k]) + g.g_som_I * (uP[k + 1] - uI[k])
+        du[N] = -g.g_lk * uP[N] + g.g_B * (vB[N] - uP[N])
+        if yt is not None:
+            du[N] = du[N] + g.g_som * (yt - uP[N])
+        du_max = _max_abs(xp, du[1:] + dI[1:N])
+        if record_every and step % record_every == 0:
+            va = [a for a in vA[1:N]]
+            rms = math.sqrt(sum(float(xp.sum(a * a)) for a in va) / max(1, sum(a.shape[0] * a.shape[1] for a in va)))
+            history.append((step * dt, du_max, rms))
+        if step == steps:
+            break
+        if learn:
+            for k in range(1, N + 1):
+                vhat = _c(rule, k, N) * vB[k]
+                G = (rho[k](uP[k]) - rho[k](vhat)).T @ r[k - 1] / B
+                D_up[k - 1] = D_up[k - 1] + (dt / tau_w) * (G - D_up[k - 1])
+                wpp[k - 1] = wpp[k - 1] + dt * eta_up[k - 1] * D_up[k - 1]
+            for k in range(1, N):
+                GI = (rho[k + 1](uI[k]) - rho[k + 1](kI * vI[k])).T @ r[k] / B
+                GP = (-vA[k]).T @ rho[k + 1](uI[k]) / B
+                D_ip[k - 1] = D_ip[k - 1] + (dt / tau_w) * (GI - D_ip[k - 1])
+                D_pi[k - 1] = D_pi[k - 1] + (dt / tau_w) * (GP - D_pi[k - 1])
+                ip[k - 1] = ip[k - 1] + dt * eta_ip[k - 1] * D_ip[k - 1]
+                pi[k - 1] = pi[k - 1] + dt * eta_pi[k - 1] * D_pi[k - 1]
+        noise = (lambda shape: from_numpy(sigma * math.sqrt(dt) * gen.standard_normal(shape), xp, x.dtype, dev)) \
+            if gen is not None else None
+        uP = [uP[0]] + [uP[k] + dt * du[k] + (noise(tuple(uP[k].shape)) if noise else 0.0) for k in range(1, N + 1)]
+        uI = [None] + [uI[k] + dt * dI[k] + (noise(tuple(uI[k].shape)) if noise else 0.0) for k in range(1, N)] + [None]
+        if tau_0 is not None:
+            r0 = r0 + (dt / tau_0) * (x - r0)
+            if yt is not None:
+                yt = yt + (dt / tau_0) * (y - yt)
+        if not math.isfinite(du_max):
+            break
+    new_net = effective_network(rule, wpp, net.activations[0]) if learn else net
+    new_state = replace(state, pi=tuple(pi), ip=tuple(ip)) if learn else state
+    pot = _assemble(rule, net, r0, uP, uI, vB, vA, vI, rho, du_max, steps, y is not None)
+    return Simulation(pot, new_net, new_state, du_max, tuple(history))
+
+
+# --- the rule ----------------------------------------------------------------------------------
+
+def _pos(name, v, allow_zero=False):
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v >= 0 if allow_zero else v > 0)
+    if not ok:
+        raise ValueError(f"{name}: expected a finite number {'>= 0' if allow_zero else '> 0'}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Microcircuit:
+    r"""The microcircuit's bottom-up learning at the nudged steady state, as a refimpl rule.
+
+    Hyper-parameters (defaults: spec §1.4, phll code):
+        g_lk, g_B, g_A, g_D: leak, basal, apical, interneuron-dendrite conductances.
+        g_som: output nudging conductance (``lam_out = g_som/(g_lk+g_B+g_som)``, the theorem's
+            small parameter); g_som_I: interneuron nudging (``lam_I``, any value in [0, 1) works).
+        top_down: ``"transposed"`` (``TD_k = Wpp_{k+1}^T`` of the current network) or
+            ``"random"`` (fixed, drawn by ``init``: ``N(0, feedback_scale^2 / n_{k+1})``).
+        lateral: ``"ideal"`` (lateral weights set to the self-predicting state of the current
+            network before every solve: the fixed point of lateral plasticity) or ``"plastic"``
+            (the state's lateral weights; :meth:`train_feedback` applies ``lateral_steps`` steps of
+            the lateral rules with rates ``eta_pi``, ``eta_ip`` at the free steady state).
+        lateral_init: ``"self_predicting"`` or ``"random"`` (``N(0, lateral_scale^2/fan_in)``).
+        output_rate: ``"phi"`` (paper, phll) or ``"linear"`` rate of the output cells.
+        max_iter, tol, damping: the steady-state solver (:func:`steady_state`).
+        loss: ``"mse"`` only (the output potential is nudged towards the target).
+
+    ``updates`` returns ``dW[k] = -E_k^T r_{k-1} / (B alpha_k lam_out)`` (module docstring), ``db = 0``;
+    ``record``: ``free``, ``nudged`` (:class:`Potentials`), ``errors`` (E_k, indexed by layer),
+    ``v_apical``, ``u_inter`` (nudged), ``dW_paper``, ``alpha``, ``lam_out``, ``loss``,
+    ``residual``, ``top_down``.
+    """
+
+    g_lk: float = 0.1
+    g_B: float = 1.0
+    g_A: float = 0.8
+    g_D: float = 1.0
+    g_som: float = 0.8
+    g_som_I: float = 0.8
+    top_down: str = "transposed"
+    feedback_scale: float = 1.0
+    lateral: str = "ideal"
+    lateral_init: str = "self_predicting"
+    lateral_scale: float = 0.1
+    eta_pi: float = 0.0
+    eta_ip: float = 0.0
+    lateral_steps: int = 1
+    output_rate: str = "phi"
+    max_iter: int = 5000
+    tol: float = 1e-14
+    damping: float = 0.5
+    loss: str = "mse"
+
+    def __post_init__(self):
+        for name in ("g_lk", "g_B", "g_A", "g_D", "g_som", "feedback_scale", "lateral_scale", "tol"):
+            _pos(name, getattr(self, name))
+        for name in ("g_som_I", "eta_pi", "eta_ip"):
+            _pos(name, getattr(self, name), allow_zero=True)
+        if self.top_down not in TOP_DOWN:
+            raise ValueError(f"top_down: expected one of {TOP_DOWN}, got {self.top_down!r}")
+        if self.lateral not in LATERAL:
+            raise ValueError(f"lateral: expected one of {LATERAL}, got {self.lateral!r}")
+        if self.lateral_init not in ("self_predicting", "random"):
+            raise ValueError(f"lateral_init: expected 'self_predicting' or 'random', got {self.lateral_init!r}")
+        if self.output_rate not in OUTPUT_RATES:
+            raise ValueError(f"output_rate: expected one of {OUTPUT_RATES}, got {self.output_rate!r}")
+        for name in ("max_iter", "lateral_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name}: expected an integer >= 0, got {v!r}")
+        if not (0 < self.damping <= 1):
+            raise ValueError(f"damping: expected a value in (0, 1], got {self.damping!r}")
+        if _losses.get(self.loss).name != "mse":
+            raise ValueError(f"loss: the microcircuit nudges the output potential towards the target "
+                             f"(squared error); expected 'mse', got {self.loss!r}")
+
+    # --- constants --------------------------------------------------------------------------
+
+    @property
+    def c_hidden(self) -> float:
+        """``c_k = g_B/(g_lk+g_B+g_A)``: hidden soma / basal attenuation."""
+        return self.g_B / (self.g_lk + self.g_B + self.g_A)
+
+    @property
+    def c_out(self) -> float:
+        """``c_N = g_B/(g_lk+g_B)``: output soma / basal attenuation (no apical compartment)."""
+        return self.g_B / (self.g_lk + self.g_B)
+
+    @property
+    def lam_out(self) -> float:
+        return self.g_som / (self.g_lk + self.g_B + self.g_som)
+
+    @property
+    def lam_I(self) -> float:
+        return self.g_som_I / (self.g_lk + self.g_D + self.g_som_I)
+
+    @property
+    def lam_A(self) -> float:
+        return self.g_A / (self.g_lk + self.g_B + self.g_A)
+
+    def alpha(self, N: int) -> tuple:
+        """``alpha_k = prod_{j=k}^{N-1} lam_A (1 - lam_I) / c_{j+1}`` for ``k = 1..N`` (index k-1)."""
+        out = []
+        for k in range(1, N + 1):
+            a = 1.0
+            for j in range(k, N):
+                a *= self.lam_A * (1 - self.lam_I) / (self.c_out if j + 1 == N else self.c_hidden)
+            out.append(a)
+        return tuple(out)
+
+    def paper_scale(self, N: int) -> tuple:
+        """Per layer ``(alpha_k lam_out, c_k)``: ``dW_paper[k-1] = alpha_k lam_out dW[k-1]`` is the
+        gradient-convention update of the synaptic ``Wpp_k``; it moves ``net.W[k-1]`` by ``c_k`` times it."""
+        return tuple((a * self.lam_out, self.c_out if k == N else self.c_hidden)
+                     for k, a in zip(range(1, N + 1), self.alpha(N)))
+
+    # --- validation -------------------------------------------------------------------------
+
+    def _check_net(self, net):
+        N = net.depth
+        if N < 2:
+            raise ValueError(f"net: a microcircuit needs at least one hidden layer (depth >= 2), got depth {N}")
+        if net.activations[-1] != "linear":
+            raise ValueError(f"net: the output is the somatic potential u_N, so the output activation must be "
+                             f"'linear', got {net.activations[-1]!r}")
+        hidden = set(net.activations[:-1])
+        if len(hidden) != 1:
+            raise ValueError(f"net: one transfer function phi for every hidden layer expected, got {net.activations[:-1]}")
+        xp = net.xp
+        for i, b in enumerate(net.biases):
+            if bool(xp.any(b != 0)):
+                raise ValueError(f"net.biases[{i}]: the microcircuit has no biases; expected zeros, "
+                                 f"got max |b| = {float(xp.max(xp.abs(b))):.3g}")
+
+    def _expected_shapes(self, net):
+        s = net.sizes
+        N = net.depth
+        return ([(s[k], s[k + 1]) for k in range(1, N)], [(s[k + 1], s[k]) for k in range(1, N)])
+
+    def check_state(self, net, state):
+        if not isinstance(state, MicrocircuitState):
+            raise TypeError(f"state: expected a MicrocircuitState (rule.init), got {type(state).__name__}")
+        td_shapes, ip_shapes = self._expected_shapes(net)
+        if self.top_down == "random":
+            check_state_shapes(tuple(state.top_down), td_shapes, "state.top_down")
+        elif len(state.top_down) != net.depth - 1:
+            raise ValueError(f"state.top_down: expected {net.depth - 1} entries, got {len(state.top_down)}")
+        check_state_shapes(tuple(state.pi), td_shapes, "state.pi")
+        check_state_shapes(tuple(state.ip), ip_shapes, "state.ip")
+        mats = [m for m in tuple(state.top_down) + tuple(state.pi) + tuple(state.ip) if m is not None]
+        xp = namespace(net.weights[0], *mats)
+        for m in mats:
+            if m.dtype != net.dtype:
+                raise TypeError(f"state: expected dtype {net.dtype} (as the network), got {m.dtype}")
+            check_finite(xp, m, "state")
+
+    # --- the face ---------------------------------------------------------------------------
+
+    def init(self, net, seed=0) -> MicrocircuitState:
+        """Top-down weights (``random``: drawn from ``seed``) and lateral weights
+        (``self_predicting``: spec §1.5; ``random``: ``N(0, lateral_scale^2 / fan_in)``)."""
+        self._check_net(net)
+        gen = _rng(seed)
+        s, N, xp, dt, dev = net.sizes, net.depth, net.xp, net.dtype, device_of(net.weights[0])
+        if self.top_down == "random":
+            td = tuple(from_numpy(gen.standard_normal((s[k], s[k + 1])) * self.feedback_scale / math.sqrt(s[k + 1]),
+                                  xp, dt, dev) for k in range(1, N))
+            eff_td = td
+        else:
+            td = (None,) * (N - 1)
+            eff_td = _top_down(self, net, None)
+        if self.lateral_init == "self_predicting" or self.lateral == "ideal":
+            pi, ip = self_predicting(self, net, eff_td)
+        else:
+            pi = tuple(from_numpy(gen.standard_normal((s[k], s[k + 1])) * self.lateral_scale / math.sqrt(s[k + 1]),
+                                  xp, dt, dev) for k in range(1, N))
+            ip = tuple(from_numpy(gen.standard_normal((s[k + 1], s[k])) * self.lateral_scale / math.sqrt(s[k]),
+                                  xp, dt, dev) for k in range(1, N))
+        return MicrocircuitState(td, pi, ip)
+
+    def _prepared_state(self, net, state):
+        self.check_state(net, state)
+        if self.lateral == "ideal":
+            pi, ip = self_predicting(self, net, _top_down(self, net, state))
+            state = replace(state, pi=pi, ip=ip)
+        return state
+
+    def _solve(self, net, state, x, y):
+        pot = steady_state(self, net, state, x, y)
+        if not math.isfinite(pot.residual) or pot.residual > 1e-8 * max(1.0, _max_abs(net.xp, pot.uP[1:])):
+            raise ValueError(f"steady state did not converge (residual {pot.residual:.3g} after "
+                             f"{pot.iterations} iterations, target {'on' if y is not None else 'off'}): no stable "
+                             "fixed point for these weights/conductances; reduce the weights or raise max_iter")
+        return pot
+
+    def free_state(self, net, state, x) -> Potentials:
+        """The steady state without target (the network's prediction is ``uP[N]``)."""
+        self._check_net(net)
+        net.check_input(x)
+        return self._solve(net, self._prepared_state(net, state), x, None)
+
+    def nudged_state(self, net, state, x, y) -> Potentials:
+        """The steady state with the output nudged towards ``y``."""
+        self._check_net(net)
+        _, y = check_batch(net, x, y, "mse")
+        return self._solve(net, self._prepared_state(net, state), x, y)
+
+    def updates(self, net, state, x, y):
+        self._check_net(net)
+        xp, y = check_batch(net, x, y, "mse")
+        state = self._prepared_state(net, state)
+        N, B = net.depth, x.shape[0]
+        nudged = self._solve(net, state, x, y)
+        rho = _rates(self, net)
+        r = [x] + [rho[k](nudged.uP[k]) for k in range(1, N)]
+        alpha = self.alpha(N)
+        dW_paper = tuple(-(nudged.e[k].T @ r[k - 1]) / B for k in range(1, N + 1))
+        dW = tuple(dW_paper[k - 1] / (alpha[k - 1] * self.lam_out) for k in range(1, N + 1))
+        db = tuple(xp.zeros_like(b) for b in net.biases)
+        out = net(x)
+        loss = _losses.get("mse").value(out, y)
+        record = {"nudged": nudged, "errors": nudged.e, "v_apical": nudged.vA, "u_inter": nudged.uI,
+                  "u_pyr": nudged.uP, "dW_paper": dW_paper, "alpha": alpha, "lam_out": self.lam_out,
+                  "loss": loss, "residual": nudged.residual, "top_down": _top_down(self, net, state)}
+        return Updates(dW, db, record), state
+
+    def feedback_updates(self, net, state, x, y=None):
+        """Gradient-convention lateral updates at the free steady state (``y`` unused: lateral
+        plasticity is judged without target), ``(dPI, dIP)`` per hidden layer:
+        ``dPI_k = V_A,k^T rho(U^I_k) / B`` (= gradient of ``<||v_A||^2>/2`` with rates fixed) and
+        ``dIP_k = -(rho(U^I_k) - rho(Vhat^I_k))^T r_k / B``. Returns ``(dPI, dIP, potentials)``."""
+        self._check_net(net)
+        net.check_input(x)
+        self.check_state(net, state)
+        pot = self._solve(net, state, x, None)
+        return lateral_updates(self, net, pot) + (pot,)
+
+    def train_feedback(self, net, state, x, y=None):
+        """``lateral="ideal"``: the self-predicting lateral weights of ``net``; ``"plastic"``:
+        ``lateral_steps`` steps ``PI <- PI - eta_pi dPI``, ``IP <- IP - eta_ip dIP`` at the free steady state."""
+        self._check_net(net)
+        if self.lateral == "ideal":
+            return self._prepared_state(net, state)
+        self.check_state(net, state)
+        if self.eta_pi == 0 and self.eta_ip == 0:
+            return state  # nothing learns: the state is returned as is (no solves)
+        for _ in range(self.lateral_steps):
+            dPI, dIP, _ = self.feedback_updates(net, state, x)
+            state = replace(state, pi=tuple(p - self.eta_pi * d for p, d in zip(state.pi, dPI)),
+                            ip=tuple(p - self.eta_ip * d for p, d in zip(state.ip, dIP)))
+        return state
+
+
+def lateral_updates(rule, net, pot: Potentials) -> tuple:
+    """``(dPI, dIP)`` in gradient convention at the potentials ``pot`` (see ``feedback_updates``)."""
+    N = net.depth
+    rho = _rates(rule, net)
+    B = pot.uP[0].shape[0]
+    dPI = tuple(pot.vA[k].T @ rho[k + 1](pot.uI[k]) / B for k in range(1, N))
+    dIP = tuple(-((rho[k + 1](pot.uI[k]) - rho[k + 1](pot.vI_hat[k])).T @ rho[k](pot.uP[k])) / B
+                for k in range(1, N))
+    return dPI, dIP

@@ -1,0 +1,330 @@
+"""Dendritic cortical microcircuits: construction, steady state, scaling, simulator, backends.
+
+The theorems (P-B1 .. P-B5) run in tests/proofs/test_theorems.py; these tests pin the rule's face,
+its validation, the record, the scale conversions and backend consistency.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+import refimpl as ri
+from refimpl.rules import Microcircuit, MicrocircuitState
+from refimpl.rules import microcircuit as M
+
+
+def _net(sizes=(4, 6, 5, 3), phi="softplus", seed=1):
+    return ri.Network.init(list(sizes), activation=phi, output_activation="linear", init="normal", seed=seed)
+
+
+def _batch(net, B=7, seed=0):
+    g = np.random.default_rng(seed)
+    return g.standard_normal((B, net.sizes[0])), g.standard_normal((B, net.sizes[-1]))
+
+
+# --- constants and construction ----------------------------------------------------------------
+
+def test_constants_at_defaults():
+    r = Microcircuit()
+    assert r.c_hidden == pytest.approx(1.0 / 1.9)
+    assert r.c_out == pytest.approx(1.0 / 1.1)
+    assert r.lam_out == pytest.approx(0.8 / 1.9)
+    assert r.lam_I == pytest.approx(0.8 / 1.9)
+    assert r.lam_A == pytest.approx(0.8 / 1.9)
+    a = r.alpha(3)
+    per_hidden = r.lam_A * (1 - r.lam_I) / r.c_hidden
+    per_out = r.lam_A * (1 - r.lam_I) / r.c_out
+    assert a == pytest.approx((per_hidden * per_out, per_out, 1.0))
+    assert [s for s, _ in r.paper_scale(3)] == pytest.approx([x * r.lam_out for x in a])
+
+
+@pytest.mark.parametrize("kw", [dict(g_lk=0.0), dict(g_B=-1.0), dict(g_som=math.nan), dict(g_som_I=-0.1),
+                                dict(top_down="learned"), dict(lateral="x"), dict(output_rate="tanh"),
+                                dict(damping=0.0), dict(damping=1.5), dict(max_iter=-1), dict(loss="ce"),
+                                dict(lateral_init="zeros"), dict(eta_pi=-1.0), dict(lateral_steps=1.5)])
+def test_invalid_hyper_parameters(kw):
+    with pytest.raises(ValueError):
+        Microcircuit(**kw)
+
+
+def test_invalid_networks():
+    r = Microcircuit()
+    with pytest.raises(ValueError, match="depth >= 2"):
+        r.init(_net((3, 2)))
+    with pytest.raises(ValueError, match="output activation must be 'linear'"):
+        r.init(ri.Network.init([3, 4, 2], activation="softplus", output_activation="tanh"))
+    with pytest.raises(ValueError, match="one transfer function"):
+        r.init(ri.Network.init([3, 4, 4, 2], activation=["softplus", "tanh"], output_activation="linear"))
+    with pytest.raises(ValueError, match="no biases"):
+        r.init(ri.Network.init([3, 4, 2], activation="softplus", output_activation="linear", bias_scale=0.1))
+
+
+def test_init_shapes_and_self_predicting_relations():
+    net = _net()
+    for td in M.TOP_DOWN:
+        r = Microcircuit(top_down=td)
+        st = r.init(net, seed=3)
+        s = net.sizes
+        assert [p.shape for p in st.pi] == [(s[1], s[2]), (s[2], s[3])]
+        assert [p.shape for p in st.ip] == [(s[2], s[1]), (s[3], s[2])]
+        tdm = M._top_down(r, net, st)
+        assert [t.shape for t in tdm] == [(s[1], s[2]), (s[2], s[3])]
+        for k in range(2):
+            np.testing.assert_array_equal(st.pi[k], -tdm[k])
+            np.testing.assert_allclose(st.ip[k], (r.g_lk + r.g_D) / r.g_D * net.weights[k + 1], rtol=0, atol=0)
+        if td == "transposed":
+            assert st.top_down == (None, None)
+            wpp = M.bottom_up_weights(r, net)
+            np.testing.assert_allclose(tdm[0], wpp[1].T)
+    # random lateral init (plastic) is seeded
+    r = Microcircuit(lateral="plastic", lateral_init="random")
+    a, b = r.init(net, seed=5), r.init(net, seed=5)
+    np.testing.assert_array_equal(a.pi[0], b.pi[0])
+    assert not np.allclose(a.pi[0], r.init(net, seed=6).pi[0])
+
+
+def test_effective_network_roundtrip():
+    r = Microcircuit()
+    net = _net()
+    wpp = M.bottom_up_weights(r, net)
+    back = M.effective_network(r, wpp, "softplus")
+    for W, V in zip(net.weights, back.weights):
+        np.testing.assert_allclose(W, V, rtol=1e-15, atol=0)
+    assert back.activations == ("softplus", "softplus", "linear")
+
+
+def test_state_validation():
+    net = _net()
+    r = Microcircuit(lateral="plastic")
+    st = r.init(net)
+    x, y = _batch(net)
+    bad = dataclasses.replace(st, pi=(st.pi[0], st.pi[1].T))
+    with pytest.raises(ValueError, match=r"state.pi\[1\]"):
+        r.updates(net, bad, x, y)
+    with pytest.raises(TypeError, match="MicrocircuitState"):
+        r.updates(net, ri.rules.EmptyState(), x, y)
+    nan = dataclasses.replace(st, ip=(st.ip[0] * np.nan, st.ip[1]))
+    with pytest.raises(ValueError, match="finite"):
+        r.updates(net, nan, x, y)
+    with pytest.raises(ValueError, match="x"):
+        r.updates(net, st, x[:, :2], y)
+    with pytest.raises(ValueError):
+        r.updates(net, st, x, y[:3])
+
+
+# --- steady state --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("td", M.TOP_DOWN)
+@pytest.mark.parametrize("phi", ["softplus", "tanh", "linear"])
+def test_free_state_is_the_effective_network(td, phi):
+    r = Microcircuit(top_down=td)
+    net = _net(phi=phi)
+    x, _ = _batch(net)
+    pot = r.free_state(net, r.init(net), x)
+    np.testing.assert_allclose(pot.uP[-1], net(x), rtol=1e-12, atol=1e-13)
+    assert max(np.max(np.abs(v)) for v in pot.vA[1:-1]) <= 1e-13
+    assert pot.vA[0] is None and pot.vA[-1] is None and pot.uI[-1] is None
+
+
+def test_nudged_state_moves_output_towards_target_and_converges_from_any_start():
+    r = Microcircuit(lateral="plastic")
+    net = _net()
+    x, y = _batch(net)
+    st = r.init(net)
+    pot = r.nudged_state(net, st, x, y)
+    free = r.free_state(net, st, x)
+    assert np.sum((pot.uP[-1] - y) ** 2) < np.sum((free.uP[-1] - y) ** 2)
+    again = M.steady_state(r, net, st, x, y, init=free)
+    for a, b in zip(pot.uP[1:], again.uP[1:]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_non_convergence_is_an_error():
+    r = Microcircuit(max_iter=2)
+    net = _net()
+    x, y = _batch(net)
+    with pytest.raises(ValueError, match="did not converge"):
+        r.updates(net, r.init(net), x, y)
+
+
+# --- updates: record, scaling ------------------------------------------------------------------
+
+def test_updates_shapes_record_and_paper_scale():
+    r = Microcircuit()
+    net = _net()
+    x, y = _batch(net)
+    upd, st = r.updates(net, r.init(net), x, y)
+    assert isinstance(st, MicrocircuitState)
+    assert [d.shape for d in upd.dW] == [W.shape for W in net.weights]
+    assert all(np.all(b == 0) for b in upd.db)
+    for key in ("nudged", "errors", "v_apical", "u_inter", "u_pyr", "dW_paper", "alpha", "lam_out", "loss",
+                "residual", "top_down"):
+        assert key in upd.record
+    N = net.depth
+    pot = upd.record["nudged"]
+    rates = [x] + [ri.activations.get("softplus").f(pot.uP[k]) for k in range(1, N)]
+    for k in range(1, N + 1):
+        paper = -(upd.record["errors"][k].T @ rates[k - 1]) / x.shape[0]
+        np.testing.assert_allclose(upd.record["dW_paper"][k - 1], paper, rtol=1e-14, atol=1e-16)
+        scale, c = r.paper_scale(N)[k - 1]
+        np.testing.assert_allclose(upd.dW[k - 1] * scale, paper, rtol=1e-13, atol=1e-16)
+    assert float(upd.record["loss"]) == pytest.approx(float(ri.losses.get("mse").value(net(x), y)))
+
+
+def test_no_target_no_learning_in_self_predicting_state():
+    # y equal to the network's own prediction: the nudging is zero, so every update vanishes exactly.
+    r = Microcircuit()
+    net = _net()
+    x, _ = _batch(net)
+    upd, _ = r.updates(net, r.init(net), x, net(x))
+    assert max(float(np.max(np.abs(d))) for d in upd.dW) <= 1e-12
+
+
+def test_weak_nudging_linear_output_matches_bp_direction():
+    # lam_out -> 0 with linear output rate: the rescaled updates approach BP's mse gradients.
+    net = _net()
+    x, y = _batch(net)
+    bp, _ = ri.rules.BP(loss="mse").updates(net, ri.rules.EmptyState(), x, y)
+    errs = []
+    for lam in (1e-2, 1e-3):
+        r = Microcircuit(g_som=lam * 1.1 / (1 - lam), output_rate="linear")
+        upd, _ = r.updates(net, r.init(net), x, y)
+        errs.append(max(np.linalg.norm(a - b) / np.linalg.norm(b) for a, b in zip(upd.dW, bp.dW)))
+    assert errs[1] < 0.2 * errs[0] and errs[1] < 1e-2
+
+
+# --- lateral plasticity ------------------------------------------------------------------------
+
+def test_feedback_updates_vanish_in_self_predicting_state_and_dpi_is_a_gradient():
+    torch = pytest.importorskip("torch")
+    r = Microcircuit(lateral="plastic")
+    net = _net()
+    x, _ = _batch(net)
+    st = r.init(net)
+    dPI, dIP, _ = r.feedback_updates(net, st, x)
+    assert max(float(np.max(np.abs(d))) for d in dPI + dIP) <= 1e-13
+    # perturbed: dPI = grad of 0.5 <||v_A||^2> w.r.t. W^PI with the rates held fixed (spec P-B4)
+    g = np.random.default_rng(9)
+    st2 = dataclasses.replace(st, pi=tuple(p + 0.1 * g.standard_normal(p.shape) for p in st.pi))
+    dPI, dIP, pot = r.feedback_updates(net, st2, x)
+    phi = ri.activations.get("softplus").f
+    for k in range(1, net.depth):
+        r_up = torch.tensor(phi(pot.uP[k + 1]) if k + 1 < net.depth else phi(pot.uP[k + 1]))
+        r_I = torch.tensor(phi(pot.uI[k]))
+        P = torch.tensor(st2.pi[k - 1], requires_grad=True)
+        td = torch.tensor(M._top_down(r, net, st2)[k - 1])
+        vA = r_up @ td.T + r_I @ P.T
+        (0.5 * (vA ** 2).sum(dim=1).mean()).backward()
+        np.testing.assert_allclose(dPI[k - 1], P.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_train_feedback_modes():
+    net = _net()
+    x, _ = _batch(net, B=16)
+    ideal = Microcircuit()
+    st = dataclasses.replace(ideal.init(net), pi=tuple(p * 0 for p in ideal.init(net).pi))
+    back = ideal.train_feedback(net, st, x)
+    np.testing.assert_array_equal(back.pi[0], ideal.init(net).pi[0])
+    frozen = Microcircuit(lateral="plastic")
+    assert frozen.train_feedback(net, st, x) is st
+    learn = Microcircuit(lateral="plastic", eta_pi=0.1, eta_ip=0.1, lateral_steps=20)
+    g = np.random.default_rng(2)
+    st3 = dataclasses.replace(learn.init(net), pi=tuple(p + 0.3 * g.standard_normal(p.shape) for p in learn.init(net).pi))
+    before = np.sqrt(np.mean(np.concatenate([v.ravel() for v in learn.free_state(net, st3, x).vA[1:-1]]) ** 2))
+    st4 = learn.train_feedback(net, st3, x)
+    after = np.sqrt(np.mean(np.concatenate([v.ravel() for v in learn.free_state(net, st4, x).vA[1:-1]]) ** 2))
+    assert after < 0.5 * before
+
+
+# --- simulator ---------------------------------------------------------------------------------
+
+def test_simulate_reaches_steady_state_and_noise_is_seeded():
+    r = Microcircuit(lateral="plastic")
+    net = _net((3, 4, 2))
+    x, y = _batch(net, B=3)
+    st = r.init(net)
+    star = M.steady_state(r, net, st, x, y)
+    sim = M.simulate(r, net, st, x, y, dt=0.1, steps=1500, record_every=100)
+    for a, b in zip(sim.potentials.uP[1:], star.uP[1:]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+    assert sim.du_max < 1e-9 and len(sim.history) == 16
+    n1 = M.simulate(r, net, st, x, y, steps=50, sigma=0.1, seed=4)
+    n2 = M.simulate(r, net, st, x, y, steps=50, sigma=0.1, seed=4)
+    n3 = M.simulate(r, net, st, x, y, steps=50, sigma=0.1, seed=5)
+    np.testing.assert_array_equal(n1.potentials.uP[1], n2.potentials.uP[1])
+    assert not np.allclose(n1.potentials.uP[1], n3.potentials.uP[1])
+    # input filter tau_0: still converges to the same fixed point
+    f = M.simulate(r, net, st, x, y, steps=2500, tau_0=3.0)
+    np.testing.assert_allclose(f.potentials.uP[-1], star.uP[-1], rtol=0, atol=1e-8)
+
+
+def test_simulate_learning_follows_the_steady_state_update():
+    r = Microcircuit(lateral="plastic")
+    net = _net((3, 4, 2))
+    x, y = _batch(net, B=3)
+    st = r.init(net)
+    still = M.simulate(r, net, st, x, y, steps=10, learn=True)
+    for W, V in zip(net.weights, still.net.weights):
+        np.testing.assert_allclose(W, V, rtol=1e-15, atol=0)
+    eta = 1e-4
+    sim = M.simulate(r, net, st, x, y, steps=2000, learn=True, eta_up=(eta, eta))
+    upd, _ = r.updates(net, st, x, y)
+    for k in range(net.depth):
+        moved = (sim.net.weights[k] - net.weights[k]).ravel()
+        c = r.paper_scale(net.depth)[k][1]
+        expect = -(c * upd.record["dW_paper"][k]).ravel()
+        cos = moved @ expect / (np.linalg.norm(moved) * np.linalg.norm(expect))
+        assert cos > 0.95
+
+
+def test_simulate_validation():
+    r = Microcircuit()
+    net = _net((3, 4, 2))
+    x, y = _batch(net, B=2)
+    st = r.init(net)
+    for kw in (dict(dt=0.0), dict(steps=-1), dict(sigma=-1.0), dict(tau_0=0.0), dict(eta_up=(1.0,))):
+        with pytest.raises(ValueError):
+            M.simulate(r, net, st, x, y, **kw)
+
+
+# --- training loop and backends ----------------------------------------------------------------
+
+def test_train_loop_accepts_the_rule():
+    from refimpl import train as T
+    from refimpl.data import Dataset
+
+    g = np.random.default_rng(0)
+    teacher = _net((4, 5, 2), seed=7)
+    xs = g.standard_normal((96, 4))
+    data = Dataset(xs[:64], np.asarray(teacher(xs[:64])), xs[64:], np.asarray(teacher(xs[64:])), 0, "regression", "t")
+    net = _net((4, 5, 2), seed=8)
+    for rule in (T.get_rule("microcircuit"), Microcircuit(lateral="plastic", eta_pi=0.05, eta_ip=0.05)):
+        res = T.train(rule, net, data, optimizer=ri.optim.SGD(lr=0.1), epochs=3, batch_size=16, seed=0)
+        assert res.history[-1]["test_loss"] < T.evaluate(net, data, "mse")["test_loss"]
+        assert isinstance(res.state, MicrocircuitState)
+
+
+@pytest.mark.parametrize("td", M.TOP_DOWN)
+def test_backends_agree(backend, td):
+    r = Microcircuit(top_down=td, lateral="plastic")
+    net = _net()
+    x, y = _batch(net)
+    st = r.init(net, seed=2)
+    ref, _ = r.updates(net, st, x, y)
+    bnet = backend.net(net)
+    bst = MicrocircuitState(tuple(None if t is None else backend(t) for t in st.top_down),
+                            tuple(backend(p) for p in st.pi), tuple(backend(p) for p in st.ip))
+    upd, _ = r.updates(bnet, bst, backend(x), backend(y))
+    from refimpl.backend import to_numpy
+
+    for a, b in zip(upd.dW, ref.dW):
+        np.testing.assert_allclose(to_numpy(a), b, rtol=1e-10, atol=1e-12)
+    dPI, dIP, _ = r.feedback_updates(bnet, bst, backend(x))
+    rPI, rIP, _ = r.feedback_updates(net, st, x)
+    for a, b in zip(dPI + dIP, rPI + rIP):
+        np.testing.assert_allclose(to_numpy(a), b, rtol=1e-10, atol=1e-12)
+    sim = M.simulate(r, bnet, bst, backend(x), backend(y), steps=30, sigma=0.01, seed=1)
+    hsim = M.simulate(r, net, st, x, y, steps=30, sigma=0.01, seed=1)
+    np.testing.assert_allclose(to_numpy(sim.potentials.uP[-1]), hsim.potentials.uP[-1], rtol=1e-10, atol=1e-12)
