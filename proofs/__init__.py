@@ -19,6 +19,7 @@ FAMILIES = (
     "gaitprop",
     "pepita",
     "target_prop",
+    "microcircuit",
     "corinfomax",
 )
 
