@@ -18,6 +18,7 @@ FAMILIES = (
     "feedback_alignment",
     "gaitprop",
     "pepita",
+    "scg",
     "target_prop",
     "microcircuit",
     "corinfomax",
