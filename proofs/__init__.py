@@ -22,6 +22,7 @@ FAMILIES = (
     "target_prop",
     "microcircuit",
     "corinfomax",
+    "ode",
 )
 
 

@@ -31,14 +31,15 @@ class Tape:
 
     h: tuple     # h[0] = input (with the time column), ..., h[L] = output
     a: tuple     # a[0] = None, a[l] pre-activation of layer l
+    nbytes: int = -1  # bytes kept: inputs h[0..L-1] and pre-activations a[1..L]
+
+    def __post_init__(self):
+        if self.nbytes < 0:
+            object.__setattr__(self, "nbytes", sum(nbytes(v) for v in self.h[:-1]) + sum(nbytes(v) for v in self.a[1:]))
 
     @property
     def out(self):
         return self.h[-1]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(nbytes(v) for v in self.h[:-1]) + sum(nbytes(v) for v in self.a[1:])
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,18 @@ class NetworkField:
             kind = "time-dependent (t appended as the last input)" if self.time_dependent else "autonomous"
             raise ValueError(f"net: a {kind} vector field needs sizes[0] == {want} (sizes[-1] = {nL}"
                              f"{' plus 1' if self.time_dependent else ''}), got sizes {list(self.net.sizes)}")
+        # resolved once: the field is evaluated thousands of times per solve
+        object.__setattr__(self, "_acts", tuple(self.net.activation(l) for l in range(1, self.net.depth + 1)))
+        object.__setattr__(self, "_Ws", tuple(self.net.weights))
+        object.__setattr__(self, "_WTs", tuple(W.T for W in self.net.weights))
+        object.__setattr__(self, "_bs", tuple(self.net.biases))
+        object.__setattr__(self, "_dim", nL)
+        object.__setattr__(self, "_xp", self.net.xp)
 
     @property
     def dim(self) -> int:
         """State dimension ``d``."""
-        return self.net.sizes[-1]
+        return self._dim
 
     def check_state(self, x, name: str = "x0"):
         xp = namespace(self.net.weights[0], x, names=("network weights", name))
@@ -76,38 +84,38 @@ class NetworkField:
     def _input(self, x, t):
         if not self.time_dependent:
             return x
-        xp = namespace(x)
+        xp = self._xp
         col = xp.full((x.shape[0], 1), float(t), dtype=x.dtype, device=device_of(x))
         return xp.concat((x, col), axis=1)
 
     def f(self, x, t=0.0):
         """``f(x, t)``, shape ``(B, d)``, keeping nothing."""
         h = self._input(x, t)
-        for l in range(1, self.net.depth + 1):
-            h = self.net.activation(l).f(h @ self.net.weights[l - 1].T + self.net.biases[l - 1])
+        for WT, b, act in zip(self._WTs, self._bs, self._acts):
+            h = act.f(h @ WT + b)
         return h
 
     def tape(self, x, t=0.0) -> Tape:
         """Evaluate ``f(x, t)`` and keep what its vjp needs."""
         h, a = [self._input(x, t)], [None]
-        for l in range(1, self.net.depth + 1):
-            a_l = h[-1] @ self.net.weights[l - 1].T + self.net.biases[l - 1]
+        for WT, b, act in zip(self._WTs, self._bs, self._acts):
+            a_l = h[-1] @ WT + b
             a.append(a_l)
-            h.append(self.net.activation(l).f(a_l))
+            h.append(act.f(a_l))
         return Tape(tuple(h), tuple(a))
 
     def vjp(self, tape: Tape, v):
         """``(xbar, Wbar, bbar)``: ``(df/dx)^T v`` per sample and ``(df/dtheta)^T v`` summed over the batch."""
-        xp = namespace(v)
-        L = self.net.depth
+        xp = self._xp
+        L = len(self._Ws)
         Wbar, bbar = [None] * L, [None] * L
-        delta = v * self.net.activation(L).df(tape.a[L])
+        delta = v * self._acts[L - 1].df(tape.a[L])
         for l in range(L, 0, -1):
             Wbar[l - 1] = delta.T @ tape.h[l - 1]
             bbar[l - 1] = xp.sum(delta, axis=0)
-            back = delta @ self.net.weights[l - 1]
-            delta = back * self.net.activation(l - 1).df(tape.a[l - 1]) if l > 1 else back
-        xbar = delta[:, : self.dim] if self.time_dependent else delta
+            back = delta @ self._Ws[l - 1]
+            delta = back * self._acts[l - 2].df(tape.a[l - 1]) if l > 1 else back
+        xbar = delta[:, : self._dim] if self.time_dependent else delta
         return xbar, tuple(Wbar), tuple(bbar)
 
     def jvp(self, x, t, dx):
@@ -117,9 +125,7 @@ class NetworkField:
         dh = dx
         if self.time_dependent:
             dh = xp.concat((dx, xp.zeros((dx.shape[0], 1), dtype=dx.dtype, device=device_of(dx))), axis=1)
-        for l in range(1, self.net.depth + 1):
-            W = self.net.weights[l - 1]
-            a = h @ W.T + self.net.biases[l - 1]
-            act = self.net.activation(l)
-            h, dh = act.f(a), act.df(a) * (dh @ W.T)
+        for WT, b, act in zip(self._WTs, self._bs, self._acts):
+            a = h @ WT + b
+            h, dh = act.f(a), act.df(a) * (dh @ WT)
         return h, dh
