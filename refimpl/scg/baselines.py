@@ -62,8 +62,9 @@ class ConstantBaseline(Baseline):
 
 @dataclass(frozen=True)
 class FunctionBaseline(Baseline):
-    """``b = fn(*values of inputs)``: any function of the named nodes (rows ``(B, n)``; Params are
-    passed as flat vectors — a theta-dependent baseline is held constant in the surrogate).
+    """``b = fn(*values of inputs)``: any function of the named nodes (rows ``(B, n)``, constant
+    Inputs broadcast; Params are passed as flat vectors — a theta-dependent baseline is held
+    constant in the surrogate).
     ``fn`` returns ``(B,)``, ``(B, 1)`` or a scalar."""
 
     fn: Callable
@@ -75,7 +76,11 @@ class FunctionBaseline(Baseline):
 
     def value(self, sample):
         xp = namespace(sample.theta)
-        return _rows(xp, self.fn(*[sample.values[i] for i in self.inputs]), sample.batch, sample.theta,
+        from .graph import Param
+
+        vals = [sample.values[i] if isinstance(sample.graph[i], Param) else sample.rows(i)
+                for i in self.inputs]
+        return _rows(xp, self.fn(*vals), sample.batch, sample.theta,
                      "FunctionBaseline")
 
 
@@ -96,7 +101,7 @@ class LearnedBaseline(Baseline):
 
     def features(self, sample):
         xp = namespace(sample.theta)
-        return xp.concat([sample.values[i] for i in self.inputs], axis=1)
+        return xp.concat([sample.rows(i) for i in self.inputs], axis=1)
 
     def value(self, sample):
         return self.net.forward(self.features(sample)).h[-1][:, 0]

@@ -31,8 +31,8 @@ __all__ = ["Sample", "sample", "enumerate_outcomes", "evaluate", "parent_values"
 class Sample:
     """Values of every node on ``batch`` rows.
 
-    ``values[name]``: ``(B, n)`` for Inputs, stochastic, deterministic and cost nodes, the flat
-    ``(size,)`` vector for Params. ``weights``: ``(B,)`` exact probability weights of the rows
+    ``values[name]``: ``(B, n)`` for stochastic, deterministic and cost nodes and per-row Inputs,
+    the flat ``(size,)`` vector for Params and constant Inputs (:meth:`rows` broadcasts). ``weights``: ``(B,)`` exact probability weights of the rows
     (enumeration; they sum to 1) or ``None`` (Monte Carlo: rows are i.i.d. draws).
     """
 
@@ -41,6 +41,14 @@ class Sample:
     values: dict = field(repr=False)
     batch: int
     weights: object = field(default=None, repr=False)
+
+    def rows(self, name: str):
+        """``values[name]`` with a constant (1-d) Input or Param broadcast to ``(B, n)``."""
+        v = self.values[name]
+        if v.ndim == 1:
+            xp = namespace(v)
+            v = xp.broadcast_to(v[None, :], (self.batch, v.shape[0]))
+        return v
 
     def cost(self, c: str):
         """The ``(B,)`` values of cost ``c``."""
@@ -96,10 +104,6 @@ def _forward(graph: Graph, theta, batch: int, draw):
             values[name] = draw(name, node, parent_values(graph, values, name, batch))
         else:  # pragma: no cover
             raise TypeError(f"unknown node type {type(node).__name__}")
-    # Inputs that stayed unbatched are broadcast for the record.
-    for name in graph.names(Input):
-        if values[name].ndim == 1:
-            values[name] = xp.broadcast_to(values[name][None, :], (batch, values[name].shape[0]))
     return values
 
 

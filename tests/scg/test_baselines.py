@@ -21,7 +21,7 @@ def test_learned_baseline_value_and_regression_gradient():
     s = scg.sample(g, th, seed=0, batch=6)
     q = scg.q_values(s)["w1"]
     b = lb.value(s)
-    np.testing.assert_allclose(b, net.forward(s.values["x"]).h[-1][:, 0])
+    np.testing.assert_allclose(b, net.forward(s.rows("x")).h[-1][:, 0])
     upd = lb.updates(s, q)
     # gradient of mean 0.5 (b - q)^2 w.r.t. the last bias is mean(b - q)
     np.testing.assert_allclose(upd.db[-1][0], np.mean(b - q), rtol=1e-12)
