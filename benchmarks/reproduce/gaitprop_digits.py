@@ -13,7 +13,8 @@ numbers unverified in the spec). This is the spec's CPU stand-in, run with refim
   (``outputs=10``);
 * Adam (bias-corrected) lr 1e-3, batch 32, 30 epochs (1350 steps), seeds 0, 1, 2;
 * rules: BP; GAIT-prop gamma = 1e-3 fixed (C1) with ortho 0 / 0.1 / 1 in C1's off-diagonal form and
-  0.1 / 1 in C2's full form; adaptive gamma = 1e-6 (C2) with ortho 0; TP through exact inverses.
+  0.1 / 1 in C2's full form; adaptive gamma = 1e-6 (C2) with ortho 0; TP through exact inverses
+  without and with C2's full regulariser (ortho 1).
 
 Angles (degrees, per layer input -> output) between the rule's *local* update (``record["dW_local"]``,
 the regulariser excluded, as in the spec's table) and BP's gradient at the same weights and batch:
@@ -51,6 +52,7 @@ RULES = {
     "gait-c2-0.1": lambda: GaitProp(gamma=1e-3, ortho=0.1, ortho_form="full"),
     "gait-c2-1": lambda: GaitProp(gamma=1e-3, ortho=1.0, ortho_form="full"),
     "tp": lambda: TPInverse(),
+    "tp-c2-1": lambda: TPInverse(ortho=1.0, ortho_form="full"),
 }
 K = 10  # the class units; the other 54 output units are auxiliary
 
