@@ -28,7 +28,8 @@ norm ``gamma * sqrt(n_l)`` before the ``D^2`` weighting (a sample with zero erro
 ``gamma_l = gamma``; its nudge is zero anyway).
 
 **Scale.** The multipliers ``m_l`` are part of the update (DESIGN.md, gradient convention): to
-first order ``tau_{l-1} - h_{l-1} = gamma_l W_l^{-1}-applied (D_l (tau_l - h_l))``, so
+first order ``tau_{l-1} - h_{l-1} = gamma_l (D_l * (tau_l - h_l)) @ inv(W_l).T + O(gamma^2)`` (one
+``D`` is the forward derivative, the other cancels the ``1/f'`` of ``f^{-1}``), so
 ``E_{l-1} = (D_l * E_l) @ inv(W_l).T + O(gamma)``: the gamma -> 0 limit is the recursion of
 :func:`inverse_backward`, which for orthogonal ``W_l`` (``inv(W_l).T = W_l``) *is* BP's
 ``e_{l-1} = (D_l * e_l) @ W_l`` -- same direction and magnitude (P1 abstract: "backpropagation and
@@ -349,8 +350,9 @@ class GaitProp:
     for orthogonal ``W_2..W_L`` (module docstring). ``record``: ``trace``, ``loss``, ``targets``
     (``tau_l``), ``multipliers`` (``m_l``: floats for fixed gamma, ``(B, 1)`` arrays for adaptive),
     ``gammas`` (``gamma_l`` of the nudge through layer ``l``, ``l = 2..L``), ``nudged`` (``u_l``),
-    ``error`` (``E_l = m_l (h_l - tau_l) / B``, the estimate of ``dL/dh_l``), ``delta``
-    (``E_l * D_l``, the estimate of ``dL/da_l``), ``dW_local`` (``dW`` without the regulariser),
+    ``error`` (``m_l (h_l - tau_l) / B``: the per-sample local error over ``B``, GAIT-prop's
+    estimate of ``dL/dh_l``), ``delta`` (``error * D_l``, the estimate of ``dL/da_l``; both equal BP's in
+    the limit), ``dW_local`` (``dW`` without the regulariser),
     ``ortho_grad`` (regulariser gradient per layer, ``None`` for non-square layers), ``bookkeeping``.
     All per-layer tuples have length L+1 and are indexed by layer.
     """
