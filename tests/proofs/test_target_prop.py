@@ -51,3 +51,20 @@ def test_gn_target_conventions_and_damping():
         oracle.gauss_newton_targets(net, x, y, "mse", 0, 0.5)
     with pytest.raises(ValueError, match="damping"):
         oracle.gauss_newton_targets(net, x, y, "mse", 1, 0.5, damping=-1.0)
+
+
+def test_tp_weight_step_is_the_gn_weight_step_for_linear_layers():
+    """Spec A4 (corrected): -beta dW_l / ||h_{l-1}||^2 = min-norm GN step on W_l, exactly, any beta."""
+    from proofs.target_prop import _gn_weight_step
+    from refimpl.rules.target_prop import TP
+
+    g = np.random.default_rng(3)
+    Ws = [np.linalg.qr(g.standard_normal((4, 4)))[0] * 1.2 for _ in range(3)]
+    net = ri.Network(tuple(Ws), tuple(0.1 * g.standard_normal(4) for _ in range(3)), ("linear",) * 3)
+    x, y = g.standard_normal((1, 4)), g.standard_normal((1, 4))
+    rule = TP(beta=0.7, feedback_activation="inverse")
+    upd, _ = rule.updates(net, rule.exact_inverse_state(net), x, y)
+    h = net.forward(x).h
+    for l in (1, 2, 3):
+        step = -0.7 * upd.dW[l - 1] / float(np.sum(np.asarray(h[l - 1]) ** 2))
+        np.testing.assert_allclose(step, _gn_weight_step(net, x, y, "mse", l, 0.7), rtol=1e-10, atol=1e-13)
