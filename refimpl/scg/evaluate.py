@@ -123,12 +123,19 @@ def sample(graph: Graph, theta, seed, batch: int) -> Sample:
     return Sample(graph, theta, _forward(graph, theta, batch, draw), batch)
 
 
-def evaluate(graph: Graph, theta, stochastic_values: dict) -> Sample:
-    """Rows for given values of every stochastic node (``{name: (B, n)}``), no weights."""
+def evaluate(graph: Graph, theta, stochastic_values: dict, batch: Optional[int] = None) -> Sample:
+    """Rows for given values of every stochastic node (``{name: (B, n)}``), no weights. The batch
+    comes from those values, else from the per-row Inputs, else ``batch`` (default 1)."""
     missing = [w for w in graph.stochastic if w not in stochastic_values]
     if missing:
         raise ValueError(f"stochastic_values: missing values of {missing}")
-    B = int(stochastic_values[graph.stochastic[0]].shape[0]) if graph.stochastic else 1
+    per_row = [graph[i].value.shape[0] for i in graph.names(Input) if graph[i].value.ndim == 2]
+    if graph.stochastic:
+        B = int(stochastic_values[graph.stochastic[0]].shape[0])
+    elif per_row:
+        B = int(per_row[0])
+    else:
+        B = 1 if batch is None else int(batch)
     for w in graph.stochastic:
         v = stochastic_values[w]
         if tuple(v.shape) != (B, graph[w].size):
