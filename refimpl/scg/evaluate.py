@@ -91,7 +91,8 @@ def _forward(graph: Graph, theta, batch: int, draw):
             v = node.value
             namespace(theta, v, names=("theta", f"input {name!r}"))
             if v.dtype != theta.dtype:
-                v = xp.astype(v, theta.dtype)
+                raise TypeError(f"input {name!r}: dtype {v.dtype} differs from theta's {theta.dtype}; dtypes are "
+                                "never mixed silently, cast explicitly")
             if v.ndim == 2:
                 if v.shape[0] != batch:
                     raise ValueError(f"{name}: a per-row input has {v.shape[0]} rows, the batch has {batch}")

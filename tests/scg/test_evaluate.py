@@ -42,3 +42,18 @@ def test_evaluate_given_values_and_shape_errors():
         scg.sample(g, th, seed=0, batch=0)
     with pytest.raises(ValueError, match="max_rows"):
         scg.enumerate_outcomes(g, th, max_rows=5)
+
+
+def test_float32_is_kept_and_mixed_dtypes_are_refused():
+    from .helpers import chain_graph as cg
+
+    g, th = cg(dtype="float32")
+    assert th.dtype == np.float32
+    s = scg.sample(g, th, seed=0, batch=4)
+    sur = scg.surrogate(s)
+    assert sur.per_sample.dtype == np.float32 and s.total_cost().dtype == np.float32
+    g64, th64 = cg()
+    ref = scg.surrogate(scg.sample(g64, th64, seed=0, batch=4)).per_sample
+    np.testing.assert_allclose(sur.per_sample, ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(TypeError, match="dtype"):
+        scg.sample(g, th64, seed=0, batch=2)
