@@ -415,6 +415,48 @@ def _torch_fb_loss(rule, net, state, x, layer, rec):
     return lb.detach().numpy(), gQ.numpy(), gc.numpy(), float(torch.linalg.norm(gQ))
 
 
+# --- target_prop.sequential_drl_optimum_gives_gn_targets (§3b correction) ----------------------
+
+def _draw_seq_drl(d, xp, dtype):
+    loss = d.choice(("mse", "ce"))
+    # hidden widths >= n_L: the upper feedback path can be injective; Jbar_1 has full row rank
+    net = draw_network(d, xp, dtype, depth=(3, 4), width=(3, 7), activations=("tanh", "sigmoid", "softplus"),
+                       output_activations=("linear",), output_width=(2, 3))
+    x, y = draw_batch(d, net, loss, batch=(1, 1))
+    return NetInstance(net, x, y, loss, params={"beta": d.real(1e-3, 2.0), "seed": d.seed()})
+
+
+def _seq_drl_evidence(inst, bottleneck):
+    net = inst.net
+    L = net.depth
+    rule = DTP(beta=inst.params["beta"], loss=inst.loss, feedback_activation="linear")
+    gen = host_rng(inst.params["seed"])
+    Qs = [_h(q) for q in rule.init(net, seed=inst.params["seed"]).Q]  # random upper feedback Q_3..Q_L
+    if bottleneck:  # rank-1 Q_3: the upper path M_2 = Q_3 ... Q_L loses rank (< n_L)
+        u, v = gen.standard_normal(Qs[2].shape[0]), gen.standard_normal(Qs[2].shape[1])
+        Qs[2] = np.outer(u, v) / math.sqrt(Qs[2].size)
+    M = np.eye(net.sizes[-1])
+    for j in range(L, 2, -1):  # M_2 = J_{g_3} ... J_{g_L} = Q_3 ... Q_L (affine feedback)
+        M = Qs[j - 1] @ M
+    J1 = tp.output_jacobians(net, net.forward(inst.x), 1)[0]  # (n_L, n_1), refimpl's chain rule
+    # small-sigma DRL for g_2 given the frozen upper path: min_A ||A M_2 Jbar_1 - I||_F^2, min-norm
+    # minimiser A = pinv(M_2 Jbar_1) (computed here on the host from refimpl's Jacobian)
+    Qs[1] = np.linalg.pinv(M @ _h(J1))
+    state = TPState(tuple(from_numpy(q, net.xp, net.dtype) for q in Qs), rule.init(net).c)
+    t = rule.targets(net, state, inst.x, inst.y)
+    expected = oracle.gauss_newton_targets(net, inst.x, inst.y, inst.loss, 1, inst.params["beta"])
+    return compare([t[1]], [expected], "exact_identity", net.dtype, depth=L, labels=["t[1]"])
+
+
+def _check_seq_drl(inst):
+    return _seq_drl_evidence(inst, False)
+
+
+def _control_seq_drl(inst):
+    # Break "injective upper feedback path": a rank-1 Q_3.
+    return _seq_drl_evidence(inst, True)
+
+
 # --- target_prop.feedback_gradients_match_autograd ----------------------------------------------
 
 RULE_KINDS = ("tp", "dtp", "drl_sequential", "drl_direct_linear", "drl_direct_rhl", "ldrl")
@@ -983,6 +1025,17 @@ THEOREMS = (
         conditions="one sample; Jbar_l of full row rank",
         draw=_draw_b2, check=_check_b2, control=_control_b2,
         control_breaks="a batch of 9-17 samples: the least-squares compromise is not sample 0's pinv",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="target_prop.sequential_drl_optimum_gives_gn_targets",
+        statement="sequential affine feedback: with any injective upper path M = Q_3...Q_L, the small-sigma DRL "
+                  "optimum for g_2, Q_2 = pinv(M Jbar_1), makes DTP's layer-1 target the Gauss-Newton target "
+                  "exactly (one sample, any beta)",
+        source="spec target_prop.md §3b (correction: DRL trains g_k against the whole path); Meulemans et al. 2020",
+        conditions="one sample; upper feedback path of full column rank n_L; Jbar_1 of full row rank; affine feedback",
+        draw=_draw_seq_drl, check=_check_seq_drl, control=_control_seq_drl,
+        control_breaks="rank-1 Q_3 (bottleneck in the upper feedback path)",
         dtypes=("float64",),
     ),
     Theorem(
