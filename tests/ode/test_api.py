@@ -110,3 +110,17 @@ def test_inputs_are_not_mutated():
     cot.flags.writeable = False
     for mode in ode.MODES:
         ode.gradients(net, x0, 1.0, 3, "dopri5", cot, mode)
+
+
+def test_float32_stays_float32():
+    net, x0, cot = _setup(True)
+    net32 = net.to(dtype="float32")
+    x32, c32 = x0.astype(np.float32), cot.astype(np.float32)
+    traj = ode.solve(net32, x32, 1.0, None, "bosh3", rtol=1e-4, atol=1e-6, time_dependent=True)
+    assert traj.x1.dtype == np.float32
+    for mode in ode.MODES:
+        g = ode.gradients(net32, x32, 1.0, 5, "rk4", c32, mode, time_dependent=True)
+        assert g[0].dtype == np.float32 and all(W.dtype == np.float32 for W in g[1] + g[2])
+    g64 = _flat(ode.gradients(net, x0, 1.0, 5, "rk4", cot, time_dependent=True))
+    g32 = _flat(ode.gradients(net32, x32, 1.0, 5, "rk4", c32, time_dependent=True))
+    np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-5)
