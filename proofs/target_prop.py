@@ -438,7 +438,7 @@ def _seq_drl_evidence(inst, bottleneck):
     M = np.eye(net.sizes[-1])
     for j in range(L, 2, -1):  # M_2 = J_{g_3} ... J_{g_L} = Q_3 ... Q_L (affine feedback)
         M = Qs[j - 1] @ M
-    J1 = tp.output_jacobians(net, net.forward(inst.x), 1)[0]  # (n_L, n_1), refimpl's chain rule
+    J1 = _h(tp.output_jacobians(net, net.forward(inst.x), 1))[0]  # (n_L, n_1), refimpl chain rule
     # small-sigma DRL for g_2 given the frozen upper path: min_A ||A M_2 Jbar_1 - I||_F^2, min-norm
     # minimiser A = pinv(M_2 Jbar_1) (computed here on the host from refimpl's Jacobian)
     Qs[1] = np.linalg.pinv(M @ _h(J1))
