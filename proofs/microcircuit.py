@@ -16,6 +16,9 @@ module docstring: ``net.W[k-1] = c_k Wpp_k``, zero biases, hidden ``phi``, linea
   tends to autograd's gradient on ``net`` with output delta ``rho'(u_N)(u_N - y)/B``, error O(lam_out).
 * ``microcircuit.random_feedback_is_fa`` (P-B3, random top-down): the limit is feedback alignment
   with ``feedback[k] = c_{k+1} TD_k^T`` (the control compares with BP).
+* ``microcircuit.lateral_rules_are_gradients`` (P-B4, exact): the W^PI update is the gradient of
+  ``0.5 <||v_A||^2>`` (any phi) and, for linear rates, the W^IP update is ``lam_I (g_lk+g_D)/g_D``
+  times the gradient of ``0.5 <||vhat^I - u^P_{k+1}||^2>``.
 * ``microcircuit.lateral_plasticity_silences_apical`` (P-B4, convergence, slow).
 * ``microcircuit.euler_reaches_steady_state`` (P-B5, convergence): forward Euler from rest
   reaches the steady-state solver's fixed point.
@@ -457,6 +460,58 @@ def _control_pb4(inst):
     return _lateral_evidence(inst, 0.0)
 
 
+# --- P-B4 identity: the lateral rules are gradients ---------------------------------------------
+
+def _draw_lateral_grad(d, xp, dtype):
+    inst = draw_microcircuit(d, xp, dtype, phis=("linear",))
+    return replace(inst, params=dict(inst.params, g_som_I=d.choice((0.1, 0.8, 2.0))))
+
+
+def _lateral_gradient_evidence(inst, phi: str, x_scale: float) -> Evidence:
+    """``dPI_k`` vs autograd of ``0.5 <||v_A,k||^2>`` (rates fixed) and ``dIP_k`` vs
+    ``lam_I (g_lk+g_D)/g_D`` times autograd of ``0.5 <||vhat^I_k - u^P_{k+1}||^2>`` (r_k, u^P_{k+1}
+    fixed), at the free fixed point with perturbed lateral weights."""
+    torch = oracle._torch()
+    net = inst.net if phi == "linear" else inst.net.replace(
+        activations=(phi,) * (inst.net.depth - 1) + ("linear",))
+    N = net.depth
+    # the control's rates are softplus everywhere (with a linear output rate the top interneurons
+    # would keep linear rates and the identity would still hold for them)
+    rule = _rule(inst, lateral="plastic", tol=1e-14, **({} if phi == "linear" else {"output_rate": "phi"}))
+    state = _perturbed_state(inst, rule, rule.init(net, seed=inst.params["state_seed"]), 0.3)
+    x = inst.x * x_scale
+    dPI, dIP, pot = rule.feedback_updates(net, state, x)
+    if not pot.residual <= 1e-10:
+        return Evidence(False, math.inf, 0.0, f"free steady state not reached (residual {pot.residual:.2e})")
+    rho = M._rates(rule, net)
+    td = M._top_down(rule, net, state)
+    T = lambda a: torch.tensor(oracle.to_host(a), dtype=torch.float64)
+    kI = rule.g_D / (rule.g_lk + rule.g_D)
+    factor = rule.lam_I / kI
+    actual, expected, labels = [], [], []
+    for k in range(1, N):
+        P = T(state.pi[k - 1]).requires_grad_(True)
+        vA = T(rho[k + 1](pot.uP[k + 1])) @ T(td[k - 1]).T + T(rho[k + 1](pot.uI[k])) @ P.T
+        (gP,) = torch.autograd.grad(0.5 * (vA ** 2).sum(dim=1).mean(), P)
+        Q = T(state.ip[k - 1]).requires_grad_(True)
+        vhat = kI * (T(rho[k](pot.uP[k])) @ Q.T)
+        (gQ,) = torch.autograd.grad(0.5 * ((vhat - T(pot.uP[k + 1])) ** 2).sum(dim=1).mean(), Q)
+        actual += [dPI[k - 1], dIP[k - 1]]
+        expected += [gP.numpy(), factor * gQ.numpy()]
+        labels += [f"dPI[{k}]", f"dIP[{k}]"]
+    return compare(actual, expected, "exact_identity", net.dtype, N, labels=labels)
+
+
+def _check_lateral_grad(inst):
+    return _lateral_gradient_evidence(inst, "linear", 1.0)
+
+
+def _control_lateral_grad(inst):
+    # Nonlinear rates in the large-signal regime (inputs x 3): the P->I rule is no longer the
+    # gradient of the quadratic (its error is rho(u^I) - rho(vhat^I), not lam_I (u^P - vhat^I)).
+    return _lateral_gradient_evidence(inst, "softplus", 3.0)
+
+
 THEOREMS = (
     Theorem(
         name="microcircuit.self_predicting_is_silent",
@@ -508,6 +563,17 @@ THEOREMS = (
         conditions="random top-down weights with the matching self-predicting lateral weights",
         draw=_draw_random_fb, check=_check_fa, control=_control_fa,
         control_breaks="compared with BP (the transposed forward weights) instead of the FA product",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="microcircuit.lateral_rules_are_gradients",
+        statement="At the free fixed point dW^PI_k = grad_{W^PI} 0.5<||v_A,k||^2> (rates held fixed; any phi) and, "
+                  "for linear rates, dW^IP_k = lam_I (g_lk+g_D)/g_D grad_{W^IP} 0.5<||vhat^I_k - u^P_{k+1}||^2> "
+                  "(r_k, u^P_{k+1} held fixed): the lateral rules descend convex quadratics",
+        source="Sacramento et al. 2018 (lateral plasticity, Urbanczik & Senn 2014 rule); factor derived in spec P-B4",
+        conditions="linear rates (for W^IP), the interneuron fixed point u^I = (1-lam_I) vhat^I + lam_I u^P_{k+1}",
+        draw=_draw_lateral_grad, check=_check_lateral_grad, control=_control_lateral_grad,
+        control_breaks="softplus rates with inputs x3 (large signal): the W^IP update is not that gradient",
         dtypes=("float64",),
     ),
     Theorem(

@@ -43,7 +43,8 @@ Steady state (the paper's SM and phll ``SteadNet``): every ``du/dt = 0``,
     u^I_k = (1 - lam_I) vhat^I + lam_I u^P_{k+1},  lam_I = g_somI/(g_lk+g_D+g_somI)
     u^P_N = (1 - lam_out) vhat_B,N + lam_out y,  lam_out = g_som/(g_lk+g_B+g_som)
 
-solved by damped simultaneous (Jacobi) iteration from the feed-forward pass (:func:`steady_state`).
+reached by forward Euler on the dynamics from the feed-forward pass, with step halving on
+divergence (:func:`steady_state`).
 
 **Scaling of ``updates``** (gradient convention, DESIGN.md). With ``E_k`` the plasticity errors
 ``rho_k(U^P_k) - rho_k(Vhat_B,k)`` at the nudged steady state,
@@ -58,12 +59,18 @@ self-predicting lateral weights, ``dW`` tends to BP's gradient on ``net`` whose 
 ``O(lam_out)`` (theorem ``microcircuit.updates_approach_bp``; spec P-B3). With random top-down
 weights the limit is feedback alignment with ``feedback[k] = c_{k+1} TD_k^T``.
 
-**The paper's own scale**: ``record["dW_paper"][i] = -E^T r / B`` is the gradient-convention update
-of the synaptic weights ``Wpp`` (the paper's step is ``Wpp <- Wpp - eta T_pattern dW_paper``);
-``dW_paper[i] = alpha_{i+1} lam_out dW[i] / c_{i+1}``... per layer: ``dW[i] =
-dW_paper[i] / (alpha_{i+1} lam_out)`` and a step of ``Wpp`` by ``-eta dW_paper`` moves ``net.W[i]`` by
-``-eta c_{i+1} dW_paper[i]`` (:meth:`Microcircuit.paper_scale` returns ``alpha_k lam_out`` and
-``c_k``).
+**The paper's own scale.** ``record["dW_paper"][k-1] = -E_k^T r_{k-1} / B`` is the gradient-convention
+update of the synaptic weights ``Wpp_k`` (the paper's step, steady-state variant, is
+``Wpp_k <- Wpp_k - eta_k T_pattern dW_paper[k-1]``). The two scales are related by
+``dW_paper[k-1] = alpha_k lam_out dW[k-1]``, and a step of ``Wpp_k`` by ``-eta dW_paper`` moves
+``net.W[k-1] = c_k Wpp_k`` by ``-eta c_k dW_paper[k-1]``; :meth:`Microcircuit.paper_scale` returns
+``(alpha_k lam_out, c_k)`` per layer. So ``W <- W - lr dW`` with ``lr_k = eta_k T_pattern alpha_k
+lam_out c_k`` reproduces the paper's step exactly.
+
+Sources: Sacramento et al. 2018 (NeurIPS; arXiv 1810.11393), Sec. 2-3 and SM; constants and the
+steady-state procedure as in the third-party code phll/Neuro-Backprop (``PyraLNet.py``,
+``SteadNet.py``), read, not copied; spec microcircuit.md (derivations of alpha_k, the
+self-predicting W^IP and the scale alpha_k / c_k).
 """
 
 from __future__ import annotations
@@ -229,10 +236,22 @@ def steady_state(rule, net, state, x, y=None, *, max_iter: Optional[int] = None,
                  damping: Optional[float] = None, init=None) -> Potentials:
     """The fixed point of the somatic dynamics (all ``du/dt = 0``), target on iff ``y`` is given.
 
-    Damped simultaneous iteration ``U <- (1 - w) U + w F(U)`` (``w = damping``, default
-    ``rule.damping``; spec §1.6: undamped Jacobi diverges on some nets) from the feed-forward pass
-    (``init``: a :class:`Potentials` to start from instead). Stops when the max-norm change of all
-    potentials is ``<= tol * max(1, max|U|)`` or after ``max_iter`` iterations; the returned
+    The iteration is forward Euler on the somatic dynamics themselves (spec §1.2): each population
+    moves by ``w (g_pop / g_max) (F_pop(U) - U_pop)``, where ``F_pop`` is its steady-state map (spec
+    §1.6), ``g_pop`` its total conductance (``g_lk+g_B+g_A`` hidden pyramidal, ``g_lk+g_D+g_somI``
+    interneurons, ``g_lk+g_B(+g_som)`` output) and ``w = damping`` (default ``rule.damping``), i.e.
+    an Euler step ``dt = w / g_max``. Hence every stable fixed point of the dynamics is reached for
+    small enough ``w``: when the residual blows up (non-finite or 1e3 above its best value) the
+    iteration restarts from the initial state with ``w`` halved (at most 8 times), and when it
+    falls by less than half in 200 iterations (an oscillating mode at the edge of stability) ``w``
+    is halved in place. Plain
+    simultaneous (Jacobi) iteration is the case of equal weights; spec §1.6 notes that undamped Jacobi
+    diverges on some nets, and equal-weight damping still diverged on linear nets whose dynamics are
+    stable (strong lateral feedback: eigenvalues of F' far below -1).
+
+    Starts from the feed-forward pass (``init``: a :class:`Potentials` instead). Stops when the max-norm
+    of ``F(U) - U`` over all potentials is ``<= tol * max(1, max|U|)``, when it stalls at rounding level
+    (no new best in 10 iterations once below ``max(10 tol, 64 eps)``, relative) or after ``max_iter`` iterations; the returned
     ``residual`` is ``max|F(U) - U|`` at the returned state (no exception here: callers judge it).
     """
     xp = namespace(x)
@@ -244,34 +263,53 @@ def steady_state(rule, net, state, x, y=None, *, max_iter: Optional[int] = None,
     wpp = bottom_up_weights(rule, net)
     td = _top_down(rule, net, state)
     pi, ip = state.pi, state.ip
+    gP = rule.g_lk + rule.g_B + rule.g_A
+    gI = rule.g_lk + rule.g_D + rule.g_som_I
+    gN = rule.g_lk + rule.g_B + (rule.g_som if y is not None else 0.0)
+    gmax = max(gP, gI, gN)
+    eps = 2.220446049250313e-16 if x.dtype == xp.float64 else 1.1920928955078125e-07
     if init is None:
         tr = net.forward(x)
-        uP = [x] + [tr.a[k] for k in range(1, N + 1)]
-        uI = [None] + [tr.a[k + 1] for k in range(1, N)] + [None]
+        uP0 = [x] + [tr.a[k] for k in range(1, N + 1)]
+        uI0 = [None] + [tr.a[k + 1] for k in range(1, N)] + [None]
     else:
-        uP, uI = list(init.uP), list(init.uI)
+        uP0, uI0 = list(init.uP), list(init.uI)
     it = 0
-    residual = math.inf
-    best = (math.inf, 0)
-    while True:
-        vB, vA, vI, nP, nI = _potentials(rule, net, wpp, td, pi, ip, x, uP, uI, y, rho)
-        dP = [None] + [nP[k] - uP[k] for k in range(1, N + 1)]
-        dI = [None] + [nI[k] - uI[k] for k in range(1, N)] + [None]
-        residual = _max_abs(xp, dP[1:] + dI[1:N])
-        if not math.isfinite(residual):
+    for _attempt in range(9):
+        uP, uI = list(uP0), list(uI0)
+        wP, wI, wN = w * gP / gmax, w * gI / gmax, w * gN / gmax
+        best = (math.inf, it)
+        mark = (it, math.inf)
+        diverged = False
+        while True:
+            vB, vA, vI, nP, nI = _potentials(rule, net, wpp, td, pi, ip, x, uP, uI, y, rho)
+            dP = [None] + [nP[k] - uP[k] for k in range(1, N + 1)]
+            dI = [None] + [nI[k] - uI[k] for k in range(1, N)] + [None]
+            residual = _max_abs(xp, dP[1:] + dI[1:N])
+            if not math.isfinite(residual) or residual > 1e3 * max(best[0], 1e-300) and best[0] < math.inf:
+                diverged = True
+                break
+            scale = max(1.0, _max_abs(xp, uP[1:] + uI[1:N]))
+            if residual <= tol * scale or it >= max_iter:
+                break
+            if residual < best[0]:
+                best = (residual, it)
+            elif it - best[1] > 10 and residual <= max(10 * tol, 64 * eps) * scale:
+                break
+            if it - mark[0] >= 200:
+                # slow (oscillating) contraction: an eigenvalue of the step near -1; halve the step
+                if residual > 0.5 * mark[1]:
+                    w = w / 2
+                    wP, wI, wN = w * gP / gmax, w * gI / gmax, w * gN / gmax
+                mark = (it, residual)
+            uP = [x] + [uP[k] + (wN if k == N else wP) * dP[k] for k in range(1, N + 1)]
+            uI = [None] + [uI[k] + wI * dI[k] for k in range(1, N)] + [None]
+            it += 1
+        if not diverged or it >= max_iter:
             break
-        scale = max(1.0, _max_abs(xp, uP[1:] + uI[1:N]))
-        # Stop at tolerance, at the iteration cap, or when rounding stalls the iteration (no new
-        # best residual for 10 iterations once below 1e3 tol: the fixed point is at rounding level).
-        if residual <= tol * scale or it >= max_iter:
-            break
-        if residual < best[0]:
-            best = (residual, it)
-        elif it - best[1] > 10 and residual <= 1e3 * tol * scale:
-            break
-        uP = [x] + [uP[k] + w * dP[k] for k in range(1, N + 1)]
-        uI = [None] + [uI[k] + w * dI[k] for k in range(1, N)] + [None]
-        it += 1
+        w = w / 2
+    if diverged:
+        residual = math.inf
     return _assemble(rule, net, x, uP, uI, vB, vA, vI, rho, residual, it, y is not None)
 
 
