@@ -23,7 +23,9 @@ and batch, instead of training on NaN.
 
 After every epoch the network is evaluated on the full train and test sets with the rule's loss
 (``rule.loss``, ``"mse"`` for rules without one): loss, and accuracy (fraction of
-``argmax h_L == label``) for classification. The per-layer angle (degrees) between the rule's
+``argmax h_L == label``) for classification. ``h_L`` is the feed-forward output ``net(x)``, or
+``rule.predict(net, state, x)`` for a rule that defines ``predict`` (its read-out is not the
+feed-forward pass, e.g. CorInfoMax's free phase). The per-layer angle (degrees) between the rule's
 ``dW`` and BP's ``dW`` (``refimpl.rules.BP`` with the same loss, same network, same batch; see
 :func:`refimpl.metrics.layer_angles`) is averaged over the epoch's batches (NaN entries, from zero
 updates, are skipped).
@@ -315,8 +317,12 @@ def _finite(x) -> bool:
     return bool(xp.all(xp.isfinite(x)))
 
 
-def evaluate(net, data: Dataset, loss: str, chunk: int = 8192, outputs: int | None = None) -> dict:
+def evaluate(net, data: Dataset, loss: str, chunk: int = 8192, outputs: int | None = None,
+             forward: Callable | None = None) -> dict:
     """Loss (batch mean over the whole split) and, for classification, accuracy, on train and test.
+
+    ``forward(x) -> h_L`` is the read-out (default ``net(x)``; the loop passes
+    ``lambda x: rule.predict(net, state, x)`` for rules with a ``predict`` method).
 
     ``outputs``: only the first ``outputs`` units of ``h_L`` are seen by the loss and the argmax
     (auxiliary output units above them, as in GAIT-prop's square networks); default all.
@@ -324,6 +330,7 @@ def evaluate(net, data: Dataset, loss: str, chunk: int = 8192, outputs: int | No
     """
     L = _losses.get(loss)
     k = net.sizes[-1] if outputs is None else int(outputs)
+    forward = net if forward is None else forward
     out = {}
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
         n = int(x.shape[0])
@@ -332,7 +339,7 @@ def evaluate(net, data: Dataset, loss: str, chunk: int = 8192, outputs: int | No
         xp = namespace(x)
         for s in range(0, n, chunk):
             e = min(s + chunk, n)  # array_api_strict rejects out-of-bounds slice stops
-            h = net(x[s:e, ...])[:, :k]
+            h = forward(x[s:e, ...])[:, :k]
             total += float(L.value(h, tgt[s:e, ...])) * int(h.shape[0])
             if data.task == "classification":
                 correct += int(xp.sum(xp.astype(xp.argmax(h, axis=1) == y[s:e], xp.int64)))
@@ -365,6 +372,15 @@ def derived_seeds(seed: int) -> tuple:
 
     children = np.random.SeedSequence(seed).spawn(2)
     return tuple(int(c.generate_state(1, dtype=np.uint32)[0]) for c in children)
+
+
+def readout(rule, net, state):
+    """The map ``x -> h_L`` the metrics use: ``rule.predict(net, state, x)`` if the rule defines
+    ``predict`` (a rule whose read-out is not the feed-forward pass, e.g. CorInfoMax's free phase),
+    else ``net(x)``."""
+    if callable(getattr(rule, "predict", None)):
+        return lambda x: rule.predict(net, state, x)
+    return net
 
 
 def _bp_reference(net, x, y, loss, k):
@@ -533,7 +549,7 @@ def train(rule, net, data: Dataset, *, optimizer="adam", epochs: int, batch_size
             state = new_state
             batch_losses.append(lval)
             steps += 1
-        metrics = evaluate(net, data, loss_name, outputs=k)
+        metrics = evaluate(net, data, loss_name, outputs=k, forward=readout(rule, net, state))
         for split in ("train_loss", "test_loss"):
             if not math.isfinite(metrics[split]):
                 raise NonFiniteLossError(f"non-finite {split} {metrics[split]} after epoch {epoch} of rule {label!r}",
@@ -640,7 +656,13 @@ def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="ta
     for key, rule in built:
         k = outputs if outputs is not None else getattr(rule, "outputs", None)
         entry = {"rule": type(rule).__name__, "hyper": rule_hyper(rule), "loss": rule_loss(rule),
-                 "initial": evaluate(net, data, rule_loss(rule), outputs=k), "epochs": []}
+                 "readout": "predict" if callable(getattr(rule, "predict", None)) else "forward", "epochs": []}
+        try:
+            fwd = readout(rule, net, rule.init(net, seed=derived_seeds(seed)[1])) if entry["readout"] == "predict" \
+                else net
+            entry["initial"] = evaluate(net, data, rule_loss(rule), outputs=k, forward=fwd)
+        except (ValueError, TypeError):  # the rule rejects this network: train() reports it below
+            entry["initial"] = {}
         result["rules"][key] = entry
 
         def cb(record, _net, _state, key=key, entry=entry):

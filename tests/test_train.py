@@ -382,3 +382,31 @@ def test_auxiliary_output_units():
                 outputs=3)
     with pytest.raises(ValueError, match="outputs"):
         T.train("bp", net, data, optimizer="sgd", epochs=1, batch_size=8, outputs=7)
+
+
+@dataclass(frozen=True)
+class _ShiftedReadout:
+    """BP whose read-out is ``net(x) + 1`` (stands in for a rule with its own inference, e.g. a free phase)."""
+
+    loss: str = "mse"
+
+    def init(self, net, seed=0):
+        return ri.rules.EmptyState()
+
+    def updates(self, net, state, x, y):
+        return ri.rules.BP(loss=self.loss).updates(net, state, x, y)
+
+    def predict(self, net, state, x):
+        return net(x) + 1.0
+
+
+def test_metrics_use_the_rules_predict():
+    data = _tiny()
+    net = ri.Network.init([6, 6, 6], seed=0)
+    a = T.train("bp", net, data, optimizer="sgd", epochs=1, batch_size=8, seed=0)
+    b = T.train(_ShiftedReadout(), net, data, optimizer="sgd", epochs=1, batch_size=8, seed=0)
+    expected = T.evaluate(a.net, data, "mse", forward=lambda x: a.net(x) + 1.0)
+    assert b.history[0]["test_loss"] == pytest.approx(expected["test_loss"], rel=1e-12)
+    assert b.history[0]["test_loss"] != pytest.approx(a.history[0]["test_loss"])
+    m = T.compare({"shifted": _ShiftedReadout()}, data, hidden=(6,), epochs=1, batch_size=8, loss="mse")
+    assert m["rules"]["shifted"]["readout"] == "predict"
