@@ -465,9 +465,10 @@ class Microcircuit:
         loss: ``"mse"`` only (the output potential is nudged towards the target).
 
     ``updates`` returns ``dW[k] = -E_k^T r_{k-1} / (B alpha_k lam_out)`` (module docstring), ``db = 0``;
-    ``record``: ``free``, ``nudged`` (:class:`Potentials`), ``errors`` (E_k, indexed by layer),
-    ``v_apical``, ``u_inter`` (nudged), ``dW_paper``, ``alpha``, ``lam_out``, ``loss``,
-    ``residual``, ``top_down``.
+    ``record``: ``nudged`` and ``free`` (:class:`Potentials` of the target-on and no-target steady
+    states: every compartment, the plasticity errors, the residual), ``errors`` (E_k, indexed by
+    layer), ``v_apical``, ``u_inter``, ``u_pyr`` (nudged), ``dW_paper`` (the paper's scale),
+    ``alpha``, ``lam_out``, ``loss`` (mse of ``net(x)``), ``residual`` (nudged), ``top_down``.
     """
 
     g_lk: float = 0.1
@@ -658,9 +659,11 @@ class Microcircuit:
         db = tuple(xp.zeros_like(b) for b in net.biases)
         out = net(x)
         loss = _losses.get("mse").value(out, y)
-        record = {"nudged": nudged, "errors": nudged.e, "v_apical": nudged.vA, "u_inter": nudged.uI,
-                  "u_pyr": nudged.uP, "dW_paper": dW_paper, "alpha": alpha, "lam_out": self.lam_out,
-                  "loss": loss, "residual": nudged.residual, "top_down": _top_down(self, net, state)}
+        free = self._solve(net, state, x, None)
+        record = {"nudged": nudged, "free": free, "errors": nudged.e, "v_apical": nudged.vA,
+                  "u_inter": nudged.uI, "u_pyr": nudged.uP, "dW_paper": dW_paper, "alpha": alpha,
+                  "lam_out": self.lam_out, "loss": loss, "residual": nudged.residual,
+                  "top_down": _top_down(self, net, state)}
         return Updates(dW, db, record), state
 
     def feedback_updates(self, net, state, x, y=None):

@@ -159,7 +159,8 @@ def test_updates_shapes_record_and_paper_scale():
     assert isinstance(st, MicrocircuitState)
     assert [d.shape for d in upd.dW] == [W.shape for W in net.weights]
     assert all(np.all(b == 0) for b in upd.db)
-    for key in ("nudged", "errors", "v_apical", "u_inter", "u_pyr", "dW_paper", "alpha", "lam_out", "loss",
+    np.testing.assert_allclose(upd.record["free"].uP[-1], net(x), rtol=1e-12, atol=1e-13)
+    for key in ("nudged", "free", "errors", "v_apical", "u_inter", "u_pyr", "dW_paper", "alpha", "lam_out", "loss",
                 "residual", "top_down"):
         assert key in upd.record
     N = net.depth
