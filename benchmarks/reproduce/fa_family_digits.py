@@ -21,6 +21,10 @@ import argparse
 import os
 import sys
 
+# Single-threaded BLAS: the matrices are tiny and OpenBLAS threads spin on a shared 2-core machine.
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import refimpl as ri  # noqa: E402
