@@ -167,6 +167,12 @@ def _add_train(sub):
     p.add_argument("--schedule", default="constant",
                    help="constant | cosine[:MIN] | step:M1,M2[:GAMMA] | exp:GAMMA (factor per 0-based epoch)")
     p.add_argument("--hidden", default="64,64", metavar="N,N", help="hidden widths (default 64,64)")
+    p.add_argument("--sizes", default=None, metavar="N,...,N",
+                   help="all layer widths n_0,...,n_L (overrides --hidden; e.g. 64,64,64,64,64 with --outputs 10 "
+                        "for GAIT-prop's square networks)")
+    p.add_argument("--outputs", type=int, default=None, metavar="K",
+                   help="the first K output units carry the task; the others are auxiliary (targets = their "
+                        "forward values, mse)")
     p.add_argument("--activation", default="tanh", help="hidden activation (default tanh)")
     p.add_argument("--output-activation", default="linear")
     p.add_argument("--init", default="xavier", help="weight init: xavier, he, normal, orthogonal")
@@ -197,6 +203,7 @@ def _train(args) -> int:
         return 2
     try:
         hidden = [int(h) for h in args.hidden.split(",") if h.strip()] if args.hidden else []
+        sizes = [int(h) for h in args.sizes.split(",") if h.strip()] if args.sizes else None
         if args.epochs < 1:
             raise ValueError(f"--epochs: expected an integer >= 1, got {args.epochs}")
         schedule = T.parse_schedule(args.schedule, args.epochs)
@@ -219,7 +226,11 @@ def _train(args) -> int:
               f"batch {args.batch_size}, {opt!r}, seed {args.seed}, backend {args.backend}", flush=True)
     progress = T.Progress(len(args.rule) * args.epochs, quiet=args.quiet)
     try:
-        result = T.compare(args.rule, data, hidden=hidden, activation=args.activation,
+        if sizes is not None and sizes[0] != data.n_inputs:
+            raise ValueError(f"--sizes: the first width must be the {data.n_inputs} inputs of {data.name!r}, "
+                             f"got {sizes[0]}")
+        result = T.compare(args.rule, data, hidden=hidden, sizes=sizes, outputs=args.outputs,
+                           activation=args.activation,
                            output_activation=args.output_activation, init=args.init, optimizer=opt,
                            epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, schedule=schedule,
                            loss=args.loss, angles=not args.no_angles, progress=progress)

@@ -410,3 +410,15 @@ def test_metrics_use_the_rules_predict():
     assert b.history[0]["test_loss"] != pytest.approx(a.history[0]["test_loss"])
     m = T.compare({"shifted": _ShiftedReadout()}, data, hidden=(6,), epochs=1, batch_size=8, loss="mse")
     assert m["rules"]["shifted"]["readout"] == "predict"
+
+
+def test_cli_train_sizes_and_auxiliary_outputs(tmp_path, capsys):
+    from refimpl.cli import main
+
+    rc = main(["train", "--rule", "bp", "--data", "teacher", "--epochs", "1", "--sizes", "20,8,8", "--outputs", "5",
+               "--out", str(tmp_path), "--quiet", "--no-plot"])
+    assert rc == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["network"]["sizes"] == [20, 8, 8] and max(m["rules"]["bp"]["epochs"][0]["angles"]) < 1e-5
+    assert main(["train", "--rule", "bp", "--data", "teacher", "--sizes", "7,8,5", "--out", str(tmp_path)]) == 2
+    assert "--sizes" in capsys.readouterr().err
