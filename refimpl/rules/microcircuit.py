@@ -468,7 +468,8 @@ class Microcircuit:
     ``record``: ``nudged`` and ``free`` (:class:`Potentials` of the target-on and no-target steady
     states: every compartment, the plasticity errors, the residual), ``errors`` (E_k, indexed by
     layer), ``v_apical``, ``u_inter``, ``u_pyr`` (nudged), ``dW_paper`` (the paper's scale),
-    ``alpha``, ``lam_out``, ``loss`` (mse of ``net(x)``), ``residual`` (nudged), ``top_down``.
+    ``alpha``, ``lam_out``, ``loss`` (mse of the free output, :meth:`predict`), ``residual``
+    (nudged), ``top_down``.
     """
 
     g_lk: float = 0.1
@@ -639,6 +640,12 @@ class Microcircuit:
         net.check_input(x)
         return self._solve(net, self._prepared_state(net, state), x, None)
 
+    def predict(self, net, state, x):
+        """The microcircuit's prediction: the output potential ``u^P_N`` of the free steady state.
+        Equals ``net(x)`` in the self-predicting state (``lateral="ideal"``); with learned lateral
+        weights it is what the circuit actually outputs (``refimpl.train`` evaluates with it)."""
+        return self.free_state(net, state, x).uP[net.depth]
+
     def nudged_state(self, net, state, x, y) -> Potentials:
         """The steady state with the output nudged towards ``y``."""
         self._check_net(net)
@@ -657,9 +664,8 @@ class Microcircuit:
         dW_paper = tuple(-(nudged.e[k].T @ r[k - 1]) / B for k in range(1, N + 1))
         dW = tuple(dW_paper[k - 1] / (alpha[k - 1] * self.lam_out) for k in range(1, N + 1))
         db = tuple(xp.zeros_like(b) for b in net.biases)
-        out = net(x)
-        loss = _losses.get("mse").value(out, y)
         free = self._solve(net, state, x, None)
+        loss = _losses.get("mse").value(free.uP[N], y)
         record = {"nudged": nudged, "free": free, "errors": nudged.e, "v_apical": nudged.vA,
                   "u_inter": nudged.uI, "u_pyr": nudged.uP, "dW_paper": dW_paper, "alpha": alpha,
                   "lam_out": self.lam_out, "loss": loss, "residual": nudged.residual,

@@ -172,6 +172,13 @@ def test_updates_shapes_record_and_paper_scale():
         scale, c = r.paper_scale(N)[k - 1]
         np.testing.assert_allclose(upd.dW[k - 1] * scale, paper, rtol=1e-13, atol=1e-16)
     assert float(upd.record["loss"]) == pytest.approx(float(ri.losses.get("mse").value(net(x), y)))
+    np.testing.assert_allclose(r.predict(net, st, x), net(x), rtol=1e-12, atol=1e-13)
+    # learned (imperfect) lateral weights: the prediction is the free steady state, not net(x)
+    rp = Microcircuit(lateral="plastic")
+    stp = dataclasses.replace(rp.init(net), pi=tuple(0.5 * p for p in rp.init(net).pi))
+    pred = rp.predict(net, stp, x)
+    np.testing.assert_allclose(pred, rp.free_state(net, stp, x).uP[-1], rtol=0, atol=0)
+    assert np.max(np.abs(pred - net(x))) > 1e-3
 
 
 def test_no_target_no_learning_in_self_predicting_state():
