@@ -422,3 +422,55 @@ def test_cli_train_sizes_and_auxiliary_outputs(tmp_path, capsys):
     assert m["network"]["sizes"] == [20, 8, 8] and max(m["rules"]["bp"]["epochs"][0]["angles"]) < 1e-5
     assert main(["train", "--rule", "bp", "--data", "teacher", "--sizes", "7,8,5", "--out", str(tmp_path)]) == 2
     assert "--sizes" in capsys.readouterr().err
+
+
+def test_progress_uses_tqdm_and_rich_when_installed(monkeypatch):
+    """rich and tqdm are optional: stand-ins record what the progress reporter asks of them."""
+    import sys
+    import types
+
+    calls = []
+
+    class FakeTqdm:
+        def __init__(self, total, file, unit):
+            calls.append(("tqdm", total, unit))
+
+        def set_description(self, d):
+            calls.append(("desc", d))
+
+        def update(self, n):
+            calls.append(("update", n))
+
+        def close(self):
+            calls.append(("close",))
+
+    class FakeRich:
+        def __init__(self, transient):
+            pass
+
+        def start(self):
+            calls.append(("start",))
+
+        def add_task(self, name, total):
+            calls.append(("task", total))
+            return 7
+
+        def update(self, task, advance, description):
+            calls.append(("advance", task, advance))
+
+        def stop(self):
+            calls.append(("stop",))
+
+    monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=FakeTqdm))
+    rich = types.ModuleType("rich")
+    rich_progress = types.SimpleNamespace(Progress=FakeRich)
+    monkeypatch.setitem(sys.modules, "rich", rich)
+    monkeypatch.setitem(sys.modules, "rich.progress", rich_progress)
+    rec = {"epoch": 1, "train_loss": 0.5, "test_loss": 0.6, "angles": None, "seconds": 0.1}
+    for kind in ("tqdm", "rich"):
+        p = T.Progress(3, stream=io.StringIO(), force=kind)
+        p("bp", rec)
+        p.close()
+    assert ("tqdm", 3, "epoch") in calls and ("update", 1) in calls and ("close",) in calls
+    assert ("task", 3) in calls and ("advance", 7, 1) in calls and ("stop",) in calls
+    assert any(c[0] == "desc" and "test_loss 0.6" in c[1] for c in calls)
