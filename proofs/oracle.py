@@ -381,8 +381,9 @@ def scg_outcome_weights(graph, theta, quadrature: int = 40):
 def rk_unrolled_gradients(net, x0, grid, a, b, c, cotangent, time_dependent: bool = False):
     """Autograd through the explicit RK steps ``(a, b, c)`` (float sequences) on ``grid``.
 
-    The vector field is ``f(x, t) = torch_forward(W, b, acts, x)`` (``[x, t]`` with the time as the
-    last input column when ``time_dependent``); every stage of every step is evaluated, including
+    The vector field is the network written with torch's own ops (``F.linear``, ``torch.tanh``, ...;
+    softplus as ``logaddexp(a, 0)``), on ``[x, t]`` with the time as the last input column when
+    ``time_dependent``; every stage of every step is evaluated, including
     stages with ``b_i = 0``. Returns host float64 ``(dx0, dW, db, x1)`` for the scalar
     ``L = sum(x_N * cotangent)``, i.e. the vjp of the discretised map with ``dL/dx_N = cotangent``.
     The grid is a constant (no step-size control is differentiated).
