@@ -43,3 +43,23 @@ def test_noise_floor_is_small_for_ordinary_instances():
     rule = PM._rule(inst, g_som=PM._g_som_for(1e-3))
     upd, _ = rule.updates(inst.net, rule.init(inst.net), inst.x, inst.y)
     assert PM._noise_floor(upd.record["nudged"], inst.net.depth, inst.net.dtype) < PM.MAX_LIMIT_TOL
+
+
+def test_pinned_solver_regressions():
+    """Instances on which the steady-state solver once failed (pinned):
+    * output_error_exact, verify seed 11 index 3 (tanh, 6-4-2-1-4, g_som_I 0.1): equal-weight damping
+      0.8 oscillated at the edge of stability (14 000 iterations; now step halving in place);
+    * a linear 1-1-5-1-5 net with transposed top-down weights and g_som_I = 2 whose dynamics are
+      stable but on which damped Jacobi diverged for every damping tried (0.8, 0.5, 0.3)."""
+    from proofs.verify import instance_seed
+    from refimpl.rules import microcircuit as M
+
+    thm = [t for t in PM.THEOREMS if t.name == "microcircuit.output_error_exact"][0]
+    inst = thm.draw(RngDrawer(np.random.default_rng(instance_seed(thm.name, 11, 3))), "numpy", "float64")
+    assert thm.check(inst).holds
+    inst = PM.draw_microcircuit(RngDrawer(np.random.default_rng(132)), "numpy", "float64",
+                                top_down="transposed", phis=("linear",))
+    for w in (0.8, 0.5, 0.3):
+        rule = PM._rule(inst, g_som=PM._g_som_for(1e-3), damping=w)
+        pot = M.steady_state(rule, inst.net, rule.init(inst.net), inst.x, inst.y)
+        assert pot.residual <= 1e-12

@@ -336,3 +336,15 @@ def test_backends_agree(backend, td):
     sim = M.simulate(r, bnet, bst, backend(x), backend(y), steps=30, sigma=0.01, seed=1)
     hsim = M.simulate(r, net, st, x, y, steps=30, sigma=0.01, seed=1)
     np.testing.assert_allclose(to_numpy(sim.potentials.uP[-1]), hsim.potentials.uP[-1], rtol=1e-10, atol=1e-12)
+
+
+def test_float32_runs_and_agrees_with_float64():
+    r = Microcircuit()
+    net = _net()
+    x, y = _batch(net)
+    ref, _ = r.updates(net, r.init(net), x, y)
+    n32 = net.to(dtype="float32")
+    upd, _ = r.updates(n32, r.init(n32), x.astype(np.float32), y.astype(np.float32))
+    for a, b in zip(upd.dW, ref.dW):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)
