@@ -44,6 +44,9 @@ Updates (spec P-A4, P-A5):
 * ``corinfomax.lateral_dropped_error``: one dropped-denominator step differs from the exact one by
   exactly ``-(gamma^2/lam) q/(1+gamma q) z z^T``. Control: the first-order formula without
   ``1/(1+gamma q)``.
+* ``corinfomax.ep_limit_first_layer_tied`` (slow): with tied ``W_b = W_f^T`` (an energy) the first layer's
+  update is the EP estimate: ``dW[0](beta)/eps = dC/dW_{f,0} + O(beta)`` (order check, true gradient by
+  implicit differentiation). Control: the rule's random ``W_b``.
 * ``corinfomax.ep_gradient_cosine`` (measurement, spec P-A4/A-Q3): per-layer cosine between the
   small-beta update and the true gradient of ``1/2 <||y - r_P||^2>`` at the free fixed point (implicit
   differentiation through the interior units), for random and for tied ``W_b = W_f^T``.
@@ -702,6 +705,37 @@ def ep_cosines(rule, net, state, x, y, beta=1e-4, sweeps=400):
     return out
 
 
+EP_STEPS = (1e-2, 5e-3, 2.5e-3, 1.25e-3)
+EP_SWEEPS = 900  # both phases converged to rounding at eta_s = 0.9/(g_lk + 2/eps) (contraction ~0.9 per sweep)
+
+
+def _draw_ep(d, xp, dtype):
+    inst = _excitatory(_draw_dynamics(d, xp, dtype, depth=(2, 3)), 0.4)
+    inst = replace(inst, rule=replace(inst.rule, neural_lr=0.9 / (inst.rule.g_lk + 2 / inst.rule.eps)))
+    tied = replace(inst.state, Wb=(None,) + tuple(W.T for W in inst.net.weights[1:]))
+    return replace(inst, state=tied, params={"random_Wb": inst.state.Wb})
+
+
+def _ep_limit_evidence(inst, state):
+    """``dW_0(beta) / eps -> dC/dW_{f,0}`` (C = 1/2 <||y - r_P||^2> at the free fixed point) as beta -> 0."""
+    rule = replace(inst.rule, t_free=EP_SWEEPS, t_nudge=EP_SWEEPS, random_sign=False, three_phase=False,
+                   weight_decay=False)
+    net, x, y = inst.net, inst.x, inst.y
+    free = C.relax(rule, net, state, x, y, 0.0, EP_SWEEPS)
+    true = _interior_grad(rule, net, state, x, y, free.R)[0]
+    N = x.shape[0]
+    R0 = to_numpy(free.R[1])
+    xh = to_numpy(x)
+
+    def diff(beta):
+        nud = C.relax(rule, net, state, x, y, beta, EP_SWEEPS, start=free.R[1:])
+        Rb = to_numpy(nud.R[1])
+        dW0 = -((Rb - R0).T @ xh) / (N * beta)  # = dW[0]: the -W <x x^T> parts of both phases cancel (x clamped)
+        return (dW0 / rule.eps - true).ravel()
+
+    return order_check(diff, EP_STEPS, 1, scale=max(float(np.linalg.norm(true)), 1e-300), dtype=net.dtype)
+
+
 @dataclass(frozen=True)
 class _Seed:
     seed: int
@@ -867,6 +901,20 @@ THEOREMS = (
         draw=_draw_dropped, check=_check_dropped, control=_control_dropped,
         control_breaks="the first-order formula without 1/(1 + gamma q)",
         dtypes=("float64",),
+    ),
+    Theorem(
+        name="corinfomax.ep_limit_first_layer_tied",
+        statement="tied W_b = W_f^T (the field is the gradient of Phi, an energy): the first layer's update is the EP "
+                  "estimate, dW[0](beta) / eps = dC/dW_{f,0} + O(beta), C = 1/2 <||y - r_P||^2> at the free fixed point "
+                  "(implicit differentiation through the interior units); deeper layers are not (spec P-A4 result)",
+        source="Scellier & Bengio 2017 (EP theorem) applied to Phi of corinfomax.tied_dynamics_are_gradient_flow; "
+               "spec P-A4 [measured]: the <e r^T> update differs from the EP gradient by W_{f,k}[<r_k r_k^T>] terms, "
+               "zero only for k = 0 (input clamped)",
+        conditions="tied weights; both phases converged (900 sweeps); beta -> 0 with the active set fixed",
+        draw=_draw_ep, check=lambda i: _ep_limit_evidence(i, i.state),
+        control=lambda i: replace(_ep_limit_evidence(i, replace(i.state, Wb=i.params["random_Wb"]))),
+        control_breaks="the rule's random W_b (no energy): the beta -> 0 limit is not the gradient",
+        dtypes=("float64",), slow=True,
     ),
     Theorem(
         name="corinfomax.ep_gradient_cosine",
