@@ -45,32 +45,10 @@ RULE_NETWORKS = {
     "TPInverse": dict(kind="invertible", activations=INVERTIBLE_ACTIVATIONS, depth=(1, 4)),
 }
 
-#: BioTorch's mode strings and refimpl's short names.
-ALIASES = {"bp": ("BP", {}), "backprop": ("BP", {}), "fa": ("FA", {}), "dfa": ("DFA", {}),
-           "usf": ("SignSymmetry", {"mode": "usf"}), "brsf": ("SignSymmetry", {"mode": "brsf"}),
-           "frsf": ("SignSymmetry", {"mode": "frsf"})}
-
-
 def resolve_rule(rule, hyper: Optional[dict] = None):
-    """A rule instance from an instance, a class name in ``refimpl.rules`` or an alias (``fa``, ``usf``)."""
-    hyper = dict(hyper or {})
-    if not isinstance(rule, str):
-        if hyper:
-            return dataclasses.replace(rule, **hyper)
-        return rule
-    getter = getattr(ri.rules, "get", None)
-    if getter is not None:
-        try:
-            return getter(rule, **hyper)
-        except (KeyError, ValueError):
-            pass
-    cls_name, fixed = ALIASES.get(rule.lower(), (rule, {}))
-    cls = getattr(ri.rules, cls_name, None)
-    if cls is None or not isinstance(cls, type):
-        known = sorted(set(ALIASES) | {n for n in dir(ri.rules) if isinstance(getattr(ri.rules, n), type)
-                                       and dataclasses.is_dataclass(getattr(ri.rules, n))})
-        raise ValueError(f"rule: unknown rule {rule!r}; known: {known}")
-    return cls(**{**fixed, **hyper})
+    """A rule instance from an instance, a name or spec (``"fa"``, ``"usf"``, ``"gaitprop:gamma=0.001"``;
+    :func:`refimpl.rules.get`), with ``hyper`` applied."""
+    return ri.rules.get(rule, **dict(hyper or {}))
 
 
 def load_impl(spec) -> Callable:
