@@ -8,7 +8,7 @@ method is this rule, so both libraries take exactly the same steps; the benchmar
 their final states agree). For each N:
 
 * refimpl (NumPy): ``refimpl.ode.gradients(..., mode=)`` for ``backprop`` (reverse mode through
-  the steps), ``symplectic`` and ``adjoint`` (continuous adjoint). Peak memory is the tracemalloc
+  the steps), ``symplectic``, ``adjoint`` (continuous adjoint) and ``checkpoint`` (ACA). Peak memory is the tracemalloc
   peak of the call (NumPy reports its buffers to tracemalloc), next to the ledger's count of live
   tapes.
 * torchdiffeq (if installed, ``pip install 'refimpl[bench]'``): ``odeint`` + ``backward()``
@@ -180,7 +180,7 @@ def main(argv=None):
     rows = []
     for N in Ns:
         row = {"N": N}
-        for mode in ("backprop", "symplectic", "adjoint"):
+        for mode in ("backprop", "symplectic", "adjoint", "checkpoint"):
             r = refimpl_run(net, x0, cot, N, mode)
             row[mode] = {k: v for k, v in r.items() if k != "grad"}
             row[mode]["seconds"] = refimpl_time(net, x0, cot, N, mode)  # uninstrumented
@@ -216,7 +216,7 @@ def main(argv=None):
 
 def table(rows, have_torch) -> str:
     n0 = rows[0]
-    keys = ["backprop", "symplectic", "adjoint"] + (["td_odeint", "td_adjoint"] if have_torch else [])
+    keys = ["backprop", "symplectic", "adjoint", "checkpoint"] + (["td_odeint", "td_adjoint"] if have_torch else [])
     head = ("| N | " + " | ".join(f"{k} peak (x N={n0['N']})" for k in keys)
             + " | refimpl backprop / symplectic: memory, time"
             + (" | torchdiffeq odeint / adjoint: memory, time | refimpl symplectic / torchdiffeq adjoint: time" if have_torch else "")

@@ -16,8 +16,8 @@
 * ``ode.bilinear_invariant`` (P-C4): ``lambda_n^T delta_n`` (per sample) is constant in ``n`` for the
   partner pair, with ``delta_n`` the tangent of the RK map. Control: ``lambda_n`` of the continuous
   adjoint (the same RK run backward on the adjoint ODE, nonlinear field).
-* ``ode.memory_model`` (P-C5): live tapes at the peak are ``N s_eff`` (backprop) and 1 (symplectic,
-  continuous adjoint), with the checkpoint / stage-state / f / vjp counts of the formula. Control:
+* ``ode.memory_model`` (P-C5): live tapes at the peak are ``N s_eff`` (backprop), ``s_eff`` (ACA) and 1
+  (symplectic, continuous adjoint), with the checkpoint / stage-state / f / vjp counts of the formula. Control:
   tapes not freed after their vjp (a retained graph): the symplectic count becomes ``N s_eff``.
 """
 
@@ -460,6 +460,7 @@ def _memory_evidence(inst, release: bool):
     sy = ode.symplectic.grad_symplectic(fld, inst.x0, grid, tab, inst.cot,
                                         ledger=Ledger("symplectic", release=release)).report
     ad = ode.adjoint.grad_adjoint(fld, inst.x0, grid, tab, inst.cot, ledger=Ledger("adjoint")).report
+    ac = ode.checkpoint.grad_checkpoint(fld, inst.x0, grid, tab, inst.cot, ledger=Ledger("checkpoint")).report
     one_tape = fld.tape(inst.x0, 0.0).nbytes
     expected = {
         "backprop.peak_tapes": (bp.peak_tapes, N * s), "backprop.peak_bytes": (bp.peak_tape_bytes, N * s * one_tape),
@@ -469,6 +470,9 @@ def _memory_evidence(inst, release: bool):
         "symplectic.f": (sy.f_evals, 3 * N * s - N), "symplectic.vjp": (sy.vjp_evals, N * s),
         "adjoint.peak_tapes": (ad.peak_tapes, 1), "adjoint.checkpoints": (ad.checkpoints, 0),
         "adjoint.f": (ad.f_evals, 2 * N * s), "adjoint.vjp": (ad.vjp_evals, N * s),
+        "checkpoint.peak_tapes": (ac.peak_tapes, s), "checkpoint.peak_bytes": (ac.peak_tape_bytes, s * one_tape),
+        "checkpoint.checkpoints": (ac.checkpoints, N + 1), "checkpoint.f": (ac.f_evals, 2 * N * s),
+        "checkpoint.vjp": (ac.vjp_evals, N * s),
     }
     bad = [f"{k}: {got} (formula {want})" for k, (got, want) in expected.items() if got != want]
     return Evidence(not bad, float(len(bad)), 0.0,
@@ -560,8 +564,9 @@ THEOREMS = (
     ),
     Theorem(
         name="ode.memory_model",
-        statement="peak live tapes: backprop N s_eff, symplectic adjoint 1, continuous adjoint 1; symplectic keeps N+1 "
-                  "checkpoints and s_eff stage states; f evaluations N s_eff / 3 N s_eff - N / 2 N s_eff, vjps N s_eff",
+        statement="peak live tapes: backprop N s_eff, ACA s_eff, symplectic adjoint 1, continuous adjoint 1; symplectic "
+                  "and ACA keep N+1 checkpoints, symplectic s_eff stage states; f evaluations N s_eff (backprop) / "
+                  "2 N s_eff (ACA, continuous adjoint) / 3 N s_eff - N (symplectic); vjps N s_eff",
         source=SOURCE + " (Table 1, memory column); spec P-C5 (s_eff = s minus dead FSAL stages)",
         conditions="each tape is freed right after its vjp",
         draw=_draw_memory, check=_check_memory, control=_control_memory,

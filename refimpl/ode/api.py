@@ -16,7 +16,8 @@
 * ``cotangent``: ``dL/dx(t1)``, a ``(B, d)`` array, or a callable ``x1 -> dL/dx(t1)`` evaluated on
   the forward solution (for a batch-mean loss it carries the ``1/B``).
 * ``mode``: ``"symplectic"`` (exact, one live tape), ``"backprop"`` (exact, ``N s_eff`` live tapes;
-  the reference), ``"adjoint"`` (continuous adjoint, one live tape, error ``O(h^p)``).
+  the reference), ``"adjoint"`` (continuous adjoint, one live tape, error ``O(h^p)``),
+  ``"checkpoint"`` (ACA: exact, ``N + 1`` checkpoints and ``s_eff`` live tapes).
 
 ``gradients`` returns ``(dx0, dW, db)`` in gradient convention: exactly what autograd's ``.grad``
 would be for the unrolled solver (``dW[i]`` shaped like ``net.weights[i]``). The grid, adaptive or
@@ -31,6 +32,7 @@ import math
 from ..network import Network
 from .adjoint import grad_adjoint
 from .backprop import grad_backprop
+from .checkpoint import grad_checkpoint
 from .field import NetworkField
 from .memory import Ledger
 from .result import Gradients
@@ -40,7 +42,7 @@ from .tableaux import get as get_tableau
 
 __all__ = ["solve", "gradients", "gradients_report", "MODES"]
 
-MODES = ("symplectic", "backprop", "adjoint")
+MODES = ("symplectic", "backprop", "adjoint", "checkpoint")
 
 
 def _grid(t0, t1, steps):
@@ -107,6 +109,9 @@ def gradients_report(net: Network, x0, t1: float, steps, method, cotangent, mode
         return grad_backprop(field, x0, ts, tab, cot, ledger=ledger, record=record)
     if mode == "symplectic":
         return grad_symplectic(field, x0, ts, tab, cot, ledger=ledger, record=record,
+                               trajectory=None if traj is None else traj.xs)
+    if mode == "checkpoint":
+        return grad_checkpoint(field, x0, ts, tab, cot, ledger=ledger, record=record,
                                trajectory=None if traj is None else traj.xs)
     return grad_adjoint(field, x0, ts, tab, cot, ledger=ledger, record=record,
                         x1=None if traj is None else traj.x1)

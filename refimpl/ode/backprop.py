@@ -22,7 +22,7 @@ from .result import Gradients, add_params
 from .solvers import rk_stages, check_grid
 from .tableaux import get as get_tableau
 
-__all__ = ["grad_backprop"]
+__all__ = ["grad_backprop", "reverse_step"]
 
 
 def grad_backprop(field: NetworkField, x0, grid, method, cotangent, *, ledger: Ledger | None = None,
@@ -57,23 +57,33 @@ def grad_backprop(field: NetworkField, x0, grid, method, cotangent, *, ledger: L
     xbar, dW, db = cotangent, None, None
     lambdas = [xbar] if record else None
     for n in range(len(ts) - 2, -1, -1):
-        h = ts[n + 1] - ts[n]
-        Xbar = {}
-        for i in reversed(live):
-            kbar = (h * b[i]) * xbar if b[i] != 0.0 else None
-            for j in live:
-                if j > i and a[j][i] != 0.0:
-                    term = (h * a[j][i]) * Xbar[j]
-                    kbar = term if kbar is None else kbar + term
-            if kbar is None:  # stage read by nothing: cannot happen for a live stage
-                raise AssertionError("live stage without a cotangent")
-            tp = tapes[n][i]
-            Xbar[i], gW, gb = field.vjp(tp, kbar)
-            ledger.close(tp)
-            tapes[n][i] = None
-            dW, db = add_params(dW, gW), add_params(db, gb)
-        for i in live:
-            xbar = xbar + Xbar[i]
+        xbar, dW, db = reverse_step(field, tapes[n], ts[n + 1] - ts[n], coef, live, xbar, dW, db, ledger)
+        tapes[n] = None
         if record:
             lambdas.append(xbar)
     return Gradients(xbar, dW, db, ledger.report(), ts, tuple(reversed(lambdas)) if record else None)
+
+
+def reverse_step(field: NetworkField, tapes: dict, h: float, coef: dict, live, xbar, dW, db, ledger: Ledger):
+    """Reverse mode of one RK step from its stage tapes: ``(xbar_n, dW + step part, db + step part)``.
+
+    Each tape is freed (``ledger.close``) right after its vjp.
+    """
+    a, b = coef["a"], coef["b"]
+    Xbar = {}
+    for i in reversed(live):
+        kbar = (h * b[i]) * xbar if b[i] != 0.0 else None
+        for j in live:
+            if j > i and a[j][i] != 0.0:
+                term = (h * a[j][i]) * Xbar[j]
+                kbar = term if kbar is None else kbar + term
+        if kbar is None:  # stage read by nothing: cannot happen for a live stage
+            raise AssertionError("live stage without a cotangent")
+        tp = tapes[i]
+        Xbar[i], gW, gb = field.vjp(tp, kbar)
+        ledger.close(tp)
+        tapes[i] = None
+        dW, db = add_params(dW, gW), add_params(db, gb)
+    for i in live:
+        xbar = xbar + Xbar[i]
+    return xbar, dW, db

@@ -26,6 +26,8 @@ def test_symplectic_equals_backprop_and_shapes(td, method):
     assert [W.shape for W in gs[1]] == [W.shape for W in net.weights]
     assert [b.shape for b in gs[2]] == [b.shape for b in net.biases]
     np.testing.assert_allclose(_flat(gs), _flat(gb), rtol=1e-12, atol=1e-14)
+    gc = ode.gradients(net, x0, 1.0, 7, method, cot, "checkpoint", time_dependent=td)
+    np.testing.assert_array_equal(_flat(gc), _flat(gb))  # ACA is backprop, step by step
 
 
 def test_backends_agree(backend):
@@ -67,7 +69,7 @@ def test_adjoint_is_close_but_not_exact():
 
 def test_memory_report():
     net, x0, cot = _setup()
-    for mode, peak in (("backprop", 12 * 4), ("symplectic", 1), ("adjoint", 1)):
+    for mode, peak in (("backprop", 12 * 4), ("symplectic", 1), ("adjoint", 1), ("checkpoint", 4)):
         rep = ode.gradients_report(net, x0, 1.0, 12, "rk4", cot, mode).report
         assert rep.peak_tapes == peak, (mode, rep)
     rep = ode.gradients_report(net, x0, 1.0, 12, "dopri5", cot, "backprop").report
