@@ -284,10 +284,11 @@ def _eye_like(M):
 
 def _logdet(M) -> Any:
     xp = namespace(M)
-    sign, logabs = xp.linalg.slogdet(M)
-    if not bool(xp.all(sign > 0)):
-        raise ValueError("logdet: matrix is not positive definite (the correlation plus eps I must be)")
-    return logabs
+    lo = float(xp.min(xp.linalg.eigvalsh(0.5 * (M + M.T))))
+    if not lo > 0:
+        raise ValueError(f"logdet: expected a positive definite matrix (a correlation plus eps I), got smallest "
+                         f"eigenvalue {lo:.3g}")
+    return xp.linalg.slogdet(M)[1]
 
 
 def ridge_predictors(Rx, Ry, Rxy, eps: float):
