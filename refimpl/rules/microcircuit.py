@@ -655,6 +655,16 @@ class Microcircuit:
         return self._solve(net, self._prepared_state(net, state), x, y)
 
     def updates(self, net, state, x, y):
+        """Bottom-up plasticity at the nudged steady state, in gradient convention and BP's scale:
+
+            dW[k-1] = -E_k^T r_{k-1} / (B alpha_k lam_out),   E_k = rho_k(U^P_k) - rho_k(c_k V_B,k),
+            db = 0,
+
+        ``r_{k-1}`` the nudged presynaptic rates (``r_0 = x``); Sacramento et al. 2018, bottom-up rule
+        (Urbanczik & Senn 2014) at the steady state of the SM. ``record["dW_paper"]`` is the same
+        update at the paper's scale (module docstring). Returns the state used (for
+        ``lateral="ideal"``: the self-predicting lateral weights of ``net``); raises ``ValueError``
+        when the steady state is not reached (no stable fixed point)."""
         self._check_net(net)
         xp, y = check_batch(net, x, y, "mse")
         state = self._prepared_state(net, state)
