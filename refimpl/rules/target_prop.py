@@ -555,6 +555,14 @@ class _TargetProp:
         Qs, cs = self.feedback_shapes(net)
         check_state_shapes(state.Q, Qs, "state.Q")
         check_state_shapes(state.c, cs, "state.c")
+        if getattr(self, "feedback", None) == "direct_rhl":
+            # without R the RHL layers would silently fall back to linear features (when
+            # rhl_width == n_L the Q shapes cannot tell the two apart)
+            want = (self.rhl_width, net.sizes[-1])
+            if state.R is None or tuple(state.R.shape) != want:
+                got = None if state.R is None else tuple(state.R.shape)
+                raise ValueError(f"state.R: expected the fixed random feedback layer of shape {want} "
+                                 f"(DDTP-RHL, from rule.init), got {got}")
 
     # -- targets and updates --
 

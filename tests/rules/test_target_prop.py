@@ -271,3 +271,41 @@ def test_non_finite_input_is_rejected():
     x[0, 0] = np.nan
     with pytest.raises(ValueError, match="finite"):
         DTP().updates(net, DTP().init(net), x, y)
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_direct_targets_act_on_the_linear_output(loss, reduction):
+    """DDTP (spec §2.4): t_l = h_l + (a^_L - a_L) Q_l^T with a^_L - a_L = -beta dl/da_L (autograd),
+    also for a nonlinear output activation (review: dropping s_L'(a_L) went unnoticed by every
+    theorem, whose direct-feedback draws all have a linear output)."""
+    torch = pytest.importorskip("torch")
+    from proofs import oracle
+
+    net = ri.Network.init([5, 6, 4, 3], activation="tanh", output_activation="tanh", seed=2, bias_scale=0.2)
+    g = np.random.default_rng(7)
+    x = g.standard_normal((4, 5))
+    y = g.standard_normal((4, 3)) if loss == "mse" else np.eye(3)[g.integers(0, 3, 4)]
+    beta = 0.3
+    rule = DRL(feedback="direct_linear", beta=beta, loss=loss, reduction=reduction)
+    state = rule.init(net, seed=1)
+    t = rule.targets(net, state, x, y)
+    h = net.forward(x).h
+    Ws, bs = oracle.torch_params(net, requires_grad=False)
+    hL1 = oracle.torch_forward(Ws[:-1], bs[:-1], net.activations[:-1], torch.tensor(x))
+    aL = torch.nn.functional.linear(hL1, Ws[-1], bs[-1]).requires_grad_(True)
+    ell = oracle.torch_loss(loss, oracle.torch_activation(net.activations[-1])(aL), torch.tensor(y))
+    (ga,) = torch.autograd.grad(ell * (x.shape[0] if reduction == "sum" else 1), aL)
+    for l in (1, 2):
+        expected = np.asarray(h[l]) - beta * ga.numpy() @ np.asarray(state.Q[l - 1]).T
+        np.testing.assert_allclose(t[l], expected, rtol=1e-12, atol=1e-14)
+
+
+def test_rhl_state_needs_its_random_layer():
+    net, x, y = _setup(sizes=(5, 6, 4, 3))
+    rule = DRL(feedback="direct_rhl", rhl_width=3)  # rhl_width == n_L: Q shapes match the linear ones
+    s = rule.init(net)
+    with pytest.raises(ValueError, match=r"state\.R"):
+        rule.targets(net, dataclasses.replace(s, R=None), x, y)
+    with pytest.raises(ValueError, match=r"state\.R"):
+        rule.targets(net, dataclasses.replace(s, R=s.R[:2]), x, y)
