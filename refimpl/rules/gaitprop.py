@@ -36,6 +36,18 @@ first order ``tau_{l-1} - h_{l-1} = gamma_l (D_l * (tau_l - h_l)) @ inv(W_l).T +
 GAIT-prop give identical updates when synaptic weight matrices are orthogonal"). For piecewise-linear
 activations (identity, leaky-ReLU) the first-order expansion is exact as long as no nudge crosses
 the kink, so GAIT-prop then equals BP up to rounding at any small gamma.
+**Precision.** The ``1/gamma`` multipliers amplify the rounding of the nudged targets: the
+relative error of the updates is about ``eps * gamma^-(L-1)`` for fixed gamma and about
+``L * eps / gamma`` for adaptive gamma (``proofs.gaitprop.rounding_bound``), on top of the
+``O(gamma)`` truncation of smooth activations and the kink crossings of large nudges. In float64
+this is negligible for the published settings at moderate depth, but not beyond (fixed 1e-3:
+~1e-6 relative at L = 4, ~1 at L = 6, the spec's round-off wall; adaptive 1e-6: ~1e-9 at L = 6).
+In float32 (``eps = 1.2e-7``) it is not negligible: measured on 20-unit nets with orthogonal
+``W_2..W_L`` (batch 8), fixed gamma = 1e-3 (C1) gives relative errors to BP of ~1e-4 / 0.2 / 1e2
+at L = 2 / 3 / 4, and adaptive gamma = 1e-7 (C2's setting) ~1 at every depth. A large adaptive
+gamma (1e-2) keeps float32 rounding at ~1e-5, but then the truncation (tanh: ~5e-3) or, for
+leaky-ReLU, kink crossings (often O(1) errors at L = 4) dominate. Use float64 (as C2 does);
+nothing is raised or warned.
 To get back C1's own numbers: C1 returns ``-dW`` (negative gradients, applied with ``+lr``);
 C2's local loss ``m * sum (t - h)^2`` has no 1/2 and sums over the batch, so C2's autograd
 gradients are ``B * dW`` (its output target ``h - 1/2 dCE/dh`` compensates the missing 1/2).
