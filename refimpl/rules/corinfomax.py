@@ -368,6 +368,10 @@ class CorInfoMax:
         output_apical_leak: the output's ``-u_P`` apical term (True, the code; A-Q1).
         init_gain: gain of the Xavier-uniform ``Wb`` and of ``J`` in ``B = J J^T`` (1.0).
         loss: ``"mse"`` (the nudging is the gradient of ``1/2 ||y - r_P||^2``); targets are one-hot rows.
+
+    ``x`` is clamped as ``r_0``; the paper's inputs lie in ``[0, 1]`` like every other layer (not
+    enforced: the equations need no such bound). The paper's per-layer forward rates ``mu_{f,k}`` and
+    its epoch schedule belong to the optimiser; ``feedback_lr`` is applied as given at every step.
     """
 
     lam: float = 0.99999
