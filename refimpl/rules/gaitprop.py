@@ -83,6 +83,7 @@ networks its targets are exactly the Gauss-Newton targets ``h_l - J_l^{-1} e_L``
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Optional
 
@@ -103,9 +104,12 @@ def _check_outputs(net, outputs) -> int:
     n_L = net.sizes[-1]
     if outputs is None:
         return n_L
+    if isinstance(outputs, bool) or not isinstance(outputs, numbers.Integral):
+        raise TypeError(f"outputs: expected None or an int (number of output units the loss sees), "
+                        f"got {outputs!r}")
     if not 1 <= outputs <= n_L:
         raise ValueError(f"outputs: expected 1 <= outputs <= {n_L} (the output layer's width), got {outputs}")
-    return outputs
+    return int(outputs)
 
 
 def _default_max_cond(xp, dtype) -> float:

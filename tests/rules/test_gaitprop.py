@@ -308,6 +308,10 @@ def test_errors_name_the_problem():
         GaitProp(outputs=2).updates(net, None, x, y)
     with pytest.raises(ValueError, match=r"outputs: expected 1 <= outputs <= 6"):
         GaitProp(outputs=7).updates(net, None, x, y)
+    # gamma_limit's outputs argument is validated too (was: a raw slicing TypeError for 2.5, True taken as 1)
+    for bad in (2.5, True, "2"):
+        with pytest.raises(TypeError, match=r"outputs: expected None or an int"):
+            gamma_limit(net, x, y[:, :1], outputs=bad)
     bad_x = x.copy()
     bad_x[0, 0] = np.nan
     with pytest.raises(ValueError, match="x: expected finite"):
