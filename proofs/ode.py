@@ -7,7 +7,10 @@
   included) reproduces the hard-coded dopri5 / dopri8 partner tables of the authors' code exactly.
   Control: the construction without the ``b_i = 0`` rule (zero-weight stages dropped).
 * ``ode.symplectic_equals_autograd`` (P-C1): symplectic-adjoint ``(dx0, dW, db)`` equals torch
-  autograd through the same RK steps (fixed grid), rtol 1e-10. Control: the continuous adjoint.
+  autograd through the same RK steps (fixed grid; methods of order <= 4), rtol 1e-10. Control: the
+  continuous adjoint.
+* ``ode.symplectic_equals_autograd_zero_weights`` (P-C1): the same for midpoint, dopri5, dopri8 (live
+  stages with ``b_i = 0``). Control: those stages dropped from the adjoint sweep.
 * ``ode.symplectic_equals_autograd_adaptive`` (P-C1, adaptive): the same on the recorded grid of
   an adaptive solve. Control: autograd on a uniform grid with the same number of steps.
 * ``ode.adjoint_error_order`` (P-C2): continuous adjoint minus the exact discrete gradient

@@ -95,6 +95,7 @@ def grad_symplectic(field: NetworkField, x0, grid, method, cotangent, *, ledger:
             if a[last][j] != 0.0:
                 Xl = Xl + (h * a[last][j]) * K[j]
         X[last] = Xl
+        K = None  # the slopes are not needed any more: only the s_eff stage states stay alive
         l = {}
         for i in reversed(live):
             Lam = lam if carries[i] else None
