@@ -24,7 +24,7 @@ Stand-in (spec §4 "CPU-feasible reproductions"), the papers' optimiser settings
 Expectation (not a published number): all >= 90 % test accuracy and roughly the ordering above.
 
 Usage: ``python benchmarks/reproduce/pepita_digits.py [--epochs N] [--seeds 0,1,2] [--out DIR]``
-(defaults: 100 epochs, seeds 0,1,2; about three minutes on 2 shared cores).
+(defaults: 100 epochs, seeds 0,1,2; 3-7 minutes on 2 shared, loaded cores).
 """
 
 from __future__ import annotations

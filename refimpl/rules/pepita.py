@@ -107,6 +107,7 @@ __all__ = ["PEPITA", "PEPITAState", "uniform_F", "product_factors", "product_F",
            "dropout_masks", "alignment_angle"]
 
 VARIANTS = ("pepita", "hebbian", "time_local")
+_STREAM_TAG = 0x9E717A  # "PEPITA": separates F's stream from the network's (see PEPITA.init)
 F_INITS = ("uniform", "product")
 
 
@@ -288,7 +289,14 @@ class PEPITA:
     # --- state ------------------------------------------------------------------------------
 
     def init(self, net, seed=0) -> PEPITAState:
-        """``F`` (and its factors) drawn on the host from ``seed``, moved to the network's backend."""
+        """``F`` (and its factors) drawn on the host from ``seed``, moved to the network's backend.
+
+        An integer ``seed`` is mixed with a PEPITA tag (``SeedSequence([seed, _STREAM_TAG])``):
+        ``Network.init(seed=s)`` draws ``W_1`` from ``rng(s)``, and an ``F`` drawn from the same
+        stream would reuse its uniforms (feedback_alignment hit the same: ``B = W``).
+        """
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            seed = np.random.SeedSequence([int(seed), _STREAM_TAG])
         gen = _rng(seed)
         xp, dt, dev = net.xp, net.dtype, device_of(net.weights[0])
         n0, nL = net.sizes[0], net.sizes[-1]

@@ -253,3 +253,11 @@ def test_backends_agree(backend):
     upd, _ = rule.updates(bnet, bst, backend(x), backend(y))
     for a, b in zip(list(upd.dW) + list(upd.db), list(ref.dW) + list(ref.db)):
         np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-12, atol=1e-14)
+
+
+def test_F_stream_is_not_the_network_stream():
+    """Network.init(seed=s) and PEPITA.init(seed=s) must not draw F from W_1's uniforms."""
+    net = ri.Network.init([6, 5, 3], activation="relu", seed=0, init="xavier")
+    F = to_numpy(PEPITA(F_scale=1.0).init(net, seed=0).F).ravel()
+    W = to_numpy(net.weights[0]).ravel()[:F.size]
+    assert abs(np.corrcoef(F, W)[0, 1]) < 0.9
