@@ -66,7 +66,10 @@ def torch_activation(name: str) -> Callable:
     if base == "elu":
         return lambda a: F.elu(a, alpha=act.param)
     if base == "softplus":
-        return F.softplus
+        # Exact log(1 + e^a) = logaddexp(a, 0) (derivative: sigmoid). torch's F.softplus returns
+        # its input above threshold=20, an approximation off by log1p(e^-a) (2e-9 relative in the
+        # gradient at a = 20.5), which made exact float64 comparisons fail there.
+        return lambda a: torch.logaddexp(a, torch.zeros_like(a))
     raise ValueError(f"oracle: no torch activation for {name!r}")
 
 

@@ -186,11 +186,17 @@ def compare(actual: Sequence, expected: Sequence, kind: str, dtype, depth: int =
     for lab, a, e in zip(labels, actual, expected):
         if a is None and e is None:
             continue
+        if a is None or e is None:  # one side missing an array is a mismatch, not a crash
+            return Evidence(False, math.inf, rtol, f"{lab}: {'actual' if a is None else 'expected'} is None")
         an, en = to_numpy(a).astype(np.float64), to_numpy(e).astype(np.float64)
         if an.shape != en.shape:
             return Evidence(False, math.inf, rtol, f"{lab}: shape {an.shape} vs expected {en.shape}")
         if not np.all(np.isfinite(an)):
             return Evidence(False, math.inf, rtol, f"{lab}: non-finite values")
+        # A NaN on the expected (oracle) side makes every comparison below False, i.e. "within
+        # tolerance": it must fail here, or a broken oracle would certify anything.
+        if not np.all(np.isfinite(en)):
+            return Evidence(False, math.inf, rtol, f"{lab}: non-finite expected values")
         diff = float(np.max(np.abs(an - en))) if an.size else 0.0
         scale = float(np.max(np.abs(en))) if en.size else 0.0
         if diff > atol + rtol * scale:
@@ -220,6 +226,10 @@ def order_check(diff: Callable[[float], np.ndarray], steps: Sequence[float], ord
     steps = [float(s) for s in steps]
     if len(steps) < 3:
         raise ValueError("steps: an order check needs at least 3 step sizes")
+    if not all(math.isfinite(s) and s > 0 for s in steps) or len(set(steps)) != len(steps):
+        raise ValueError(f"steps: expected distinct finite positive step sizes, got {steps}")
+    if not math.isfinite(float(scale)):
+        raise ValueError(f"scale: expected a finite number (the size of the approximated quantity), got {scale}")
     D = np.stack([np.asarray(diff(s), dtype=np.float64).ravel() for s in steps])
     if not np.all(np.isfinite(D)):
         return Evidence(False, math.inf, math.nan, "non-finite difference", None, order)

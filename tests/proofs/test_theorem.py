@@ -50,3 +50,32 @@ def test_rng_drawer_bounds():
     assert vals == {1, 2, 3}
     assert d.choice(["a"]) == "a"
     assert 0 <= d.real(0, 1) <= 1
+
+
+def test_compare_fails_on_nonfinite_expected_and_missing_arrays():
+    # Regression: a NaN on the expected (oracle) side made `diff > tol` False and compare held.
+    assert not compare([np.ones(3)], [np.full(3, np.nan)], "oracle_grad", "float64").holds
+    assert not compare([np.ones(3)], [np.array([1.0, np.inf, 1.0])], "oracle_grad", "float64").holds
+    # Regression: one side None raised AttributeError instead of reporting a mismatch.
+    assert not compare([None], [np.ones(3)], "oracle_grad", "float64").holds
+    assert not compare([np.ones(3)], [None], "oracle_grad", "float64").holds
+    assert compare([None], [None], "oracle_grad", "float64").holds
+
+
+def test_order_check_rejects_bad_grids_and_scales():
+    c = np.array([1.0, -2.0])
+    with pytest.raises(ValueError, match="steps"):
+        order_check(lambda s: c * s**2, [1e-2, 1e-2, 5e-3], 2, scale=1.0)
+    with pytest.raises(ValueError, match="steps"):
+        order_check(lambda s: c * s**2, [1e-2, 0.0, 5e-3], 2, scale=1.0)
+    with pytest.raises(ValueError, match="scale"):
+        order_check(lambda s: c * s**2, [1e-2, 5e-3, 2.5e-3], 2, scale=float("nan"))
+
+
+def test_order_check_is_not_vacuous():
+    # A difference that is identically zero (comparing code with itself) has no order to measure.
+    assert not order_check(lambda s: np.zeros(3), [1e-2, 5e-3, 2.5e-3, 1.25e-3], 2, scale=1.0).holds
+    # Pure rounding noise neither.
+    gen = np.random.default_rng(0)
+    assert not order_check(lambda s: 1e-15 * gen.standard_normal(3), [1e-2, 5e-3, 2.5e-3, 1.25e-3], 2,
+                           scale=1.0).holds
