@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..backend import namespace, from_numpy, rng as _rng, device_of
+from ..backend import namespace, from_numpy, rng as _rng, device_of, check_finite
 from .graph import Graph, Param, Input, Deterministic, Cost, Stochastic
 from . import distributions as _dist
 
@@ -137,10 +137,22 @@ def evaluate(graph: Graph, theta, stochastic_values: dict, batch: Optional[int] 
         B = int(per_row[0])
     else:
         B = 1 if batch is None else int(batch)
+    xp = graph.check_theta(theta)
     for w in graph.stochastic:
         v = stochastic_values[w]
+        what = f"stochastic_values[{w!r}]"
+        namespace(theta, v, names=("theta", what))
         if tuple(v.shape) != (B, graph[w].size):
-            raise ValueError(f"stochastic_values[{w!r}]: expected shape ({B}, {graph[w].size}), got {tuple(v.shape)}")
+            raise ValueError(f"{what}: expected shape ({B}, {graph[w].size}), got {tuple(v.shape)}")
+        if v.dtype != theta.dtype:  # as for Inputs: dtypes are never mixed silently
+            raise TypeError(f"{what}: dtype {v.dtype} differs from theta's {theta.dtype}; cast explicitly")
+        check_finite(xp, v, what)
+        d = graph[w].dist
+        if isinstance(d, (_dist.Bernoulli, _dist.Categorical)):  # an outcome, else log p is meaningless
+            binary = bool(xp.all((v == 0) | (v == 1)))
+            if not binary or (isinstance(d, _dist.Categorical) and not bool(xp.all(xp.sum(v, axis=1) == 1))):
+                kind = "one-hot rows" if isinstance(d, _dist.Categorical) else "values in {0, 1}"
+                raise ValueError(f"{what}: expected outcomes of the {type(d).__name__} node ({kind})")
     return Sample(graph, theta, _forward(graph, theta, B, lambda name, node, u: stochastic_values[name]), B)
 
 

@@ -57,3 +57,25 @@ def test_float32_is_kept_and_mixed_dtypes_are_refused():
     np.testing.assert_allclose(sur.per_sample, ref, rtol=1e-4, atol=1e-5)
     with pytest.raises(TypeError, match="dtype"):
         scg.sample(g, th64, seed=0, batch=2)
+
+
+def test_evaluate_refuses_values_that_are_not_outcomes(backend):
+    """Review: non-finite, non-outcome (e.g. 0.5 for a Bernoulli, non-one-hot categorical rows) and
+    mixed-dtype values of the stochastic nodes were accepted and gave NaN / meaningless gradients."""
+    g0, th0 = chain_graph()
+    s = scg.sample(g0, th0, seed=0, batch=3)
+    g, th = chain_graph(xp=backend.xp)
+    vals = {w: backend(to_numpy(s.values[w])) for w in g.stochastic}
+    e = scg.evaluate(g, th, vals)
+    np.testing.assert_allclose(to_numpy(e.total_cost()), to_numpy(s.total_cost()), rtol=1e-12)
+    cat, ber = g.stochastic  # chain_graph: categorical w1 -> Bernoulli w2
+    for name, bad, err, match in [
+        (cat, 0.5 * to_numpy(s.values[cat]), ValueError, "one-hot"),
+        (ber, 0.5 * to_numpy(s.values[ber]), ValueError, "0, 1"),
+        (ber, np.where(to_numpy(s.values[ber]) > 0, np.nan, 0.0), ValueError, "finite"),
+    ]:
+        with pytest.raises(err, match=match):
+            scg.evaluate(g, th, dict(vals, **{name: backend(bad)}))
+    if backend.base == "numpy":
+        with pytest.raises(TypeError, match="dtype"):
+            scg.evaluate(g, th, dict(vals, **{ber: to_numpy(s.values[ber]).astype(np.float32)}))
