@@ -261,3 +261,16 @@ def test_F_stream_is_not_the_network_stream():
     F = to_numpy(PEPITA(F_scale=1.0).init(net, seed=0).F).ravel()
     W = to_numpy(net.weights[0]).ravel()[:F.size]
     assert abs(np.corrcoef(F, W)[0, 1]) < 0.9
+
+
+@pytest.mark.parametrize("kwargs", [{"keep_prob": 0.8}, {"variant": "time_local"}, {"variant": "hebbian"},
+                                    {"F_init": "product", "mirror": True}])
+def test_float32_stays_float32(kwargs):
+    net = ri.Network.init([6, 5, 3], activation="relu", seed=1, dtype="float32")
+    x, y = _batch(c=3, B=4)
+    x = x.astype(np.float32)
+    rule = PEPITA(**kwargs)
+    st = rule.train_feedback(net, rule.init(net), x, y)
+    upd, _ = rule.updates(net, st, x, y)
+    assert st.F.dtype == np.float32
+    assert all(a.dtype == np.float32 for a in list(upd.dW) + list(upd.db))
