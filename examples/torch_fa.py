@@ -55,7 +55,9 @@ def _act(name: str):
         v = float(m.group(2))
         return (lambda a: F.leaky_relu(a, v)) if m.group(1) == "leaky_relu" else (lambda a: F.elu(a, v))
     return {"linear": lambda a: a, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu,
-            "leaky_relu": lambda a: F.leaky_relu(a, 0.01), "elu": F.elu, "softplus": F.softplus}[name]
+            "leaky_relu": lambda a: F.leaky_relu(a, 0.01), "elu": F.elu,
+            # exact log(1 + e^a): F.softplus returns a itself above its threshold (20), 2e-9 off
+            "softplus": lambda a: torch.logaddexp(a, torch.zeros_like(a))}[name]
 
 
 def _loss(h, y, loss):

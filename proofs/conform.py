@@ -124,9 +124,12 @@ def _compare_once(rule, impl, net, x, y, loss, state, hyper, targets: bool):
         if len(got) != L + 1:
             raise ValueError(f"impl returned {len(got)} targets, expected {L + 1} (layers 0..L)")
         labels = [f"target[{l}]" for l in range(L + 1)]
-        pairs = [(g, r) for g, r in zip(got, ref)]
-        act = [None if g is None or r is None else g for g, r in pairs]
-        exp = [None if g is None or r is None else r for g, r in pairs]
+        # Every layer where the reference defines a target must be matched: an implementation's
+        # None there is a mismatch (compare() fails on a one-sided None), not a skipped layer;
+        # otherwise an implementation returning no targets at all would pass vacuously. Layers
+        # without a reference target (None, e.g. the input) are not compared.
+        act = [None if r is None else g for g, r in zip(got, ref)]
+        exp = list(ref)
         return compare(act, exp, "oracle_value", "float64", labels=labels), labels
     upd, _ = rule.updates(net, state, x, y)
     out = impl(*args, **hyper)

@@ -67,3 +67,27 @@ def test_bad_arguments(capsys):
     assert main(["conform", "fa", "--impl", "examples.torch_fa:nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown rule" in err and "module:function" in err
+
+
+def test_target_conformance_needs_every_reference_target():
+    # Regression: layers where the implementation returned None were skipped, so an implementation
+    # returning no targets at all passed `check(..., targets=True)` vacuously.
+    pytest.importorskip("refimpl.rules.target_prop")
+    import dataclasses
+
+    import refimpl as ri
+
+    rule = ri.rules.DTP()
+
+    def same_as_reference(weights, biases, activations, x, y, state):
+        net = ri.Network(tuple(weights), tuple(biases), tuple(activations))
+        st = dataclasses.replace(rule.init(net, seed=0),
+                                 **{k: tuple(v) if isinstance(v, list) else v for k, v in state.items()})
+        return list(rule.targets(net, st, x, y))
+
+    def no_targets(weights, biases, activations, x, y, state):
+        return [None] * (len(weights) + 1)
+
+    assert C.check("dtp", same_as_reference, instances=10, targets=True).passed
+    res = C.check("dtp", no_targets, instances=10, targets=True)
+    assert not res.passed and "target[" in res.counterexample["where"]
