@@ -21,8 +21,9 @@ install: $(STAMP)
 verify: $(STAMP)
 	$(BIN)/refimpl verify
 
+# Two xdist workers on two cores: one BLAS/torch thread each, or they oversubscribe the cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/step_time.py
