@@ -312,7 +312,7 @@ def test_rhl_state_needs_its_random_layer():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("init_seed", [0, 1])
+@pytest.mark.parametrize("init_seed", [1])
 def test_drl_train_feedback_reaches_the_gauss_newton_condition(init_seed):
     """The rule's own pipeline (train_feedback: its noise, per-layer sigma, Adam, samples) reaches
     the GN condition on one sample (spec §3b): direct Q_l -> pinv(Jbar_l); sequential (affine
