@@ -176,7 +176,14 @@ def _rule_of(p, loss):
 
 
 def _shifted(arrays, rel):
-    return [a + rel * (1.0 + np.abs(a)) for a in (oracle.to_host(m) for m in arrays)]
+    """``a + rel (1 + |a|) P`` with a fixed standard-normal pattern ``P`` (seed 0, independent of the
+    instance). A constant pattern (the first version: ``P = 1``) is invisible whenever the rows of
+    the shift are equal and the delta above sums to zero: uSF's ``|B| = s`` makes the shift
+    constant, and softmax-ce's output delta sums to zero when the output units share ``f'``, so the
+    control passed (refimpl verify --seed 11 --instances 150, instance 15)."""
+    gen = np.random.default_rng(0)
+    return [a + rel * (1.0 + np.abs(a)) * gen.standard_normal(a.shape)
+            for a in (oracle.to_host(m) for m in arrays)]
 
 
 def _torch_side(inst, rule, state, perturb: float = 0.0):
@@ -445,7 +452,7 @@ THEOREMS = (
                "layers/fa_constructor/linear.py); oracle: torch autograd float64",
         conditions="same W, b, B (or M, seed, step) on both sides; depth >= 2",
         draw=_draw_mode, check=_check_modes, control=_control_modes,
-        control_breaks="the torch side's feedback matrices shifted by 100*rtol (relative)",
+        control_breaks="the torch side's feedback matrices shifted by 100*rtol (relative, fixed random pattern)",
     ),
     Theorem(
         name="feedback_alignment.fa_equals_bp_when_B_is_W",

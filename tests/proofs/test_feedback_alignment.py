@@ -33,3 +33,20 @@ def test_torch_implementations_reduce_to_bp():
     dW, db, _ = oracle.bp_gradients(one, x, y, "mse")
     gW, gb = P.torch_dfa_gradients(one, (np.eye(2),), x, y, "mse")
     assert compare(gW + gb, dW + db, "oracle_grad", "float64").holds
+
+
+def test_torch_match_control_is_not_blind_to_a_constant_shift():
+    """Regression (review): the control of matches_torch_custom_autograd shifted the torch side's
+    feedback by the same pattern in every row. For uSF (|B| = s everywhere) the shift was constant,
+    and a 2-class softmax-ce output delta sums to zero, so the shifted feedback gave the same deltas
+    and the control held (refimpl verify --seed 11 --instances 150, instance 15)."""
+    pytest.importorskip("torch")
+    from proofs.theorem import RngDrawer
+    from proofs.verify import instance_seed
+
+    thm = P.THEOREMS[0]
+    assert thm.name == "feedback_alignment.matches_torch_custom_autograd"
+    inst = thm.draw(RngDrawer(np.random.default_rng(instance_seed(thm.name, 11, 15))), np, "float64")
+    assert inst.params["mode"] == "usf" and inst.loss == "ce" and inst.net.sizes[-1] == 2
+    assert thm.check(inst).holds
+    assert not thm.control(inst).holds
