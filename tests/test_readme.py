@@ -1,0 +1,27 @@
+"""README's theorem table stays in step with what `refimpl verify` runs (proofs.THEOREMS)."""
+
+import pathlib
+import re
+
+import proofs
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _table_names():
+    text = README.read_text()
+    section = text.split("## Theorems (`refimpl verify`)", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([a-z_]+\.[A-Za-z0-9_]+)`", section, re.M)
+
+
+def test_every_registered_theorem_has_a_row_and_every_row_is_registered():
+    rows = _table_names()
+    names = [t.name for t in proofs.THEOREMS]
+    assert sorted(set(rows)) == sorted(rows), "duplicate rows in README's theorem table"
+    assert [n for n in names if n not in rows] == [], "registered theorems missing from README's table"
+    assert [r for r in rows if r not in names] == [], "README rows that `refimpl verify` does not run"
+
+
+def test_readme_mentions_the_two_setup_commands():
+    text = README.read_text()
+    assert "make verify" in text and "make test" in text
