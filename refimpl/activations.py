@@ -53,6 +53,11 @@ class Activation:
         if self.inv is None:
             raise ValueError(f"activation {self.name!r} is not invertible; {name} cannot be mapped back")
         xp = namespace(y)
+        # NaN compares False with every bound: without this, linear/leaky_relu/elu inverses (which
+        # have unbounded ends) passed NaN/inf through instead of rejecting them.
+        if not bool(xp.all(xp.isfinite(y))):
+            n_bad = int(xp.sum(xp.astype(~xp.isfinite(y), xp.int64)))
+            raise ValueError(f"{name}: inverse of {self.name!r} needs finite values, got {n_bad} NaN/inf entries")
         lo, hi = self.inv_domain
         if lo is not None and not bool(xp.all(y > lo)):
             bad = float(xp.min(y))

@@ -107,3 +107,12 @@ def test_dtype_preserved_float32(v):
     for name in NAMES:
         assert A.get(name).f(x).dtype == np.float32
         assert A.get(name).df(x).dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ["linear", "leaky_relu", "leaky_relu(0.2)", "elu", "tanh", "softplus"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_inverse_rejects_non_finite(name, bad):
+    # Regression: NaN fails every `>` / `<` bound test silently, so inverses with unbounded ends
+    # (linear, leaky_relu, elu above) returned NaN instead of raising.
+    with pytest.raises(ValueError, match="finite"):
+        A.get(name).inverse(np.array([0.1, bad]), name="target")
