@@ -190,6 +190,9 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
         kw = dict(net_kwargs)
         if loss == "ce" and kw.get("kind", "any") == "any":
             kw.setdefault("output_width", (2, 12))
+        elif loss == "ce" and kw.get("output_width") is None:  # square kinds: 1-class ce is constant
+            lo, hi = kw.get("width", (1, 12))
+            kw["width"] = (max(2, lo), max(2, hi))
         net = draw_network(d, "numpy", "float64", **kw)
         x, y = draw_batch(d, net, loss, labels=True)
         state_seed = d.integer(0, 2**16)

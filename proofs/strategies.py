@@ -152,8 +152,12 @@ def draw_instance(d: Drawer, xp="numpy", dtype="float64", *, losses=("mse", "ce"
     comparison can fail).
     """
     loss = d.choice(losses)
-    if loss == "ce" and network_kwargs.get("output_width") is None and network_kwargs.get("kind", "any") == "any":
-        network_kwargs = dict(network_kwargs, output_width=(2, network_kwargs.get("width", (1, 12))[1]))
+    if loss == "ce" and network_kwargs.get("output_width") is None:
+        lo, hi = network_kwargs.get("width", (1, 12))
+        if network_kwargs.get("kind", "any") == "any":
+            network_kwargs = dict(network_kwargs, output_width=(2, hi))
+        elif lo < 2:  # square kinds: every width is the output width, so all of them >= 2
+            network_kwargs = dict(network_kwargs, width=(2, max(2, hi)))
     net = draw_network(d, xp, dtype, **network_kwargs)
     x, y = draw_batch(d, net, loss, batch=batch)
     return NetInstance(net, x, y, loss)

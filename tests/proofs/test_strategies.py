@@ -52,3 +52,17 @@ def test_batches_match_network(inst):
             np.testing.assert_array_equal(y.sum(1), np.ones(B))
     else:
         assert y.shape == (B, inst.net.sizes[-1])
+
+
+def test_ce_instances_have_two_classes_for_every_kind():
+    # Regression: with kind square/orthogonal/invertible the output width was drawn from width=(1, .),
+    # so a ce instance could have one class: constant loss, all gradients zero, nothing checkable.
+    import numpy as np
+    from proofs.strategies import draw_instance
+    from proofs.theorem import RngDrawer
+
+    gen = np.random.default_rng(0)
+    for kind in ("square", "orthogonal", "invertible"):
+        for _ in range(40):
+            inst = draw_instance(RngDrawer(gen), losses=("ce",), kind=kind, width=(1, 3))
+            assert inst.net.sizes[-1] >= 2
