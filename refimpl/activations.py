@@ -38,7 +38,10 @@ class Activation:
     df: Callable
     inv: Optional[Callable]
     inv_domain: tuple
-    #: True when f is smooth (C^2) everywhere, false for piecewise-linear ones.
+    #: True when f' is continuous and Lipschitz everywhere (so first-order Taylor remainders are
+    #: O(eps^2)); false for the piecewise-linear ones and elu with alpha != 1. linear, tanh,
+    #: sigmoid and softplus are C^infinity; elu(1.0) is only C^1 (f'' jumps from 1 to 0 at 0), so
+    #: a second-order (Hessian) argument needs :data:`proofs.strategies.SMOOTH_ACTIVATIONS`.
     smooth: bool
 
     def __call__(self, x):
