@@ -37,13 +37,24 @@ from refimpl.backend import to_numpy
 from .strategies import draw_network, draw_batch, ALL_ACTIVATIONS, INVERTIBLE_ACTIVATIONS
 from .theorem import HypothesisDrawer, compare
 
-__all__ = ["check", "replay", "load_impl", "resolve_rule", "state_to_host", "ConformResult", "RULE_NETWORKS"]
+__all__ = ["check", "replay", "load_impl", "resolve_rule", "state_to_host", "ConformResult", "RULE_NETWORKS",
+           "ReferenceRejected"]
 
 #: Networks a rule is defined on (rule class name -> draw_network keyword arguments).
+#: ``shared_hidden=True``: one activation drawn for all hidden layers (the microcircuit has one
+#: transfer function phi). Without an entry a rule gets any network, and rules with structural
+#: requirements (no biases, linear output) rejected every draw.
 RULE_NETWORKS = {
     "GaitProp": dict(kind="invertible", activations=INVERTIBLE_ACTIVATIONS, depth=(1, 4)),
     "TPInverse": dict(kind="invertible", activations=INVERTIBLE_ACTIVATIONS, depth=(1, 4)),
+    "Microcircuit": dict(depth=(2, 4), output_activations=("linear",), bias=False, shared_hidden=True),
+    "CorInfoMax": dict(bias=False),
 }
+
+
+class ReferenceRejected(ValueError):
+    """The reference rule rejected a drawn instance (a structural requirement the draw missed):
+    a problem of the check's set-up, never blamed on the implementation."""
 
 def resolve_rule(rule, hyper: Optional[dict] = None):
     """A rule instance from an instance, a name or spec (``"fa"``, ``"usf"``, ``"gaitprop:gamma=0.001"``;
@@ -118,8 +129,13 @@ def _compare_once(rule, impl, net, x, y, loss, state, hyper, targets: bool):
     host_state = state_to_host(state)
     args = ([to_numpy(W) for W in net.weights], [to_numpy(b) for b in net.biases], list(net.activations),
             to_numpy(x), to_numpy(y), host_state)
+    try:
+        ref = rule.targets(net, state, x, y) if targets else rule.updates(net, state, x, y)[0]
+    except (ValueError, TypeError) as exc:
+        raise ReferenceRejected(f"the reference {type(rule).__name__} rejected the drawn instance (sizes "
+                                f"{list(net.sizes)}, activations {list(net.activations)}): {exc}; restrict the "
+                                "draw with network=... (proofs.conform.RULE_NETWORKS)") from exc
     if targets:
-        ref = rule.targets(net, state, x, y)
         got = impl(*args, **hyper)
         if len(got) != L + 1:
             raise ValueError(f"impl returned {len(got)} targets, expected {L + 1} (layers 0..L)")
@@ -131,7 +147,7 @@ def _compare_once(rule, impl, net, x, y, loss, state, hyper, targets: bool):
         act = [None if r is None else g for g, r in zip(got, ref)]
         exp = list(ref)
         return compare(act, exp, "oracle_value", "float64", labels=labels), labels
-    upd, _ = rule.updates(net, state, x, y)
+    upd = ref
     out = impl(*args, **hyper)
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise ValueError("impl must return (dW, db): two lists of per-layer arrays")
@@ -177,7 +193,7 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
     net_kwargs.update(network or {})
     rule_loss = getattr(ref, "loss", None)
     loss_choices = (rule_loss,) if isinstance(rule_loss, str) else tuple(losses)
-    failures = []
+    failures, rejected = [], []
     count = {"n": 0}
 
     @settings(max_examples=instances, deadline=None, database=None, derandomize=False, print_blob=False,
@@ -188,6 +204,8 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
         d = HypothesisDrawer(data)
         loss = d.choice(loss_choices)
         kw = dict(net_kwargs)
+        if kw.pop("shared_hidden", False):
+            kw["activations"] = (d.choice(kw["activations"]),)
         if loss == "ce" and kw.get("kind", "any") == "any":
             kw.setdefault("output_width", (2, 12))
         elif loss == "ce" and kw.get("output_width") is None:  # square kinds: 1-class ce is constant
@@ -198,10 +216,19 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
         state_seed = d.integer(0, 2**16)
         r = dataclasses.replace(ref, loss=loss) if hasattr(ref, "loss") and rule_loss is not None and \
             loss != rule_loss else ref
-        state = r.init(net, seed=state_seed)
+        try:
+            state = r.init(net, seed=state_seed)
+        except (ValueError, TypeError) as exc:
+            rejected.append(ReferenceRejected(
+                f"{type(r).__name__}.init rejected the drawn network (sizes {list(net.sizes)}, activations "
+                f"{list(net.activations)}): {exc}; restrict the draw with network=... (proofs.conform.RULE_NETWORKS)"))
+            raise rejected[-1] from exc
         count["n"] += 1
         try:
             ev, _ = _compare_once(r, impl, net, x, y, loss, state, ih, targets)
+        except ReferenceRejected as exc:
+            rejected.append(exc)
+            raise
         except Exception as exc:
             failures.append({**_instance_json(net, x, y, loss, state_seed, state), "where": "impl raised",
                              "error": math.inf, "tolerance": 0.0, "detail": f"{type(exc).__name__}: {exc}"})
@@ -217,6 +244,8 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
         _search()
     except Exception as exc:  # Hypothesis re-raises the minimal example's failure, run last
         if not failures:
+            if rejected:  # the set-up's fault, not the implementation's: one clear error
+                raise rejected[0] from None
             raise
         return ConformResult(name, False, count["n"], failures[-1], f"{type(exc).__name__}: {str(exc)[:300]}")
     return ConformResult(name, True, count["n"])

@@ -91,3 +91,27 @@ def test_target_conformance_needs_every_reference_target():
     assert C.check("dtp", same_as_reference, instances=10, targets=True).passed
     res = C.check("dtp", no_targets, instances=10, targets=True)
     assert not res.passed and "target[" in res.counterexample["where"]
+
+
+@pytest.mark.parametrize("rule", ["microcircuit", "corinfomax"])
+def test_rules_with_structural_requirements_get_networks_they_accept(rule):
+    # Regression: conform drew networks with biases / non-linear outputs / mixed hidden
+    # activations, which these rules reject, so `refimpl conform microcircuit|corinfomax` could not
+    # run at all (and a reference error inside the comparison was reported as "impl raised").
+    pytest.importorskip(f"refimpl.rules.{rule}")
+
+    def zeros(weights, biases, activations, x, y, state, **hyper):
+        return [np.zeros_like(W) for W in weights], [np.zeros_like(b) for b in biases]
+
+    res = C.check(rule, zeros, instances=4)
+    assert not res.passed and res.counterexample["where"] != "impl raised", res.summary()
+
+
+def test_reference_rejection_is_not_blamed_on_the_implementation():
+    def never_called(*args, **kwargs):  # pragma: no cover - must not run
+        raise AssertionError("impl called")
+
+    # GaitProp on non-invertible networks: the reference (or its init) rejects the draw.
+    with pytest.raises(C.ReferenceRejected, match="rejected"):
+        C.check("gaitprop", never_called, instances=3,
+                network=dict(kind="any", activations=("relu",), depth=(2, 2)))
