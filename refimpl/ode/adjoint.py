@@ -30,7 +30,7 @@ def grad_adjoint(field: NetworkField, x0, grid, method, cotangent, *, ledger: Le
     tab = get_tableau(method)
     field.check_state(x0)
     ts = check_grid(grid)
-    field.check_state(cotangent, "cotangent")
+    field.check_cotangent(cotangent, x0)
     ledger = ledger if ledger is not None else Ledger("adjoint")
     coef = tab.as_floats()
     a, b, c = coef["a"], coef["b"], coef["c"]
@@ -61,6 +61,7 @@ def grad_adjoint(field: NetworkField, x0, grid, method, cotangent, *, ledger: Le
             xbar, gW, gb = field.vjp(tp, Li)
             ledger.close(tp)
             Kx[i], Kl[i], Kt[i] = tp.out, -xbar, (gW, gb)
+            tp = None  # freed before the next stage's tape is built
         for i in live:
             if b[i] != 0.0:
                 x = x + (h * b[i]) * Kx[i]

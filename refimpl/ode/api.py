@@ -28,6 +28,7 @@ not, is a constant: step-size control is not differentiated. ``gradients_report`
 from __future__ import annotations
 
 import math
+import numbers
 
 from ..network import Network
 from .adjoint import grad_adjoint
@@ -50,8 +51,10 @@ def _grid(t0, t1, steps):
         return None
     if isinstance(steps, bool):
         raise TypeError("steps: expected an int, a sequence of grid times or None, got a bool")
-    if isinstance(steps, int):
-        return uniform_grid(t0, t1, steps)
+    if isinstance(steps, numbers.Integral):  # numpy integers too (e.g. a step count read from an array)
+        return uniform_grid(t0, t1, int(steps))
+    if isinstance(steps, (str, bytes)):
+        raise TypeError(f"steps: expected an int, a sequence of grid times or None, got {type(steps).__name__}")
     try:
         ts = check_grid(list(steps))
     except TypeError as exc:
@@ -63,7 +66,7 @@ def _grid(t0, t1, steps):
 
 def _check_times(t0, t1):
     for nm, v in (("t0", t0), ("t1", t1)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
             raise ValueError(f"{nm}: expected a finite number, got {v!r}")
     if not t1 > t0:
         raise ValueError(f"t1: expected t1 > t0 = {t0} (time runs forward), got {t1}")
@@ -78,8 +81,11 @@ def solve(net: Network, x0, t1: float, steps, method, *, t0: float = 0.0, time_d
     tab = get_tableau(method)
     ts = _grid(t0, t1, steps)
     if ts is None:
-        return solve_adaptive(field, x0, t0, t1, tab, rtol=rtol, atol=atol)
-    return solve_grid(field, x0, ts, tab)
+        traj = solve_adaptive(field, x0, t0, t1, tab, rtol=rtol, atol=atol)
+    else:
+        traj = solve_grid(field, x0, ts, tab)
+    _check_finite(field, (traj.x1,), f"solve ({tab.name}, {traj.steps} steps)")
+    return traj
 
 
 def gradients_report(net: Network, x0, t1: float, steps, method, cotangent, mode: str = "symplectic", *,
@@ -103,18 +109,29 @@ def gradients_report(net: Network, x0, t1: float, steps, method, cotangent, mode
         cot = cotangent(x1)
     else:
         cot = cotangent
-    field.check_state(cot, "cotangent")
+    field.check_cotangent(cot, x0)
     ledger = Ledger(mode)
     if mode == "backprop":
-        return grad_backprop(field, x0, ts, tab, cot, ledger=ledger, record=record)
-    if mode == "symplectic":
-        return grad_symplectic(field, x0, ts, tab, cot, ledger=ledger, record=record,
-                               trajectory=None if traj is None else traj.xs)
-    if mode == "checkpoint":
-        return grad_checkpoint(field, x0, ts, tab, cot, ledger=ledger, record=record,
-                               trajectory=None if traj is None else traj.xs)
-    return grad_adjoint(field, x0, ts, tab, cot, ledger=ledger, record=record,
-                        x1=None if traj is None else traj.x1)
+        g = grad_backprop(field, x0, ts, tab, cot, ledger=ledger, record=record)
+    elif mode == "symplectic":
+        g = grad_symplectic(field, x0, ts, tab, cot, ledger=ledger, record=record,
+                            trajectory=None if traj is None else traj.xs)
+    elif mode == "checkpoint":
+        g = grad_checkpoint(field, x0, ts, tab, cot, ledger=ledger, record=record,
+                            trajectory=None if traj is None else traj.xs)
+    else:
+        g = grad_adjoint(field, x0, ts, tab, cot, ledger=ledger, record=record,
+                         x1=None if traj is None else traj.x1)
+    _check_finite(field, (g.dx0,) + tuple(g.dW) + tuple(g.db), f"gradients (mode={mode!r}, {len(ts) - 1} steps)")
+    return g
+
+
+def _check_finite(field, arrays, what):
+    """Overflow in the solution or the adjoint must not come back as inf/nan gradients silently."""
+    xp = field.net.xp
+    if not all(bool(xp.all(xp.isfinite(v))) for v in arrays):
+        raise FloatingPointError(f"{what}: non-finite values (the solution or the adjoint overflowed); "
+                                 f"shorten the interval, take more steps or rescale the field")
 
 
 def gradients(net: Network, x0, t1: float, steps, method, cotangent, mode: str = "symplectic", *,

@@ -31,7 +31,7 @@ def grad_backprop(field: NetworkField, x0, grid, method, cotangent, *, ledger: L
     tab = get_tableau(method)
     field.check_state(x0)
     ts = check_grid(grid)
-    field.check_state(cotangent, "cotangent")
+    field.check_cotangent(cotangent, x0)
     ledger = ledger if ledger is not None else Ledger("backprop")
     coef = tab.as_floats()
     a, b = coef["a"], coef["b"]

@@ -25,7 +25,7 @@ def grad_checkpoint(field: NetworkField, x0, grid, method, cotangent, *, ledger:
     tab = get_tableau(method)
     field.check_state(x0)
     ts = check_grid(grid)
-    field.check_state(cotangent, "cotangent")
+    field.check_cotangent(cotangent, x0)
     ledger = ledger if ledger is not None else Ledger("checkpoint")
     coef = tab.as_floats()
     live = tab.live

@@ -81,6 +81,15 @@ class NetworkField:
             raise ValueError(f"{name}: expected finite values")
         return xp
 
+    def check_cotangent(self, cotangent, x0, name: str = "cotangent"):
+        """``dL/dx(t1)``: finite, the network's dtype, and exactly the shape of ``x0`` (a cotangent of a
+        different batch size would otherwise broadcast silently over the samples)."""
+        xp = self.check_state(cotangent, name)
+        if tuple(cotangent.shape) != tuple(x0.shape):
+            raise ValueError(f"{name}: expected the shape of x0 {tuple(x0.shape)} (dL/dx(t1), one row per "
+                             f"sample), got {tuple(cotangent.shape)}")
+        return xp
+
     def _input(self, x, t):
         if not self.time_dependent:
             return x

@@ -61,7 +61,7 @@ def grad_symplectic(field: NetworkField, x0, grid, method, cotangent, *, ledger:
     tab = get_tableau(method)
     field.check_state(x0)
     ts = check_grid(grid)
-    field.check_state(cotangent, "cotangent")
+    field.check_cotangent(cotangent, x0)
     ledger = ledger if ledger is not None else Ledger("symplectic")
     coef = tab.as_floats()
     a = coef["a"]
@@ -109,6 +109,7 @@ def grad_symplectic(field: NetworkField, x0, grid, method, cotangent, *, ledger:
             ledger.open(tp)
             xbar, gW, gb = field.vjp(tp, Lam)
             ledger.close(tp)
+            tp = None  # freed before the next stage's tape is built: one tape alive at a time
             l[i] = -xbar
             dW, db = add_params(dW, gW, h * w[i]), add_params(db, gb, h * w[i])
         for i in live:

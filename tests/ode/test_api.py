@@ -126,3 +126,35 @@ def test_float32_stays_float32():
     g64 = _flat(ode.gradients(net, x0, 1.0, 5, "rk4", cot, time_dependent=True))
     g32 = _flat(ode.gradients(net32, x32, 1.0, 5, "rk4", c32, time_dependent=True))
     np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-5)
+
+
+def test_cotangent_must_have_the_shape_of_x0():
+    # review regression: a (1, d) cotangent for a (B, d) batch broadcast silently over the samples
+    net, x0, cot = _setup(B=3)
+    for mode in ode.MODES:
+        with pytest.raises(ValueError, match=r"cotangent: expected the shape of x0 \(3, 2\)"):
+            ode.gradients(net, x0, 1.0, 3, "rk4", cot[:1], mode)
+    with pytest.raises(ValueError, match="cotangent: expected the shape of x0"):
+        ode.gradients(net, x0, 1.0, 3, "rk4", lambda x1: x1[:1])
+    with pytest.raises(ValueError, match="cotangent: expected the shape of x0"):
+        ode.symplectic.grad_symplectic(ode.field.NetworkField(net), x0, (0.0, 0.5, 1.0), "rk4", cot[:2])
+
+
+def test_steps_accepts_numpy_integers_and_rejects_strings():
+    net, x0, cot = _setup()
+    a = ode.gradients(net, x0, np.float64(1.0), np.int64(3), "rk4", cot)
+    b = ode.gradients(net, x0, 1.0, 3, "rk4", cot)
+    np.testing.assert_array_equal(_flat(a), _flat(b))
+    with pytest.raises(TypeError, match="steps: expected an int"):
+        ode.solve(net, x0, 1.0, "10", "rk4")
+    with pytest.raises(ValueError, match="steps: expected a positive int"):
+        ode.solve(net, x0, 1.0, np.int64(0), "rk4")
+
+
+def test_overflow_is_an_error_not_nan_gradients():
+    net = ri.Network((50.0 * np.eye(2),), (np.zeros(2),), ("linear",))
+    x0 = np.ones((1, 2))
+    with pytest.raises(FloatingPointError, match="non-finite"), np.errstate(all="ignore"):
+        ode.gradients(net, x0, 1e6, 8, "rk4", x0, "adjoint")
+    with pytest.raises(FloatingPointError, match="non-finite"), np.errstate(all="ignore"):
+        ode.solve(net, x0, 1e9, 10, "rk4")
