@@ -10,12 +10,14 @@ symplectic adjoint paper (Matsubara et al. 2021, Table 1) is stated in live tape
 
 ``s_eff`` is the number of stages that carry the solution (:attr:`Tableau.effective_stages`).
 Counting is done by the methods' own bookkeeping, not by process memory, so it is deterministic and
-backend-independent. A :class:`Ledger` is created per call (no module state).
+backend-independent; ``peak_held`` cross-checks the live-tape count with weak references to the
+:class:`Tape` objects (what the interpreter actually still holds, whatever ``close`` was called). A :class:`Ledger` is created per call (no module state).
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 __all__ = ["MemoryReport", "Ledger"]
@@ -28,7 +30,9 @@ class MemoryReport:
     ``peak_tapes``: most tapes alive at once; ``peak_tape_bytes``: their bytes at that peak (largest);
     ``checkpoints``: states stored across the whole backward pass; ``stage_states``: states held
     for one step's recomputation; ``f_evals``: forward evaluations of the field (with or without a
-    tape); ``vjp_evals``: vector-Jacobian products.
+    tape); ``vjp_evals``: vector-Jacobian products; ``peak_held``: most :class:`Tape` objects actually
+    alive at once (tracked by weak references, i.e. by the interpreter freeing them, independently of
+    the ``close`` calls that ``peak_tapes`` counts; -1 when not tracked).
     """
 
     method: str
@@ -38,6 +42,7 @@ class MemoryReport:
     stage_states: int
     f_evals: int
     vjp_evals: int
+    peak_held: int = -1
 
 
 def nbytes(x) -> int:
@@ -68,6 +73,11 @@ class Ledger:
         self.stage_states = 0
         self.f_evals = 0
         self.vjp_evals = 0
+        self.held = 0
+        self.peak_held = 0
+
+    def _freed(self) -> None:
+        self.held -= 1
 
     def f(self, n: int = 1) -> None:
         self.f_evals += n
@@ -80,6 +90,9 @@ class Ledger:
         if self.alive > self.peak:
             self.peak = self.alive
         self.peak_bytes = max(self.peak_bytes, self.alive_bytes)
+        self.held += 1
+        self.peak_held = max(self.peak_held, self.held)
+        weakref.finalize(tape, self._freed)
 
     def close(self, tape) -> None:
         """A tape was consumed by its vjp and freed."""
@@ -90,4 +103,4 @@ class Ledger:
 
     def report(self) -> MemoryReport:
         return MemoryReport(self.method, self.peak, self.peak_bytes, self.checkpoints, self.stage_states,
-                            self.f_evals, self.vjp_evals)
+                            self.f_evals, self.vjp_evals, self.peak_held)
