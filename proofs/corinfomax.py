@@ -291,11 +291,23 @@ def _draw_gap(d, xp, dtype):
 
 # --- P-A3: fixed points satisfy the box KKT conditions ---------------------------------------------
 
-#: Sweeps to (near) convergence. The damped Euler map (eta_s = 0.5 / (g_lk + 2/eps)) contracts by a
-#: factor <= ~0.95 per sweep on these draws (Xavier gain 0.8, widths <= 7); 600 sweeps leave
-#: ~1e-13 of an O(1) start, far below the 1e-6 convergence tolerance of the spec (P-A3).
-KKT_SWEEPS = 600
-KKT_TOL = 1e-6
+#: Sweeps per chunk, and the most sweeps before the check gives up (reports holds=False). A fixed
+#: 600 sweeps with a 1e-6 tolerance was fragile: convergence is linear but its rate varies by draw
+#: (a unit near the box boundary, a narrow layer); review of 2026-11-22 measured, on 300 draws of
+#: ``_draw_kkt`` (numpy, seeds 0..299 of ``np.random.default_rng``), a KKT violation after 600 sweeps
+#: of up to 2.6e-6 (seed 91, > 1e-6: the theorem failed) and up to 3e-11 after 1200.
+KKT_CHUNK = 600
+KKT_MAX_SWEEPS = 9000
+#: Convergence of the sweep map: the last state's velocity max|rhs(u, r)| (rhs of soma_rhs at the
+#: final u). At a fixed point it is exactly 0, and for every unit the KKT violation of F(r) is at most
+#: |rhs| (hidden: rhs = F(r) - (g_lk + 2/eps)(u - r), output: (g_lk + 1/eps + c)(u - r); u - r has the
+#: sign of the saturation), so a velocity <= KKT_VELOCITY bounds the convergence part of the violation.
+KKT_VELOCITY = 1e-13
+#: KKT tolerance (float64): the violation is at most the final velocity (<= 1e-13) plus the rounding
+#: of F, a sum of O(n) products of size <= |F| / eps ~ 1e-15 * n * 10 (n <= 7, eps >= 0.05); the
+#: table's exact_identity rtol 1e-10 leaves a margin of >= 100. (Was 1e-6, the spec's "convergence
+#: check", with a fixed sweep count, see above.)
+KKT_TOL = 1e-10
 
 
 def _excitatory(inst, gain):
@@ -310,26 +322,46 @@ def _draw_kkt(d, xp, dtype):
     return _excitatory(_draw_dynamics(d, xp, dtype, init_gain=0.8), 0.8)
 
 
-def _kkt_evidence(inst, sweeps):
+def _velocity(rule, net, state, ph, y):
+    """max |rhs(u, r)| of every layer at the final state of ``ph`` (the size of the next Euler step / eta)."""
+    R = ph.R
+    return max(float(np.max(np.abs(to_numpy(C.soma_rhs(rule, net, state, k, ph.U[k], R, y, ph.beta)[0]))))
+               for k in range(1, net.depth + 1))
+
+
+def _kkt_evidence(inst, sweeps, converge):
+    """Relax ``sweeps`` sweeps (``converge``: then further chunks, restarting u at r, until the velocity is
+    <= KKT_VELOCITY or KKT_MAX_SWEEPS); the KKT violation of F = the torch autograd gradient of the
+    per-layer stop-gradient objectives (J_sg, output - c/2 ||r_P||^2) at the final activities -- an
+    independent oracle, not the rule's own field."""
     rule, net = inst.rule, inst.net
     ph = C.relax(rule, net, inst.state, inst.x, inst.y, rule.beta, sweeps)
-    F = C.field_at(rule, net, inst.state, ph.R, inst.y, rule.beta)
+    done = sweeps
+    vel = _velocity(rule, net, inst.state, ph, inst.y)
+    while converge and vel > KKT_VELOCITY and done < KKT_MAX_SWEEPS:
+        ph = C.relax(rule, net, inst.state, inst.x, inst.y, rule.beta, KKT_CHUNK, start=ph.R[1:])
+        done += KKT_CHUNK
+        vel = _velocity(rule, net, inst.state, ph, inst.y)
+    F = torch_objective_gradients(rule, net, inst.state, inst.x, ph.R[1:], inst.y, rule.beta)
     worst = 0.0
     for k in range(1, net.depth + 1):
-        r, f = to_numpy(ph.R[k]), to_numpy(F[k])
+        r, f = to_numpy(ph.R[k]), F[k]
         viol = np.where(r <= 0.0, np.maximum(f, 0.0), np.where(r >= 1.0, np.maximum(-f, 0.0), np.abs(f)))
         worst = max(worst, float(np.max(viol)) if viol.size else 0.0)
     tol = KKT_TOL if "64" in str(net.dtype) else 1e-3
+    converged = vel <= KKT_VELOCITY or not converge
     sat = sum(int(np.sum((to_numpy(ph.R[k]) <= 0) | (to_numpy(ph.R[k]) >= 1))) for k in range(1, net.depth + 1))
-    return Evidence(worst <= tol, worst, tol, f"{sweeps} sweeps, max KKT violation {worst:.2e}; {sat} saturated units")
+    return Evidence(worst <= tol and converged, worst, tol,
+                    f"{done} sweeps (velocity {vel:.1e}{'' if converged else ', NOT converged'}), max KKT violation "
+                    f"{worst:.2e} of the autograd stop-gradient gradient; {sat} saturated units")
 
 
 def _check_kkt(inst):
-    return _kkt_evidence(inst, KKT_SWEEPS)
+    return _kkt_evidence(inst, KKT_CHUNK, True)
 
 
 def _control_kkt(inst):
-    return _kkt_evidence(inst, 3)
+    return _kkt_evidence(inst, 3, False)
 
 
 # --- P-A4: updates = difference of local least-squares gradients -----------------------------------
@@ -734,14 +766,12 @@ def _ep_limit_evidence(inst, state):
     net, x, y = inst.net, inst.x, inst.y
     free = C.relax(rule, net, state, x, y, 0.0, EP_SWEEPS)
     true = _interior_grad(rule, net, state, x, y, free.R)[0]
-    N = x.shape[0]
-    R0 = to_numpy(free.R[1])
-    xh = to_numpy(x)
 
     def diff(beta):
+        # the rule's own contrast (CorInfoMax._contrast, what updates() returns as dW) on the converged
+        # phases: the sign and scale of the rule's dW are checked against the true gradient, end to end
         nud = C.relax(rule, net, state, x, y, beta, EP_SWEEPS, start=free.R[1:])
-        Rb = to_numpy(nud.R[1])
-        dW0 = -((Rb - R0).T @ xh) / (N * beta)  # = dW[0]: the -W <x x^T> parts of both phases cancel (x clamped)
+        dW0 = to_numpy(rule._contrast(net, state, {"free": free, "nudged": nud, "beta": beta})[0][0])
         return (dW0 / rule.eps - true).ravel()
 
     return order_check(diff, EP_STEPS, 1, scale=max(float(np.linalg.norm(true)), 1e-300), dtype=net.dtype)
@@ -870,13 +900,14 @@ THEOREMS = (
     ),
     Theorem(
         name="corinfomax.fixed_points_satisfy_box_kkt",
-        statement="after 600 Gauss-Seidel sweeps the activities satisfy the per-layer box KKT conditions of the "
-                  "stop-gradient objectives: F <= 0 where r = 0, F >= 0 where r = 1, F = 0 inside (|.| <= 1e-6), "
-                  "F the field at u = r (output including -c r_P)",
+        statement="at the fixed point of the Gauss-Seidel sweeps (iterated until the velocity is <= 1e-13) the "
+                  "activities satisfy the per-layer box KKT conditions of the stop-gradient objectives: F <= 0 where "
+                  "r = 0, F >= 0 where r = 1, F = 0 inside (|.| <= 1e-10), F the torch autograd gradient of J_sg "
+                  "(output: J_sg - c/2 ||r_P||^2)",
         source="spec P-A3 [corrected: per-layer variational inequality, a single objective only when W_b = W_f^T]",
-        conditions="enough sweeps for the damped projected dynamics to converge (Xavier gain 0.8)",
+        conditions="the damped projected dynamics converge (at most 9000 sweeps; Xavier gain 0.8)",
         draw=_draw_kkt, check=_check_kkt, control=_control_kkt,
-        control_breaks="3 sweeps only (not converged)",
+        control_breaks="3 sweeps only (not converged: violation 0.1 to 2 on 300 draws)",
         dtypes=("float64",),
         # 600 sweeps are ~3.6 s per instance on array_api_strict (pure-Python dispatch); the same
         # dynamics code runs there in updates_are_local_ls_contrast and tests/rules/test_corinfomax.py
