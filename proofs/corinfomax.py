@@ -603,16 +603,20 @@ def _control_asym(inst):
 
 
 def _orth_evidence(inst, perturb):
+    # both predictors of ridge_predictors: forward (x -> y, errors e = y - W_f x) and backward
+    # (y -> x, errors x - W_b y); the backward one is otherwise checked only at eps = 0
     Rx, Ry, Rxy = inst.correlations()
-    Wf, _ = C.ridge_predictors(Rx, Ry, Rxy, inst.eps)
-    if perturb:
-        gen = host_rng(7)
-        Wf = Wf + from_numpy(0.1 * gen.standard_normal(tuple(Wf.shape)), ri.backend.namespace(Wf), Wf.dtype)
+    Wf, Wb = C.ridge_predictors(Rx, Ry, Rxy, inst.eps)
     N = inst.X.shape[0]
-    E = inst.Y - inst.X @ Wf.T
-    lhs = Wf.T @ (E.T @ inst.X / N)
-    return compare([lhs], [inst.eps * to_numpy(Wf).T @ to_numpy(Wf)], "exact_identity", inst.X.dtype,
-                   labels=["<(W*^T e) x^T>"])
+    lhs, rhs = [], []
+    for W, src, out in ((Wf, inst.X, inst.Y), (Wb, inst.Y, inst.X)):
+        if perturb:
+            gen = host_rng(7)
+            W = W + from_numpy(0.1 * gen.standard_normal(tuple(W.shape)), ri.backend.namespace(W), W.dtype)
+        E = out - src @ W.T
+        lhs.append(W.T @ (E.T @ src / N))
+        rhs.append(inst.eps * to_numpy(W).T @ to_numpy(W))
+    return compare(lhs, rhs, "exact_identity", inst.X.dtype, labels=["<(W_f*^T e_fwd) x^T>", "<(W_b*^T e_bwd) y^T>"])
 
 
 # --- P-A2 (c2): the envelope identity --------------------------------------------------------------
@@ -833,7 +837,8 @@ THEOREMS = (
     Theorem(
         name="corinfomax.ridge_error_orthogonality",
         statement="for the ridge predictor W* = R_yx (R_x+eps I)^-1: <e x^T> = eps W*, so <(W*^T e) x^T> = eps W*^T W* "
-                  "(the W^T e terms of the full gradient do not vanish at optimal predictors; spec's corrected P-A2 (c1))",
+                  "(the W^T e terms of the full gradient do not vanish at optimal predictors; spec's corrected P-A2 (c1)); "
+                  "likewise for the backward predictor W_b* = R_xy (R_y+eps I)^-1",
         source="spec P-A2 (c1) [corrected]; normal equations of the ridge regression",
         conditions="W is the ridge-optimal predictor for the batch",
         draw=_draw_info, check=lambda i: _orth_evidence(i, False), control=lambda i: _orth_evidence(i, True),

@@ -59,7 +59,10 @@ With the local least-squares losses ``l_f = 1/2 <||r_{k+1} - W_{f,k} r_k||^2>`` 
 (``+ eps W`` each with ``weight_decay=True``; three phases: ``r^0 -> r^{-beta}``, ``1/beta -> 1/(2 beta)``),
 so ``W <- W - mu dW`` is the paper's ascent step ``W += (mu/beta)[<e^b r^bT> - <e^0 r^0T>]``. The
 per-layer rates ``mu_{f,k}`` of the paper belong to the optimiser. ``dW`` is a local EP-style
-estimate; it is *not* BP's gradient, not even in the limit beta -> 0 (theorem table, spec P-A4).
+estimate; it is *not* BP's gradient, not even in the limit beta -> 0 (theorem table, spec P-A4),
+with one exception: with tied ``W_b = W_f^T`` the first layer's ``dW[0] -> eps * dC/dW_{f,0}``
+(``C = 1/2 <||y - r_P||^2>`` at the free fixed point; note the factor ``eps``), theorem
+``corinfomax.ep_limit_first_layer_tied``.
 
 The backward predictors and lateral weights are updated inside :meth:`CorInfoMax.updates` and
 returned in the new state (they are not parameters of ``net``):
