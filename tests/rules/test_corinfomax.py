@@ -290,3 +290,32 @@ def test_train_loop_runs_and_state_evolves():
     assert res.state.step == -(-data.n_train // 64)
     assert not np.allclose(to_numpy(res.state.B[0]), to_numpy(st0.B[0]))
     assert not np.allclose(to_numpy(res.state.Wb[1]), to_numpy(st0.Wb[1]))
+
+
+@pytest.mark.parametrize("three_phase", [False, True])
+def test_gradient_convention_reproduces_the_codes_in_place_update(three_phase):
+    """Review 2026-11-22: ``W - mu dW`` is literally the code's step (batch_step_hopfield)
+    ``W += -(1/(beta (three_phase + 1))) mu mean(e_free r_free^T - e_nudged r_nudged^T)``; with weight decay the
+    code then applies ``W -= mu eps W`` to the *updated* W, which differs from ``dW += eps W`` by exactly
+    ``-mu eps Delta`` (Delta the code's contrastive step, itself proportional to mu): second order in the rate,
+    a documented judgement call."""
+    net = _net()
+    mu, beta = 0.3, -0.7
+    rule = CorInfoMax(lam=0.95, t_free=12, t_nudge=5, beta=beta, three_phase=three_phase)
+    st = rule.init(net, seed=2)
+    x, y = _batch()
+    upd, _ = rule.updates(net, st, x, y)
+    rec = upd.record
+    free = rec["r_third"] if three_phase else rec["r_free"]
+    nud = rec["r_nudged"]
+    for i, W in enumerate(net.weights):
+        W = to_numpy(W)
+        ef = to_numpy(free[i + 1]) - to_numpy(free[i]) @ W.T
+        en = to_numpy(nud[i + 1]) - to_numpy(nud[i]) @ W.T
+        outer = lambda e, r: np.mean(e[:, :, None] * to_numpy(r)[:, None, :], axis=0)  # mean of e r^T per sample
+        delta = -(1 / (beta * (int(three_phase) + 1))) * mu * (outer(ef, free[i]) - outer(en, nud[i]))
+        np.testing.assert_allclose(W - mu * to_numpy(upd.dW[i]), W + delta, rtol=1e-12, atol=1e-14)
+        # weight decay: code order (decay after the step) vs gradient convention
+        dwd = to_numpy(upd.dW[i]) + rule.eps * W
+        code = (W + delta) - mu * rule.eps * (W + delta)
+        np.testing.assert_allclose(code - (W - mu * dwd), -mu * rule.eps * delta, rtol=1e-10, atol=1e-15)
