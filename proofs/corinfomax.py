@@ -368,7 +368,7 @@ def _control_kkt(inst):
 
 def _draw_updates(d, xp, dtype):
     inst = _excitatory(_draw_dynamics(d, xp, dtype), 0.6)
-    rule = replace(inst.rule, beta=abs(inst.rule.beta), three_phase=d.boolean(), weight_decay=d.boolean(), t_free=d.integer(5, 30),
+    rule = replace(inst.rule, three_phase=d.boolean(), weight_decay=d.boolean(), t_free=d.integer(5, 30),
                    t_nudge=d.integer(3, 10))
     return replace(inst, rule=rule)
 
