@@ -321,16 +321,21 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
-def report(rows, args: dict) -> dict:
-    """The JSON report: settings, versions and one object per theorem (up to 5 failing records)."""
-    slim = []
+def report(rows, args: dict) -> list:
+    """The JSON report (issue 2): a list with one object per theorem, each carrying at least
+    ``theorem``, ``holds``, ``instances``, ``worst_error``, ``control_failed``, plus the verdict, the
+    run's settings (seed, backend, dtype, ...), the library versions and up to 5 failing records."""
+    settings, vers = dict(args), versions()
+    out = []
     for r in rows:
         r = dict(r)
         recs = r.pop("records", [])
         r["failures"] = [rec for rec in recs if not rec.get("holds") or
                          (r["kind"] == "theorem" and rec.get("control_holds") is not False)][:5]
-        slim.append(r)
-    return {"settings": args, "versions": versions(), "theorems": slim}
+        r["settings"] = settings
+        r["versions"] = vers
+        out.append(r)
+    return out
 
 
 def write_json(path: str, rows, args: dict) -> None:

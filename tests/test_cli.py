@@ -14,7 +14,9 @@ def test_verify_json(tmp_path, capsys):
     rc = main(["verify", "--only", "bp.matches_autograd", "--instances", "2", "--json", str(out)])
     assert rc == 0
     rep = json.loads(out.read_text())
-    row = rep["theorems"][0]
+    assert isinstance(rep, list) and len(rep) == 1
+    row = rep[0]
+    assert row["settings"]["instances"] == 2 and "numpy" in row["versions"]
     assert {"theorem", "holds", "instances", "worst_error", "control_failed"} <= set(row)
     assert row["holds"] is True and row["control_failed"] is True and row["instances"] == 2
     assert "bp.matches_autograd" in capsys.readouterr().out
