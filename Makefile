@@ -26,7 +26,7 @@ test: $(STAMP)
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/step_time.py
+	$(BIN)/refimpl bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

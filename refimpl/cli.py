@@ -322,6 +322,26 @@ def _conform(args) -> int:
     return 1
 
 
+def _add_bench(sub):
+    from . import bench
+
+    p = sub.add_parser("bench", help="BP step time against the GEMM floor and a torch eager step (ratios)",
+                       description="MLP 784-1024-1024-10, batch 256, float32 and float64: ratios measured in "
+                                   "one interleaved run (refimpl/floor, torch/floor, refimpl/torch).")
+    bench.add_arguments(p)
+    p.set_defaults(func=_bench)
+
+
+def _bench(args) -> int:
+    from . import bench
+
+    try:
+        return bench.run(args)
+    except ValueError as exc:
+        print(f"refimpl bench: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refimpl", description="Verified reference implementations "
                                      "of credit-assignment rules.")
@@ -329,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(sub)
     _add_train(sub)
     _add_conform(sub)
+    _add_bench(sub)
     return parser
 
 
