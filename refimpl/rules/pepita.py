@@ -41,6 +41,11 @@ the forward weights anti-align with ``F``; with ``sign = -1`` (ICLR, ``x - F e``
 hidden updates are of the size of ``F``: the BP limit is ``dW_1 / eps -> grad_{W_1} CE`` for a
 one-hidden-layer net with ``F = -sign * eps * pinv(W_1) W_2^T`` (:mod:`proofs.pepita`); to get that
 scale, divide the hidden updates by ``eps`` yourself. ``dW`` carries the paper's own scale.
+This is a deliberate exception to DESIGN.md's "scaled so that the rule equals BP in its limit":
+``eps`` is the size of ``F``, which is part of the *state* (drawn by :meth:`PEPITA.init`, rescaled
+by mirroring, or a user's ``F`` such as ``F*``), not a hyper-parameter of the rule, so the rule has
+nothing to divide by; the output update is at BP's scale and the hidden ones at ``eps`` times it,
+as in both papers, so their learning rates apply unchanged.
 
 Variants (ICLR 2024, §"PEPITA-Hebbian", "PEPITA-TL"; spec §1.5), by their formulas:
 
@@ -328,6 +333,15 @@ class PEPITA:
             if len(state.factors) != L or any(tuple(B.shape) != s for B, s in zip(state.factors, exp)):
                 raise ValueError(f"state.factors: expected {L} matrices of shapes {exp} (those of W_l^T), got "
                                  f"{[tuple(B.shape) for B in state.factors]}")
+            for i, Bl in enumerate(state.factors):
+                if Bl.dtype != net.dtype:
+                    raise TypeError(f"state.factors[{i}]: expected dtype {net.dtype} (as the network), got {Bl.dtype}")
+                if not bool(xp.all(xp.isfinite(Bl))):
+                    raise ValueError(f"state.factors[{i}]: expected finite values")
+        for nm in ("seed", "step"):
+            v = getattr(state, nm)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"state.{nm}: expected an integer >= 0 (the dropout stream), got {v!r}")
         if self.mirror and state.factors is None:
             raise ValueError("state.factors: weight mirroring needs the factors of F (init with F_init='product')")
 

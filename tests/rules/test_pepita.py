@@ -242,6 +242,28 @@ def test_bad_state_and_inputs():
         rule.updates(net, st, np.full_like(x, np.inf), y)
 
 
+def test_bad_factors_and_stream_are_rejected():
+    # review of issue 6: factors of another dtype or with NaN were accepted (train_feedback then
+    # silently promoted F or produced a NaN F), and a negative / non-integer dropout seed gave a raw
+    # numpy error (or was accepted) instead of one naming the argument.
+    net = _net()
+    x, y = _batch()
+    rule = PEPITA(F_init="product", mirror=True)
+    st = rule.init(net)
+    f32 = tuple(B.astype(np.float32) for B in st.factors)
+    with pytest.raises(TypeError, match=r"state.factors\[0\]: expected dtype float64"):
+        rule.train_feedback(net, dataclasses.replace(st, factors=f32), x, y)
+    nan = (st.factors[0] * np.nan,) + tuple(st.factors[1:])
+    with pytest.raises(ValueError, match=r"state.factors\[0\]: expected finite"):
+        rule.train_feedback(net, dataclasses.replace(st, factors=nan), x, y)
+    for bad in (-1, 0.5, True):
+        with pytest.raises(ValueError, match="state.seed"):
+            rule.updates(net, dataclasses.replace(st, seed=bad), x, y)
+    with pytest.raises(ValueError, match="state.step"):
+        rule.updates(net, dataclasses.replace(st, step=-3), x, y)
+    rule.updates(net, dataclasses.replace(st, seed=np.int64(3)), x, y)  # numpy integers are fine
+
+
 def test_backends_agree(backend):
     net = _net()
     x, y = _batch()
