@@ -296,3 +296,23 @@ def test_float32_stays_float32(kwargs):
     upd, _ = rule.updates(net, st, x, y)
     assert st.F.dtype == np.float32
     assert all(a.dtype == np.float32 for a in list(upd.dW) + list(upd.db))
+
+
+@pytest.mark.parametrize("loss, out", [("mse", "sigmoid"), ("mse", "tanh"), ("ce", "linear")])
+def test_zero_F_output_update_is_autograd_for_any_output_activation(loss, out):
+    # review of issue 6: the output update keeps f_L'(a_L) so that it is the delta rule for any
+    # output activation / loss the rule accepts, but every theorem draws linear logits with ce; this
+    # pins the claim against autograd (F = 0, no dropout: PEPITA's output update is BP's).
+    from proofs import oracle
+
+    net = ri.Network.init([5, 4, 3], activation="tanh", output_activation=out, seed=3, bias_scale=0.1)
+    g = np.random.default_rng(1)
+    x = g.standard_normal((6, 5))
+    y = np.eye(3)[g.integers(0, 3, 6)] if loss == "ce" else g.standard_normal((6, 3))
+    rule = PEPITA(loss=loss)
+    st = dataclasses.replace(rule.init(net), F=np.zeros((5, 3)))
+    upd, _ = rule.updates(net, st, x, y)
+    dW, db, _ = oracle.bp_gradients(net, x, y, loss)
+    np.testing.assert_allclose(to_numpy(upd.dW[-1]), dW[-1], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(to_numpy(upd.db[-1]), db[-1], rtol=1e-12, atol=1e-14)
+    assert np.all(to_numpy(upd.dW[0]) == 0)
