@@ -243,8 +243,11 @@ def steady_state(rule, net, state, x, y=None, *, max_iter: Optional[int] = None,
     an Euler step ``dt = w / g_max``. Hence every stable fixed point of the dynamics is reached for
     small enough ``w``: when the residual blows up (non-finite or 1e3 above its best value) the
     iteration restarts from the initial state with ``w`` halved (at most 8 times), and when it
-    falls by less than half in 200 iterations (an oscillating mode at the edge of stability) ``w``
-    is halved in place. Plain
+    falls by less than half in 200 iterations *and* either makes no progress (a cycle of the
+    discrete map) or its consecutive displacements are not aligned (an oscillating mode at the edge
+    of stability), ``w`` is halved in place, never below 1/64 of its value at the (re)start: a slow
+    but stable mode of the dynamics is not a reason to shrink the step (unconditional halving froze
+    the iteration there). Plain
     simultaneous (Jacobi) iteration is the case of equal weights; spec §1.6 notes that undamped Jacobi
     diverges on some nets, and equal-weight damping still diverged on linear nets whose dynamics are
     stable (strong lateral feedback: eigenvalues of F' far below -1).
@@ -281,10 +284,13 @@ def steady_state(rule, net, state, x, y=None, *, max_iter: Optional[int] = None,
         best = (math.inf, it)
         mark = (it, math.inf)
         diverged = False
+        prev, cos_sum, cos_n = None, 0.0, 0
+        w_floor = w / 64
         while True:
             vB, vA, vI, nP, nI = _potentials(rule, net, wpp, td, pi, ip, x, uP, uI, y, rho)
             dP = [None] + [nP[k] - uP[k] for k in range(1, N + 1)]
             dI = [None] + [nI[k] - uI[k] for k in range(1, N)] + [None]
+            steps = dP[1:] + dI[1:N]
             residual = _max_abs(xp, dP[1:] + dI[1:N])
             if not math.isfinite(residual) or residual > 1e3 * max(best[0], 1e-300) and best[0] < math.inf:
                 diverged = True
@@ -297,11 +303,24 @@ def steady_state(rule, net, state, x, y=None, *, max_iter: Optional[int] = None,
             elif it - best[1] > 10 and residual <= max(10 * tol, 64 * eps) * scale:
                 break
             if it - mark[0] >= 200:
-                # slow (oscillating) contraction: an eigenvalue of the step near -1; halve the step
-                if residual > 0.5 * mark[1]:
+                # slow contraction. If the iteration makes no progress (residual > 0.9 of the last
+                # mark: a cycle of the discrete map) or oscillates (consecutive displacements not
+                # aligned: mean cosine over its last 10 iterations < 0.5) halve the step. A slow mode of the
+                # dynamics themselves (displacements aligned, residual falling) is left alone, and
+                # the step is never halved in place below w_floor: halving there only slows it
+                # further, and unconditional halving froze the iteration (w -> 2e-7, residual
+                # constant at 3e-2) on a net whose fixed point Euler reaches (review of issue 7).
+                if residual > 0.5 * mark[1] and w > w_floor and \
+                        (residual > 0.9 * mark[1] or cos_sum / max(cos_n, 1) < 0.5):
                     w = w / 2
                     wP, wI, wN = w * gP / gmax, w * gI / gmax, w * gN / gmax
                 mark = (it, residual)
+                cos_sum, cos_n = 0.0, 0
+            if prev is not None and it - mark[0] >= 190:  # sampled over the window's last 10 iterations
+                dot = sum(float(xp.sum(a * b)) for a, b in zip(steps, prev))
+                nn = math.sqrt(sum(float(xp.sum(a * a)) for a in steps) * sum(float(xp.sum(b * b)) for b in prev))
+                cos_sum, cos_n = cos_sum + (dot / nn if nn > 0 else 1.0), cos_n + 1
+            prev = steps
             uP = [x] + [uP[k] + (wN if k == N else wP) * dP[k] for k in range(1, N + 1)]
             uI = [None] + [uI[k] + wI * dI[k] for k in range(1, N)] + [None]
             it += 1
@@ -349,6 +368,9 @@ def simulate(rule, net, state, x, y=None, *, dt: float = 0.1, steps: int = 1000,
     """
     xp = namespace(x)
     N = net.depth
+    net.check_input(x)
+    if y is not None:
+        check_batch(net, x, y, "mse")
     if not (dt > 0 and math.isfinite(dt)):
         raise ValueError(f"dt: expected a finite step > 0, got {dt!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:

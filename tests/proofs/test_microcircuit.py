@@ -63,3 +63,28 @@ def test_pinned_solver_regressions():
         rule = PM._rule(inst, g_som=PM._g_som_for(1e-3), damping=w)
         pot = M.steady_state(rule, inst.net, rule.init(inst.net), inst.x, inst.y)
         assert pot.residual <= 1e-12
+
+
+def test_review_no_stable_nudged_fixed_point_is_redrawn_and_solver_does_not_freeze():
+    """Review of issue 7 (verify --seed 7 --instances 30, output_error_exact instance 26: tanh 1-1-2-4-6,
+    g_som_I = 0, lateral weights perturbed by 0.1).
+    * Its nudged dynamics have no stable fixed point (forward Euler keeps |du/dt| ~ 0.3 up to t = 2000),
+      so the check failed on a draw outside the theorem's condition: _draw_pb2 now redraws.
+    * Its free dynamics do settle (Euler reaches 3e-16), but the solver halved its step in place every
+      200 iterations (w 0.8 -> 2e-7) and froze with the residual at 3.07e-2 for any max_iter; it now
+      halves only while there is no progress or the displacements are not aligned, never below w/64."""
+    from dataclasses import replace
+    from proofs.verify import instance_seed
+    from refimpl.rules import microcircuit as M
+
+    thm = [t for t in PM.THEOREMS if t.name == "microcircuit.output_error_exact"][0]
+    d = RngDrawer(np.random.default_rng(instance_seed(thm.name, 7, 26)))
+    inst = PM.draw_microcircuit(d, "numpy", "float64")
+    inst = replace(inst, params=dict(inst.params, g_som=d.real(0.01, 2.0)))
+    assert inst.net.sizes == (1, 1, 2, 4, 6) or list(inst.net.sizes) == [1, 1, 2, 4, 6]
+    rule, state, nudged = PM._nudged(inst)
+    assert not nudged.residual <= 1e-3
+    free = M.steady_state(rule, inst.net, state, inst.x, None, max_iter=20000)
+    assert free.residual <= 1e-10
+    redrawn = thm.draw(RngDrawer(np.random.default_rng(instance_seed(thm.name, 7, 26))), "numpy", "float64")
+    assert thm.check(redrawn).holds and not thm.control(redrawn).holds

@@ -108,6 +108,22 @@ def test_state_validation():
     nan = dataclasses.replace(st, ip=(st.ip[0] * np.nan, st.ip[1]))
     with pytest.raises(ValueError, match="finite"):
         r.updates(net, nan, x, y)
+
+
+
+def test_simulate_validates_its_inputs():
+    # review of issue 7: simulate accepted a NaN input (and a target of the wrong shape) and
+    # integrated NaNs; it now checks x and y as updates does.
+    net = _net()
+    r = Microcircuit()
+    st = r.init(net)
+    x, y = _batch(net)
+    with pytest.raises(ValueError, match="x"):
+        M.simulate(r, net, st, np.full_like(x, np.nan), steps=3)
+    with pytest.raises(ValueError, match="y"):
+        M.simulate(r, net, st, x, y[:, :2], steps=3)
+    with pytest.raises(ValueError, match="y"):
+        M.simulate(r, net, st, x, np.full_like(y, np.inf), steps=3)
     with pytest.raises(ValueError, match="x"):
         r.updates(net, st, x[:, :2], y)
     with pytest.raises(ValueError):
