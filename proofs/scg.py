@@ -55,7 +55,10 @@ class SCGInstance:
     twin: Optional[tuple] = None  # (graph, theta) of a variant, where a theorem needs one
 
     def describe(self) -> str:
-        return f"{self.spec} {self.params or ''}".strip()
+        # Only plain parameters: graphs and arrays in params would print memory addresses, and a
+        # campaign record must be a pure function of its task (proofs/verify.py).
+        simple = {k: v for k, v in (self.params or {}).items() if isinstance(v, (int, float, str, bool))}
+        return f"{self.spec} {simple or ''}".strip()
 
 
 def _layer(g, name, x, n_out, const_gen, xp, dtype):

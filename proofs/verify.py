@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import time
 import traceback
@@ -102,7 +103,8 @@ def check_task(task: dict) -> dict:
     gen = np.random.default_rng(instance_seed(thm.name, task["seed"], task["index"]))
     try:
         inst = thm.draw(RngDrawer(gen), resolve_namespace(task["backend"]), task["dtype"])
-        rec["instance"] = inst.describe() if hasattr(inst, "describe") else repr(inst)[:200]
+        desc = inst.describe() if hasattr(inst, "describe") else repr(inst)[:200]
+        rec["instance"] = re.sub(r" at 0x[0-9a-fA-F]+", "", desc)  # records are pure functions of the task
     except Exception as exc:  # a broken draw is a failure of the theorem's machinery
         rec.update(holds=False, error="inf", detail=f"draw raised {type(exc).__name__}: {exc}",
                    control_holds=None, seconds=time.perf_counter() - t0)
