@@ -60,3 +60,20 @@ def test_softmax_error_rows_sum_to_zero():
     e = oracle.softmax_error(z, np.array([0, 1, 2, 3, 0, 1]))
     np.testing.assert_allclose(e.sum(axis=1), 0.0, atol=1e-15)
     assert np.all(e[np.arange(6), [0, 1, 2, 3, 0, 1]] < 0)
+
+
+def test_pinned_equals_bp_ill_conditioned_W1():
+    """Review of issue 6: verify --seed 23, equals_bp_one_hidden_layer instance 54 (ReLU 7-7-5, batch 1,
+    cond(W_1) = 5.6e3). The errors halve exactly (slope 1.000) but the Richardson limit, 4.4e-10, is
+    rounding: F* = pinv(W_1) W_2^T normalised to |F0 e| ~ |x| is mapped by W_1 to a tangent 173x smaller
+    than the activities, so dW_1 / eps carries 173x the usual rounding. The limit tolerance now scales
+    with |a_1| / |U_1| (capped at 1e4); the control still fails."""
+    from proofs.verify import instance_seed
+
+    thm = [t for t in P.THEOREMS if t.name == "pepita.equals_bp_one_hidden_layer"][0]
+    inst = thm.draw(RngDrawer(np.random.default_rng(instance_seed(thm.name, 23, 54))), resolve_namespace("numpy"),
+                    "float64")
+    assert list(inst.net.sizes) == [7, 7, 5]
+    ev = thm.check(inst)
+    assert ev.holds and abs(ev.order - 1) < 1e-3
+    assert not thm.control(inst).holds
