@@ -13,7 +13,7 @@ from .field import NetworkField
 from .memory import Ledger
 from .result import Gradients
 from .solvers import rk_stages, check_grid
-from .symplectic import checkpoints
+from .symplectic import checkpoints_or
 from .tableaux import get as get_tableau
 
 __all__ = ["grad_checkpoint"]
@@ -29,13 +29,7 @@ def grad_checkpoint(field: NetworkField, x0, grid, method, cotangent, *, ledger:
     ledger = ledger if ledger is not None else Ledger("checkpoint")
     coef = tab.as_floats()
     live = tab.live
-    if trajectory is not None:
-        xs = list(trajectory)
-        if len(xs) != len(ts):
-            raise ValueError(f"trajectory: expected {len(ts)} checkpoints (one per grid time), got {len(xs)}")
-        ledger.checkpoints = len(xs)
-    else:
-        xs = checkpoints(field, x0, ts, coef, live, ledger)
+    xs = checkpoints_or(trajectory, field, x0, ts, coef, live, ledger)
     xbar, dW, db = cotangent, None, None
     lambdas = [xbar] if record else None
     for n in range(len(ts) - 2, -1, -1):

@@ -26,7 +26,7 @@ from .result import Gradients, add_params
 from .solvers import rk_stages, check_grid
 from .tableaux import get as get_tableau
 
-__all__ = ["grad_symplectic", "checkpoints"]
+__all__ = ["grad_symplectic", "checkpoints", "checkpoints_or"]
 
 
 def checkpoints(field: NetworkField, x0, ts, coef, live, ledger: Ledger) -> list:
@@ -50,6 +50,18 @@ def checkpoints(field: NetworkField, x0, ts, coef, live, ledger: Ledger) -> list
     return xs
 
 
+def checkpoints_or(trajectory, field: NetworkField, x0, ts, coef, live, ledger: Ledger) -> list:
+    """The checkpoints ``[x_0, ..., x_N]``: a given ``trajectory`` (validated: one state per grid
+    time) or, if None, recomputed by :func:`checkpoints`."""
+    if trajectory is None:
+        return checkpoints(field, x0, ts, coef, live, ledger)
+    xs = list(trajectory)
+    if len(xs) != len(ts):
+        raise ValueError(f"trajectory: expected {len(ts)} checkpoints (one per grid time), got {len(xs)}")
+    ledger.checkpoints = len(xs)
+    return xs
+
+
 def grad_symplectic(field: NetworkField, x0, grid, method, cotangent, *, ledger: Ledger | None = None,
                     record: bool = False, trajectory=None, coefficients: dict | None = None) -> Gradients:
     """Symplectic-adjoint ``(dL/dx0, dL/dW, dL/db)`` for ``dL/dx(t_N) = cotangent``.
@@ -68,13 +80,7 @@ def grad_symplectic(field: NetworkField, x0, grid, method, cotangent, *, ledger:
     pf = make_partner(tab).as_floats() if coefficients is None else coefficients
     w, carries, G = pf["weight"], pf["carries"], pf["coupling"]
     live = tab.live
-    if trajectory is not None:
-        xs = list(trajectory)
-        if len(xs) != len(ts):
-            raise ValueError(f"trajectory: expected {len(ts)} checkpoints (one per grid time), got {len(xs)}")
-        ledger.checkpoints = len(xs)
-    else:
-        xs = checkpoints(field, x0, ts, coef, live, ledger)
+    xs = checkpoints_or(trajectory, field, x0, ts, coef, live, ledger)
     ledger.stage_states = len(live)
     lam, dW, db = cotangent, None, None
     lambdas = [lam] if record else None
