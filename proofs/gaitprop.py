@@ -42,7 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 
 import refimpl as ri
-from refimpl.backend import to_numpy, from_numpy, rng as host_rng
+from refimpl.backend import to_numpy, from_numpy, rng as host_rng, resolve_namespace, resolve_dtype
+from refimpl.layers import Conv2d, Linear, MaxPool2d, AvgPool2d, conv_toeplitz, describe_layers
 from refimpl.network import haar_orthogonal
 from refimpl.rules import gaitprop as G
 from . import oracle
@@ -98,6 +99,132 @@ def _draw(d, xp, dtype, activations, *, weights="orthogonal", losses=("mse", "ce
     return NetInstance(net, x, y, loss, params={"outputs": k, "scales": scales})
 
 
+# --- convolutional instances (issue 16) --------------------------------------------------------
+
+def _square_matrix(gen, n, weights):
+    """``(n, n)``: Haar orthogonal, or ``U diag(s) V^T`` with condition number <= 4 (``invertible``)."""
+    if weights == "orthogonal":
+        return haar_orthogonal(gen, n, n)
+    U, V = haar_orthogonal(gen, n, n), haar_orthogonal(gen, n, n)
+    return U @ np.diag(np.exp(gen.uniform(-0.5, 0.5, n) * math.log(4.0))) @ V.T
+
+
+def _draw_conv(d, xp, dtype, activations, *, weights="orthogonal", losses=("mse", "ce"), batch=(1, 4),
+               output_activations=None, tiled=False, nonlinear=None, ce_aux=True):
+    """A convolutional network for the invertible-conv theorems (Dalm et al. 2023's structure):
+
+    * layer 1: any conv (Gaussian kernel, ``C_1 <= 3`` channels, kernel 1..3, stride 1..2, padding
+      0..1; unless ``tiled``, sometimes followed by 2x2 max or average pooling) -- never inverted;
+    * layers 2..L-1 (one or two): invertible convs, per-patch matrix ``P`` square
+      (``C_out = C_in*k*k``) and orthogonal (``weights="orthogonal"``) or of condition number <= 4,
+      passing on ``keep <= 3`` of their channels (auxiliary channels, C2 ``filters``; not when
+      ``tiled``); geometry: ``tiled`` -- stride = kernel, no padding, kernel divides the input (the
+      conv is a bijection, C2's inverse exact); otherwise any stride 1..2 and padding 0..1,
+      overlapping patches included (C2's reconstruction correction);
+    * layer L: a square dense output (``n_L = n_{L-1}``, orthogonal / invertible), the loss on its first
+      ``outputs`` units.
+    """
+    C0 = d.integer(1, 2)
+    H = d.choice((2, 4)) if tiled else d.integer(3, 5)
+    n_conv = d.integer(1, 2)
+    L = n_conv + 2
+    acts = [d.choice(activations) for _ in range(L - 1)]
+    acts.append(d.choice(output_activations or activations))
+    if nonlinear and all(a == "linear" for a in acts[1:]):
+        acts[-1] = d.choice(nonlinear)
+    gen = host_rng(d.seed())
+    specs, Ws = [], []
+    # layer 1
+    C1 = d.integer(1, 3)
+    if tiled:
+        k1 = d.choice(tuple(k for k in (1, 2) if H % k == 0))
+        s1, p1, pool = k1, 0, None
+    else:
+        k1, s1, p1 = d.integer(1, 3), d.integer(1, 2), d.integer(0, 1)
+        if k1 > H + 2 * p1:
+            k1 = H + 2 * p1
+        pool = None
+        Ho = (H + 2 * p1 - k1) // s1 + 1
+        if Ho % 2 == 0 and d.integer(0, 3) == 0:
+            pool = d.choice((MaxPool2d(2), AvgPool2d(2)))
+    specs.append(Conv2d(stride=s1, padding=p1, pool=pool))
+    Ws.append(gen.standard_normal((C1, C0, k1, k1)) / math.sqrt(C0 * k1 * k1))
+    shape = specs[0].bind((C0, H, H), Ws[0], "draw").h_shape
+    for _ in range(n_conv):
+        C, Hc = shape[0], shape[1]
+        if tiled:
+            k = d.choice(tuple(k for k in (1, 2) if Hc % k == 0))
+            s, p = k, 0
+        else:
+            k, s, p = d.integer(1, 3), d.integer(1, 2), d.integer(0, 1)
+            if k > Hc + 2 * p:
+                k = Hc + 2 * p
+        Co = C * k * k
+        keep = None if tiled else d.integer(1, min(Co, 3))
+        spec = Conv2d(stride=s, padding=p, keep=keep)
+        W = _square_matrix(gen, Co, weights).reshape(Co, C, k, k)
+        specs.append(spec)
+        Ws.append(W)
+        shape = spec.bind(shape, W, "draw").h_shape
+    n = int(math.prod(shape))
+    specs.append(Linear())
+    Ws.append(_square_matrix(gen, n, weights))
+    bs = [0.1 * gen.standard_normal(W.shape[0]) for W in Ws]
+    ns, dt = resolve_namespace(xp), resolve_dtype(resolve_namespace(xp), dtype)
+    net = ri.Network(tuple(from_numpy(W, ns, dt) for W in Ws), tuple(from_numpy(b, ns, dt) for b in bs),
+                     tuple(acts), layers=tuple(specs), input_shape=(C0, H, H))
+    loss = d.choice(losses if n >= 2 else ("mse",))
+    k_out = n if (loss == "ce" and not ce_aux) else d.integer(2 if loss == "ce" else 1, min(n, 6))
+    B = d.integer(*batch)
+    x = from_numpy(gen.standard_normal((B, C0, H, H)), net.xp, net.dtype)
+    if loss == "mse":
+        y = from_numpy(gen.standard_normal((B, k_out)), net.xp, net.dtype)
+    else:
+        y = from_numpy(np.eye(k_out)[gen.integers(0, k_out, B)], net.xp, net.dtype)
+    scales = [float(s) for s in gen.uniform(1.5, 2.5, L)]
+    return NetInstance(net, x, y, loss, params={"outputs": k_out, "scales": scales,
+                                                "layers": describe_layers(net.layers)})
+
+
+def _rebuild(net, Ws, bs=None):
+    """``net`` with host weights ``Ws`` (and biases), same layers, activations, backend and dtype."""
+    bs = [to_numpy(b) for b in net.biases] if bs is None else bs
+    xp, dt = net.xp, net.dtype
+    return ri.Network(tuple(from_numpy(W, xp, dt) for W in Ws), tuple(from_numpy(b, xp, dt) for b in bs),
+                      net.activations, layers=net.layers, input_shape=net.input_shape)
+
+
+def torch_conv_forward(net, Ws, bs, x):
+    """torch's forward pass of any refimpl network (``F.conv2d``, ``F.max_pool2d`` / ``F.avg_pool2d``,
+    the first ``keep`` channels, ``flatten``, ``F.linear``), written from the layer specs only."""
+    import torch
+    F = torch.nn.functional
+    h = x
+    for l, (lay, W, b) in enumerate(zip(net.layers, Ws, bs), start=1):
+        f = oracle.torch_activation(net.activations[l - 1])
+        if isinstance(lay, Conv2d):
+            h = f(F.conv2d(h, W, b, stride=lay.stride, padding=lay.padding))
+            if lay.keep is not None:
+                h = h[:, :lay.keep]
+            if isinstance(lay.pool, MaxPool2d):
+                h = F.max_pool2d(h, lay.pool.kernel_size, lay.pool.stride)
+            elif isinstance(lay.pool, AvgPool2d):
+                h = F.avg_pool2d(h, lay.pool.kernel_size, lay.pool.stride)
+        else:
+            h = f(F.linear(h.reshape(h.shape[0], -1), W, b))
+    return h
+
+
+def _conv_bp_reference(net, x, y, loss, outputs):
+    import torch
+    Ws, bs = oracle.torch_params(net)
+    xt = torch.tensor(oracle.to_host(x), dtype=torch.float64)
+    out = torch_conv_forward(net, Ws, bs, xt)[:, :outputs]
+    yt = torch.tensor(oracle.to_host(y), dtype=torch.float64)
+    oracle.torch_loss(loss, out, yt).backward()
+    return [W.grad.numpy().copy() for W in Ws], [b.grad.numpy().copy() for b in bs]
+
+
 def _scaled(net, scales):
     """``W_L -> s W_L`` with ``s = scales[-1] in [1.5, 2.5]``: the output layer is no longer orthogonal
     (``inv(W_L).T = W_L / s^2``: every error below it is off by ``1/s^2 - 1``, at least 56 %), while
@@ -115,11 +242,13 @@ def bp_reference(net, x, y, loss, outputs):
     """
     k = outputs
     n_L = net.sizes[-1]
+    if not net.is_dense:  # torch's conv2d / pooling / channel selection (torch_conv_forward)
+        return _conv_bp_reference(net, x, y, loss, k)
     if k == n_L:
         dW, db, _ = oracle.bp_gradients(net, x, y, loss)
         return dW, db
     cut = net.replace(weights=net.weights[:-1] + (net.weights[-1][:k, :],),
-                      biases=net.biases[:-1] + (net.biases[-1][:k],))
+                      biases=net.biases[:-1] + (net.biases[-1][:k],), layers=None)
     dW, db, _ = oracle.bp_gradients(cut, x, y, loss)
     dW[-1] = np.concatenate([dW[-1], np.zeros((n_L - k, dW[-1].shape[1]))], axis=0)
     db[-1] = np.concatenate([db[-1], np.zeros(n_L - k)])
@@ -133,6 +262,8 @@ def _labels(L):
 # --- gaitprop.limit_equals_bp_orthogonal ---------------------------------------------------------
 
 def _draw_limit(d, xp, dtype):
+    if d.boolean():  # invertible conv layers, overlapping patches and auxiliary channels included
+        return _draw_conv(d, xp, dtype, INVERTIBLE)
     return _draw(d, xp, dtype, INVERTIBLE)
 
 
@@ -294,6 +425,8 @@ SMOOTH_STEPS = (2e-3, 1e-3, 5e-4, 2.5e-4)
 def _draw_smooth(d, xp, dtype):
     # Layers 2..L all linear would make the pass exact (no first-order term to measure): that case
     # is gaitprop.equals_bp_piecewise_linear's; here at least one inverted layer is non-linear.
+    if d.boolean():
+        return _draw_conv(d, xp, dtype, SMOOTH, nonlinear=("tanh", "sigmoid", "softplus"))
     return _draw(d, xp, dtype, SMOOTH, nonlinear=("tanh", "sigmoid", "softplus"))
 
 
@@ -328,7 +461,7 @@ RESOLVABLE = 100.0
 
 
 def _draw_nonorth(d, xp, dtype):
-    inst = _draw(d, xp, dtype, SMOOTH)
+    inst = _draw_conv(d, xp, dtype, SMOOTH) if d.boolean() else _draw(d, xp, dtype, SMOOTH)
     return NetInstance(inst.net, inst.x, inst.y, inst.loss,
                        params=dict(inst.params, direction_seed=d.seed()))
 
@@ -346,16 +479,18 @@ def _nonorth_order(inst, orthogonal_direction: bool):
     Q = [to_numpy(W) for W in net.weights]
     dirs = [gen.standard_normal(W.shape) for W in Q]
 
-    def net_at(eps):
+    def net_at(eps):  # conv layers: the perturbation acts on the per-patch matrix P = W.reshape(C_out, -1)
         Ws = [Q[0]]
         for i in range(1, L):
-            n = Q[i].shape[0]
+            Qi = Q[i].reshape(Q[i].shape[0], -1)
+            Di = dirs[i].reshape(Qi.shape)
+            n = Qi.shape[0]
             if orthogonal_direction:
-                A = (dirs[i] - dirs[i].T) / math.sqrt(2 * n)
-                Ws.append(Q[i] @ _cayley(eps * A))
+                A = (Di - Di.T) / math.sqrt(2 * n)
+                Ws.append((Qi @ _cayley(eps * A)).reshape(Q[i].shape))
             else:
-                Ws.append(Q[i] + eps * dirs[i] / math.sqrt(n))
-        return network_from_matrices(Ws, [to_numpy(b) for b in net.biases], net.activations, net.xp, net.dtype)
+                Ws.append((Qi + eps * Di / math.sqrt(n)).reshape(Q[i].shape))
+        return _rebuild(net, Ws)
 
     def diff(eps):
         m = net_at(eps)
@@ -367,7 +502,8 @@ def _nonorth_order(inst, orthogonal_direction: bool):
     scale = float(np.linalg.norm(flat(dW0 + db0)))
     ev = order_check(diff, NONORTH_STEPS, 1, scale=scale, dtype=net.dtype, depth=L)
     m = net_at(NONORTH_STEPS[0])
-    dev = max(np.linalg.norm(to_numpy(W).T @ to_numpy(W) - np.eye(W.shape[1]), 2) for W in m.weights[1:])
+    Ps = [to_numpy(W).reshape(W.shape[0], -1) for W in m.weights[1:]]
+    dev = max(np.linalg.norm(P.T @ P - np.eye(P.shape[1]), 2) for P in Ps)
     err0 = float(np.linalg.norm(diff(NONORTH_STEPS[0]))) / scale
     resolvable = err0 >= RESOLVABLE * ev.tolerance
     detail = (f"{ev.detail}; at eps {NONORTH_STEPS[0]:g}: max_l ||W^T W - I||_2 = {dev:.2e}, "
@@ -395,12 +531,36 @@ def gn_targets(net, x, y, loss, outputs):
             raise ValueError("gn_targets: auxiliary outputs are supported for mse only")
         h = to_numpy(net.forward(x).h[-1])
         y = from_numpy(np.concatenate([to_numpy(y), h[:, outputs:]], axis=1), net.xp, net.dtype)
+    if not net.is_dense:  # conv layers: the same map as a dense network of unrolled (Toeplitz) matrices
+        dense, xd = unrolled(net), from_numpy(to_numpy(x).reshape(x.shape[0], -1), net.xp, net.dtype)
+        B = x.shape[0]
+        return (None,) + tuple(oracle.gauss_newton_targets(dense, xd, y, loss, l, beta=1.0).reshape(
+            (B,) + tuple(net.shapes[l])) for l in range(1, net.depth + 1))
     return (None,) + tuple(oracle.gauss_newton_targets(net, x, y, loss, l, beta=1.0)
                            for l in range(1, net.depth + 1))
 
 
+def unrolled(net):
+    """The dense network computing the same map as a conv network without pooling or auxiliary
+    channels: each conv layer is its unrolled matrix (:func:`refimpl.layers.conv_toeplitz`, built
+    from the definition, torch flatten order) with the bias repeated over positions."""
+    Ws, bs = [], []
+    for lay, W, b in zip(net.layers, net.weights, net.biases):
+        if isinstance(lay, Conv2d):
+            if lay.pool is not None or lay.keep is not None:
+                raise ValueError("unrolled: pooling and auxiliary channels have no unrolled dense form here")
+            Ws.append(conv_toeplitz(lay, W))
+            bs.append(np.repeat(to_numpy(b), lay.out_shape[1] * lay.out_shape[2]))
+        else:
+            Ws.append(to_numpy(W))
+            bs.append(to_numpy(b))
+    return network_from_matrices(Ws, bs, net.activations, net.xp, net.dtype)
+
+
 def _draw_tp(d, xp, dtype):
     # gn_targets folds auxiliary output units in for mse only: no auxiliary units under ce.
+    if d.boolean():  # tiling invertible convs (stride = kernel): C2's inverse is the exact inverse
+        return _draw_conv(d, xp, dtype, ("linear",), weights="invertible", tiled=True, ce_aux=False)
     return _draw(d, xp, dtype, ("linear",), weights="invertible", ce_aux=False)
 
 
@@ -409,10 +569,10 @@ def _tp_vs_gn(net, x, y, loss, k):
     upd, _ = rule.updates(net, rule.init(net), x, y)
     gn = gn_targets(net, x, y, loss, k)
     L = net.depth
-    ev = compare(list(upd.record["targets"][1:]), list(gn[1:]), "exact_identity", net.dtype, depth=L,
+    ev = compare([to_numpy(t) for t in upd.record["targets"][1:]], list(gn[1:]), "exact_identity", net.dtype, depth=L,
                  labels=[f"tau[{l}]" for l in range(1, L + 1)])
     dW, db = bp_reference(net, x, y, loss, k)
-    angles = ri.metrics.layer_angles(tuple(to_numpy(w) for w in upd.dW), tuple(dW))
+    angles = ri.metrics.layer_angles(tuple(to_numpy(w).ravel() for w in upd.dW), tuple(w.ravel() for w in dW))
     return Evidence(ev.holds, ev.error, ev.tolerance,
                     f"{ev.detail}; angle(TP, BP) per layer: {', '.join(f'{a:.1f}' for a in angles)} deg")
 
@@ -429,6 +589,54 @@ def _control_tp(inst):
     h = to_numpy(net.forward(inst.x).h[-1])
     y = np.where(h > 0, -(h + 1.0), 1.0 - h)
     return _tp_vs_gn(net, inst.x, from_numpy(y, net.xp, net.dtype), "mse", net.sizes[-1])
+
+
+# --- gaitprop.conv_inverse_counts_overlaps ----------------------------------------------------------
+
+def _draw_conv_inverse(d, xp, dtype):
+    """A conv instance (invertible or orthogonal ``P``) in which some inverted conv has overlapping
+    patches (max multiplicity >= 2), so the correction term matters; redrawn (at most 20 times) otherwise."""
+    from refimpl.rules.invertible_conv import multiplicity
+    for _ in range(20):
+        inst = _draw_conv(d, xp, dtype, INVERTIBLE, weights=d.choice(("orthogonal", "invertible")))
+        net = inst.net
+        Nmax = max(float(np.max(to_numpy(multiplicity(net.xp, net.layer(l), net.dtype))))
+                   for l in range(2, net.depth) if isinstance(net.layer(l), Conv2d))
+        if Nmax >= 2:
+            break
+    return NetInstance(inst.net, inst.x, inst.y, inst.loss, params=dict(inst.params, direction_seed=d.seed()))
+
+
+def _conv_inverse_vs_counted(inst, stale: bool):
+    from refimpl.rules.invertible_conv import conv_inverse, multiplicity
+    net = inst.net
+    trace = net.forward(inst.x)
+    gen = host_rng(inst.params["direction_seed"])
+    mine, expect, gaps, avg = [], [], [], []
+    for l in range(2, net.depth):
+        lay = net.layer(l)
+        x = trace.h[l - 1]
+        xh = to_numpy(x)
+        dn = 0.5 * gen.standard_normal(xh.shape)
+        t = net.activation(l).f(net.pre_activation(l, x + from_numpy(dn, net.xp, net.dtype)))   # reachable target
+        fwd = x if not stale else from_numpy(np.roll(xh, 1, axis=0) + gen.standard_normal(xh.shape), net.xp, net.dtype)
+        N = to_numpy(multiplicity(net.xp, lay, net.dtype))
+        mine.append(conv_inverse(net, l, t, fwd))
+        expect.append(xh + N * dn)                                                          # x + N d
+        gaps.append(float(np.linalg.norm((N - 1) * dn) / np.linalg.norm(dn)))
+    ev = compare(mine, expect, "exact_identity", net.dtype, depth=net.depth,
+                 labels=[f"g_{l}^-1" for l in range(2, net.depth)])
+    return Evidence(ev.holds, ev.error, ev.tolerance,
+                    f"{ev.detail}; distance of C2's inverse from the true pre-image x + d, ||(N - 1) d|| / ||d|| "
+                    f"per conv layer: {', '.join(f'{g:.2f}' for g in gaps)}")
+
+
+def _check_conv_inverse(inst):
+    return _conv_inverse_vs_counted(inst, stale=False)
+
+
+def _control_conv_inverse(inst):
+    return _conv_inverse_vs_counted(inst, stale=True)
 
 
 # --- gaitprop.error_vs_gamma (measurement) --------------------------------------------------------
@@ -541,6 +749,19 @@ THEOREMS = (
         conditions="linear activations; square invertible W_l for l >= 2",
         draw=_draw_tp, check=_check_tp, control=_control_tp,
         control_breaks="leaky-ReLU(0.1) output layer with every label across the kink (not linear)",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="gaitprop.conv_inverse_counts_overlaps",
+        statement="invertible conv (square per-patch matrix P, any stride/padding, overlapping patches): C2's "
+                  "inverse col2im(P^-1 rows(f^-1(t) - b)) - (N - 1) x with the layer's forward input x returns, for "
+                  "a reachable target t = f(conv(x + d) + b), exactly x + N * d (N: patches covering each pixel) -- "
+                  "the true pre-image x + d only where N = 1; the detail reports ||(N - 1) d|| / ||d||",
+        source="Dalm et al., TMLR 2023 (arXiv 2102.11598), code artcogsys/GAIT_prop_scaling InvConv.inverse "
+               "(reconstruction_correction); derivation in refimpl/rules/invertible_conv.py",
+        conditions="x is the forward input of the same batch (C2 stores it in self.x); P invertible",
+        draw=_draw_conv_inverse, check=_check_conv_inverse, control=_control_conv_inverse,
+        control_breaks="a stale forward input (another batch's h_{l-1}): the correction no longer cancels",
         dtypes=("float64",),
     ),
     Theorem(

@@ -311,6 +311,12 @@ class Conv2d:
     which is why every rule written against these operations runs on both.
 
     ``pool``: an optional :class:`MaxPool2d` / :class:`AvgPool2d` after the activation.
+    ``keep``: pass only the first ``keep`` channels of ``z = f(a)`` on to the next layer,
+    ``h = P(z[:, :keep])``; the other ``C_out - keep`` channels are *auxiliary* channels (Dalm et
+    al. 2023's invertible convolutions, code ``artcogsys/GAIT_prop_scaling`` ``filters``: a square
+    invertible conv has ``C_in*kh*kw`` output channels of which the next layer reads ``filters``).
+    The selection is linear; its transpose (in :meth:`unpool`) pads the gradient with zeros on
+    the auxiliary channels. ``None``: every channel.
     Fields bound by :class:`refimpl.Network`: ``in_shape = (C_in, H, W)``, ``out_channels``,
     ``kernel_size``.
     """
@@ -321,6 +327,7 @@ class Conv2d:
     in_shape: Optional[tuple] = None
     out_channels: Optional[int] = None
     kernel_size: Optional[tuple] = None
+    keep: Optional[int] = None
 
     kind = "conv2d"
 
@@ -333,6 +340,8 @@ class Conv2d:
             object.__setattr__(self, "kernel_size", _pair("kernel_size", self.kernel_size, 1))
         if self.out_channels is not None:
             object.__setattr__(self, "out_channels", check_int("out_channels", self.out_channels, 1))
+        if self.keep is not None:
+            object.__setattr__(self, "keep", check_int("keep", self.keep, 1))
 
     # geometry
     def bind(self, in_shape: tuple, W, where: str) -> "Conv2d":
@@ -356,6 +365,9 @@ class Conv2d:
             raise ValueError(f"{where}: the layer spec says out_channels {self.out_channels}, but the weight has {Co}")
         if self.kernel_size is not None and tuple(self.kernel_size) != (kh, kw):
             raise ValueError(f"{where}: the layer spec says kernel_size {tuple(self.kernel_size)}, but the weight's is {(kh, kw)}")
+        if self.keep is not None and self.keep > Co:
+            raise ValueError(f"{where}: keep = {self.keep} channels passed on, but the layer has only {Co} output "
+                             "channels (expected 1 <= keep <= out_channels)")
         bound = replace(self, in_shape=(C, H, Wd), out_channels=Co, kernel_size=(kh, kw))
         if self.pool is not None:
             Ho, Wo = bound.out_shape[1:]
@@ -371,8 +383,10 @@ class Conv2d:
 
     @property
     def h_shape(self) -> tuple:
-        """Per-sample shape of ``h`` (after the pooling, if any)."""
+        """Per-sample shape of ``h`` (the first ``keep`` channels, after the pooling, if any)."""
         Co, Ho, Wo = self.out_shape
+        if self.keep is not None:
+            Co = self.keep
         if self.pool is None:
             return (Co, Ho, Wo)
         return (Co,) + self.pool.output_hw(Ho, Wo)
@@ -445,12 +459,20 @@ class Conv2d:
         return xp.sum(delta, axis=(0, 2, 3))
 
     def post(self, xp, z):
-        """``h = P(z)``: the pooling after the activation (``z`` itself without one)."""
-        return z if self.pool is None else self.pool.forward(xp, z)
+        """``h = P(z[:, :keep])``: the channels passed on, pooled (``z`` itself without either)."""
+        zk = z if self.keep is None else z[:, :self.keep]
+        return zk if self.pool is None else self.pool.forward(xp, zk)
 
     def unpool(self, xp, g, z):
-        """``dL/dz = P^T dL/dh`` at the forward activation ``z`` (``g`` itself without pooling)."""
-        return g if self.pool is None else self.pool.backward(xp, g, z)
+        """``dL/dz = S^T P^T dL/dh`` at the forward activation ``z`` (``g`` itself without pooling or
+        ``keep``; ``S^T``: zeros on the auxiliary channels)."""
+        zk = z if self.keep is None else z[:, :self.keep]
+        gz = g if self.pool is None else self.pool.backward(xp, g, zk)
+        if self.keep is None or self.keep == z.shape[1]:
+            return gz
+        pad = xp.zeros((gz.shape[0], z.shape[1] - self.keep) + tuple(gz.shape[2:]), dtype=gz.dtype,
+                       device=_device(gz))
+        return xp.concat([gz, pad], axis=1)
 
     def describe(self) -> str:
         C = self.in_shape[0] if self.in_shape else "?"
@@ -459,6 +481,8 @@ class Conv2d:
         s = self.stride[0] if self.stride[0] == self.stride[1] else f"{self.stride[0]}x{self.stride[1]}"
         p = self.padding[0] if self.padding[0] == self.padding[1] else f"{self.padding[0]}x{self.padding[1]}"
         base = f"conv2d({C}->{self.out_channels},k{ks},s{s},p{p})"
+        if self.keep is not None:
+            base = f"{base}+keep{self.keep}"
         return base if self.pool is None else f"{base}+{self.pool.describe()}"
 
 
@@ -496,12 +520,13 @@ def conv_toeplitz(layer: Conv2d, W) -> np.ndarray:
 
 import re as _re
 
-_CONV = _re.compile(r"^c(\d+)k(\d+)(?:s(\d+))?(?:p(\d+))?(?:\+(mp|ap)(\d+)(?:s(\d+))?)?$")
+_CONV = _re.compile(r"^c(\d+)k(\d+)(?:s(\d+))?(?:p(\d+))?(?:\+keep(\d+))?(?:\+(mp|ap)(\d+)(?:s(\d+))?)?$")
 _LIN = _re.compile(r"^l(\d+)$")
 
 ARCHITECTURE_HELP = (
-    "layers separated by spaces or commas: c<out>k<kernel>[s<stride>][p<padding>][+mp<k>[s<stride>]|+ap<k>[s<stride>]] "
-    "is a Conv2d (optionally followed by max/avg pooling), l<out> a Linear layer; e.g. "
+    "layers separated by spaces or commas: c<out>k<kernel>[s<stride>][p<padding>][+keep<n>][+mp<k>[s<stride>]|+ap<k>[s<stride>]] "
+    "is a Conv2d (optionally passing on only its first n channels, optionally followed by max/avg pooling), "
+    "l<out> a Linear layer; e.g. "
     "'c8k3p1+mp2 c16k3p1+mp2 l10' (the last layer must be linear: it is the output)")
 
 
@@ -514,13 +539,13 @@ def parse_architecture(spec: str) -> list:
     for tok in _re.split(r"[\s,]+", spec.strip()):
         m = _CONV.match(tok)
         if m:
-            o, k, s, p, pk, pkk, ps = m.groups()
+            o, k, s, p, keep, pk, pkk, ps = m.groups()
             pool = None
             if pk:
                 cls = MaxPool2d if pk == "mp" else AvgPool2d
                 pool = cls(int(pkk), None if ps is None else int(ps))
             out.append(Conv2d(stride=int(s or 1), padding=int(p or 0), pool=pool, out_channels=int(o),
-                              kernel_size=int(k)))
+                              kernel_size=int(k), keep=None if keep is None else int(keep)))
             continue
         m = _LIN.match(tok)
         if m:

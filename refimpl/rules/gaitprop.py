@@ -89,6 +89,8 @@ from typing import Optional
 
 from .. import losses as _losses
 from ..backend import namespace
+from ..layers import Conv2d
+from . import invertible_conv as _ic
 from .base import Updates, EmptyState, check_batch
 
 __all__ = ["GaitProp", "TPInverse", "gamma_limit", "inverse_backward", "layer_inverse",
@@ -124,14 +126,18 @@ def check_invertible(net, *, activations: bool = True, max_cond: Optional[float]
     Checks: ``W_l`` square (``n_l == n_{l-1}``); ``f_l`` invertible (when ``activations``);
     ``cond_2(W_l) = s_max / s_min <= max_cond`` (default ``1/sqrt(eps)`` of the dtype, ~6.7e7 in
     float64, ~2.9e3 in float32: the linear solve then has relative error ``<= cond * eps <=
-    sqrt(eps)``). Returns ``(None, None, cond_2, ..., cond_L)`` (a tuple of length L+1).
+    sqrt(eps)``). A conv layer is checked on its per-patch matrix ``W.reshape(C_out, C_in*kh*kw)``
+    (:func:`refimpl.rules.invertible_conv.check_conv_invertible`: square, no pooling, conditioned).
+    Returns ``(None, None, cond_2, ..., cond_L)`` (a tuple of length L+1).
     """
-    net.require_dense(f"{rule} (conv layers: not implemented yet)")
     xp = net.xp
     if max_cond is None:
         max_cond = _default_max_cond(xp, net.dtype)
     conds = [None, None]
     for l in range(2, net.depth + 1):
+        if isinstance(net.layer(l), Conv2d):
+            conds.append(_ic.check_conv_invertible(net, l, activations=activations, max_cond=max_cond, rule=rule))
+            continue
         W = net.weights[l - 1]
         if W.shape[0] != W.shape[1]:
             raise ValueError(
@@ -164,16 +170,33 @@ def _check_gamma(gamma, name="gamma"):
 
 # --- the pieces ----------------------------------------------------------------------------------
 
-def layer_inverse(net, l: int, t, name: Optional[str] = None):
+def layer_inverse(net, l: int, t, name: Optional[str] = None, forward_input=None):
     r"""``g_l^{-1}(t) = (f_l^{-1}(t) - b_l) @ inv(W_l).T``: the input of layer ``l`` that produces ``t``.
 
     Computed as ``solve(W_l, (f_l^{-1}(t) - b_l).T).T`` (no explicit inverse). ``t``: ``(B, n_l)``;
     raises ``ValueError`` (from :meth:`Activation.inverse`) if ``t`` leaves the range of ``f_l``.
+    The result has the shape of the layer's input (a dense layer after a conv: un-flattened).
+    An invertible conv layer is inverted per patch, with C2's reconstruction correction, which needs
+    the layer's ``forward_input`` ``h_{l-1}`` (:func:`refimpl.rules.invertible_conv.conv_inverse`).
     """
+    if isinstance(net.layer(l), Conv2d):
+        return _ic.conv_inverse(net, l, t, forward_input, name=name)
     xp = namespace(t)
     act = net.activation(l)
     a = act.inverse(t, name=name or f"target of h[{l}] (input of f_{l}^-1)")
-    return xp.linalg.solve(net.weights[l - 1], (a - net.biases[l - 1]).T).T
+    g = xp.linalg.solve(net.weights[l - 1], (a - net.biases[l - 1]).T).T
+    return xp.reshape(g, (t.shape[0],) + tuple(net.layer(l).in_shape))
+
+
+def inverse_transpose(net, l: int, delta):
+    r"""``delta @ inv(W_l).T`` (``solve(W_l, delta.T).T``; conv: the transposed convolution with the
+    per-patch ``inv(P_l).T``), in the shape of the layer's input: the derivative of :func:`layer_inverse`
+    at the forward point, i.e. BP's ``transpose_l(W_l, delta)`` with ``inv(W_l).T`` in ``W_l``'s place."""
+    if isinstance(net.layer(l), Conv2d):
+        return _ic.conv_inverse_transpose(net, l, delta)
+    xp = namespace(delta)
+    g = xp.linalg.solve(net.weights[l - 1], delta.T).T
+    return xp.reshape(g, (delta.shape[0],) + tuple(net.layer(l).in_shape))
 
 
 def output_error(loss, h, y, outputs: Optional[int] = None):
@@ -228,7 +251,16 @@ def ortho_gradient(W, form: str = "full"):
 
 
 def _row_norm(xp, v):
-    return xp.sqrt(xp.sum(v * v, axis=1, keepdims=True))
+    """Per-sample Euclidean norm of ``v`` over all its units, ``(B, 1)``."""
+    f = xp.reshape(v, (v.shape[0], -1))
+    return xp.sqrt(xp.sum(f * f, axis=1, keepdims=True))
+
+
+def _per_sample(xp, m, ndim: int):
+    """A per-sample ``(B, 1)`` factor (or a float) shaped to broadcast against a ``ndim``-d array."""
+    if isinstance(m, (int, float)) or ndim == 2:
+        return m
+    return xp.reshape(m, (m.shape[0],) + (1,) * (ndim - 1))
 
 
 # --- the gamma -> 0 recursion ------------------------------------------------------------------
@@ -239,7 +271,10 @@ def inverse_backward(net, trace, e):
     ``e = dL/dh_L`` (batch-mean convention, as :func:`refimpl.rules.bp.backward`); BP's recursion with
     ``W_l`` replaced by ``inv(W_l).T`` (spec §0 "gamma -> 0 recursion"; P1). Returns the deltas
     ``(None, Delta_1, ..., Delta_L)``. Needs only square invertible ``W_l`` for ``l >= 2``; the
-    activations need not be invertible (only ``f'`` is used).
+    activations need not be invertible (only ``f'`` is used). On any layer type
+    (:mod:`refimpl.layers`): ``Delta_{l-1} = P_{l-1}^T(inverse_transpose_l(Delta_l)) * D_{l-1}``
+    (:func:`inverse_transpose`; ``P^T``: the transpose of layer ``l-1``'s pooling / channel
+    selection, zero on auxiliary channels).
     """
     return _inverse_backward(net, trace, e)[0]
 
@@ -251,8 +286,9 @@ def _inverse_backward(net, trace, e):
     errors[L] = e
     deltas[L] = e * net.activation(L).df(trace.a[L])
     for l in range(L, 1, -1):
-        errors[l - 1] = xp.linalg.solve(net.weights[l - 1], deltas[l].T).T  # Delta_l @ inv(W_l).T
-        deltas[l - 1] = errors[l - 1] * net.activation(l - 1).df(trace.a[l - 1])
+        errors[l - 1] = inverse_transpose(net, l, deltas[l])                      # Delta_l @ inv(W_l).T
+        dz = net.layer(l - 1).unpool(xp, errors[l - 1], trace.z[l - 1])           # P_{l-1}^T (identity for dense)
+        deltas[l - 1] = dz * net.activation(l - 1).df(trace.a[l - 1])
     return tuple(deltas), tuple(errors)
 
 
@@ -272,8 +308,8 @@ def gamma_limit(net, x, y, loss="mse", outputs: Optional[int] = None, max_cond: 
     e = output_error(lossf, trace.h[-1], y, k) / x.shape[0]
     deltas, errors = _inverse_backward(net, trace, e)
     L = net.depth
-    dW = tuple(deltas[l].T @ trace.h[l - 1] for l in range(1, L + 1))
-    db = tuple(xp.sum(deltas[l], axis=0) for l in range(1, L + 1))
+    dW = tuple(net.layer(l).weight_grad(xp, deltas[l], trace.h[l - 1]) for l in range(1, L + 1))
+    db = tuple(net.layer(l).bias_grad(xp, deltas[l]) for l in range(1, L + 1))
     record = {"trace": trace, "output_grad": e, "delta": deltas, "error": errors}
     return Updates(dW, db, record)
 
@@ -284,50 +320,74 @@ def _target_pass(net, trace, tau_L, gamma: Optional[float], adaptive: bool, rule
     """Targets ``tau_l``, multipliers ``m_l``, nudge factors ``gamma_l`` and nudged activities ``u_l``.
 
     ``gamma=None`` is plain TP (``u_l = tau_l``, ``m_l = 1``). Returns tuples of length ``L+1``.
+    The nudge acts on ``z_l = f_l(a_l)`` (``h_l`` itself unless layer ``l`` passes on only ``keep``
+    of its channels: the auxiliary channels then get their forward value as target, C2
+    ``inverse_pass``); adaptive gamma's norm and ``n_l`` count every unit of ``z_l`` (C2).
     """
     xp = namespace(tau_L)
     L = net.depth
     taus, mults, gammas, nudged = [None] * (L + 1), [None] * (L + 1), [None] * (L + 1), [None] * (L + 1)
     taus[L], mults[L] = tau_L, 1.0
     for l in range(L, 1, -1):
-        h, tau = trace.h[l], taus[l]
+        z, tau = trace.z[l], _with_auxiliary(xp, net.layer(l), taus[l], trace.z[l])
         if gamma is None:
             u, g = tau, None
         else:
             D = net.activation(l).df(trace.a[l])
-            diff = tau - h
+            diff = tau - z
             if adaptive:
                 r = _row_norm(xp, diff)
                 pos = r > 0
                 safe = xp.where(pos, r, xp.ones_like(r))
-                g = xp.where(pos, (gamma * math.sqrt(h.shape[1])) / safe, xp.full_like(r, gamma))
+                n_l = math.prod(z.shape[1:])
+                g = xp.where(pos, (gamma * math.sqrt(n_l)) / safe, xp.full_like(r, gamma))
             else:
                 g = gamma
-            k = g * (D * D)
-            u = (1 - k) * h + k * tau
+            k = _per_sample(xp, g, z.ndim) * (D * D)
+            u = (1 - k) * z + k * tau
         name = (f"{rule}: target for h[{l}]" + ("" if gamma is None else " after the gamma nudge")
                 + f" (input of f_{l}^-1 when inverting layer {l})")
-        taus[l - 1] = layer_inverse(net, l, u, name=name)
+        taus[l - 1] = layer_inverse(net, l, u, name=name, forward_input=trace.h[l - 1])
         nudged[l], gammas[l] = u, g
         mults[l - 1] = mults[l] if g is None else mults[l] / g
     return tuple(taus), tuple(mults), tuple(gammas), tuple(nudged)
 
 
+def _with_auxiliary(xp, layer, tau, z):
+    """The target of ``z_l``: ``tau_l`` on the channels passed on, the forward ``z_l`` on the auxiliary
+    ones (``keep``; C2 ``tf.concat([target[:, :filters], hidden[:, filters:]])``); ``tau_l`` otherwise."""
+    keep = getattr(layer, "keep", None)
+    if keep is None or keep == z.shape[1]:
+        return tau
+    return xp.concat([tau, z[:, keep:]], axis=1)
+
+
 def _local_updates(net, trace, taus, mults, B):
-    """``E_l = m_l (h_l - tau_l)``, ``Delta_l = E_l * D_l / B``, ``dW_l = Delta_l.T @ h_{l-1}``."""
+    """``E_l = m_l (h_l - tau_l) / B``, ``Delta_l = P_l^T(E_l) * D_l``, ``dW_l = Delta_l.T @ h_{l-1}``
+    (any layer type: ``weight_grad``/``bias_grad``; ``P_l^T`` = identity for dense layers)."""
     xp = namespace(trace.h[-1])
     L = net.depth
     errors, deltas = [None] * (L + 1), [None] * (L + 1)
     for l in range(1, L + 1):
-        errors[l] = mults[l] * (trace.h[l] - taus[l]) / B
-        deltas[l] = errors[l] * net.activation(l).df(trace.a[l])
-    dW = tuple(deltas[l].T @ trace.h[l - 1] for l in range(1, L + 1))
-    db = tuple(xp.sum(deltas[l], axis=0) for l in range(1, L + 1))
+        errors[l] = _per_sample(xp, mults[l], trace.h[l].ndim) * (trace.h[l] - taus[l]) / B
+        dz = net.layer(l).unpool(xp, errors[l], trace.z[l])                     # P_l^T (identity for dense)
+        deltas[l] = dz * net.activation(l).df(trace.a[l])
+    dW = tuple(net.layer(l).weight_grad(xp, deltas[l], trace.h[l - 1]) for l in range(1, L + 1))
+    db = tuple(net.layer(l).bias_grad(xp, deltas[l]) for l in range(1, L + 1))
     return dW, db, tuple(errors), tuple(deltas)
 
 
+def _square_ortho_gradient(xp, W, form):
+    """:func:`ortho_gradient` of a square ``W`` or of a conv's square per-patch matrix
+    ``W.reshape(C_out, C_in*kh*kw)`` (P2/C2 ``InvConv.get_ortho_gradient``), in ``W``'s shape; else None."""
+    M = _ic.patch_matrix(xp, W) if W.ndim == 4 else W
+    if M.shape[0] != M.shape[1]:
+        return None
+    return xp.reshape(ortho_gradient(M, form), W.shape)
+
+
 def _add_ortho(net, dW, ortho, form):
-    grads = tuple(ortho_gradient(W, form) if W.shape[0] == W.shape[1] else None for W in net.weights)
+    grads = tuple(_square_ortho_gradient(net.xp, W, form) for W in net.weights)
     if ortho == 0:
         return dW, grads
     return tuple(d if g is None else d + ortho * g for d, g in zip(dW, grads)), grads
