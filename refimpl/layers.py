@@ -460,13 +460,13 @@ class Conv2d:
 
     def post(self, xp, z):
         """``h = P(z[:, :keep])``: the channels passed on, pooled (``z`` itself without either)."""
-        zk = z if self.keep is None else z[:, :self.keep]
+        zk = z if self.keep is None else z[:, :self.keep, ...]
         return zk if self.pool is None else self.pool.forward(xp, zk)
 
     def unpool(self, xp, g, z):
         """``dL/dz = S^T P^T dL/dh`` at the forward activation ``z`` (``g`` itself without pooling or
         ``keep``; ``S^T``: zeros on the auxiliary channels)."""
-        zk = z if self.keep is None else z[:, :self.keep]
+        zk = z if self.keep is None else z[:, :self.keep, ...]
         gz = g if self.pool is None else self.pool.backward(xp, g, zk)
         if self.keep is None or self.keep == z.shape[1]:
             return gz

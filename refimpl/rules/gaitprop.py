@@ -359,7 +359,7 @@ def _with_auxiliary(xp, layer, tau, z):
     keep = getattr(layer, "keep", None)
     if keep is None or keep == z.shape[1]:
         return tau
-    return xp.concat([tau, z[:, keep:]], axis=1)
+    return xp.concat([tau, z[:, keep:, ...]], axis=1)
 
 
 def _local_updates(net, trace, taus, mults, B):
