@@ -110,7 +110,7 @@ def _square_matrix(gen, n, weights):
 
 
 def _draw_conv(d, xp, dtype, activations, *, weights="orthogonal", losses=("mse", "ce"), batch=(1, 4),
-               output_activations=None, tiled=False, nonlinear=None, ce_aux=True):
+               output_activations=None, tiled=False, nonlinear=None, ce_aux=True, overlap=False):
     """A convolutional network for the invertible-conv theorems (Dalm et al. 2023's structure):
 
     * layer 1: any conv (Gaussian kernel, ``C_1 <= 3`` channels, kernel 1..3, stride 1..2, padding
@@ -120,7 +120,8 @@ def _draw_conv(d, xp, dtype, activations, *, weights="orthogonal", losses=("mse"
       passing on ``keep <= 3`` of their channels (auxiliary channels, C2 ``filters``; not when
       ``tiled``); geometry: ``tiled`` -- stride = kernel, no padding, kernel divides the input (the
       conv is a bijection, C2's inverse exact); otherwise any stride 1..2 and padding 0..1,
-      overlapping patches included (C2's reconstruction correction);
+      overlapping patches included (C2's reconstruction correction); ``overlap``: the first one
+      certainly has overlapping patches (stride 1, kernel >= 2, at least two positions per axis);
     * layer L: a square dense output (``n_L = n_{L-1}``, orthogonal / invertible), the loss on its first
       ``outputs`` units.
     """
@@ -150,9 +151,14 @@ def _draw_conv(d, xp, dtype, activations, *, weights="orthogonal", losses=("mse"
     specs.append(Conv2d(stride=s1, padding=p1, pool=pool))
     Ws.append(gen.standard_normal((C1, C0, k1, k1)) / math.sqrt(C0 * k1 * k1))
     shape = specs[0].bind((C0, H, H), Ws[0], "draw").h_shape
-    for _ in range(n_conv):
+    for j in range(n_conv):
         C, Hc = shape[0], shape[1]
-        if tiled:
+        if overlap and j == 0:  # stride 1, kernel k >= 2, H' = Hc + 2p - k + 1 >= 2: some pixel in 2 patches
+            s, p = 1, d.integer(0, 1)
+            if Hc + 2 * p - 1 < 2:
+                p = 1
+            k = min(d.integer(2, 3), Hc + 2 * p - 1)
+        elif tiled:
             k = d.choice(tuple(k for k in (1, 2) if Hc % k == 0))
             s, p = k, 0
         else:
@@ -229,9 +235,21 @@ def _scaled(net, scales):
     """``W_L -> s W_L`` with ``s = scales[-1] in [1.5, 2.5]``: the output layer is no longer orthogonal
     (``inv(W_L).T = W_L / s^2``: every error below it is off by ``1/s^2 - 1``, at least 56 %), while
     invertibility, conditioning and the range of the activations below are kept (scaling every
-    layer compounds to ``s^(L-1)`` and saturates tanh/sigmoid exactly in float64)."""
-    Ws = net.weights[:-1] + (scales[-1] * net.weights[-1],)
+    layer compounds to ``s^(L-1)`` and saturates tanh/sigmoid exactly in float64).
+
+    A network with inverted conv layers gets ``P_l -> s P_l`` on its *last inverted conv* instead
+    (the output stays orthogonal), so that the control fails because of a conv layer: a conv
+    inverse that wrongly used ``P`` in place of ``inv(P).T`` (equal for orthogonal ``P``) would
+    leave the control holding."""
+    convs = _inverted_convs(net)
+    i = (convs[-1] if convs else net.depth) - 1
+    Ws = net.weights[:i] + (scales[-1] * net.weights[i],) + net.weights[i + 1:]
     return net.replace(weights=Ws)
+
+
+def _inverted_convs(net):
+    """The layers ``l >= 2`` that are convolutions (inverted by the target pass)."""
+    return [l for l in range(2, net.depth + 1) if isinstance(net.layer(l), Conv2d)]
 
 
 def bp_reference(net, x, y, loss, outputs):
@@ -479,17 +497,21 @@ def _nonorth_order(inst, orthogonal_direction: bool):
     Q = [to_numpy(W) for W in net.weights]
     dirs = [gen.standard_normal(W.shape) for W in Q]
 
-    def net_at(eps):  # conv layers: the perturbation acts on the per-patch matrix P = W.reshape(C_out, -1)
-        Ws = [Q[0]]
-        for i in range(1, L):
+    # conv networks: only the inverted conv layers are perturbed (their per-patch matrices P =
+    # W.reshape(C_out, -1)), so the deviation must come from the conv inverse itself
+    moved = [l - 1 for l in _inverted_convs(net)] or list(range(1, L))
+
+    def net_at(eps):
+        Ws = list(Q)
+        for i in moved:
             Qi = Q[i].reshape(Q[i].shape[0], -1)
             Di = dirs[i].reshape(Qi.shape)
             n = Qi.shape[0]
             if orthogonal_direction:
                 A = (Di - Di.T) / math.sqrt(2 * n)
-                Ws.append((Qi @ _cayley(eps * A)).reshape(Q[i].shape))
+                Ws[i] = (Qi @ _cayley(eps * A)).reshape(Q[i].shape)
             else:
-                Ws.append((Qi + eps * Di / math.sqrt(n)).reshape(Q[i].shape))
+                Ws[i] = (Qi + eps * Di / math.sqrt(n)).reshape(Q[i].shape)
         return _rebuild(net, Ws)
 
     def diff(eps):
@@ -594,16 +616,9 @@ def _control_tp(inst):
 # --- gaitprop.conv_inverse_counts_overlaps ----------------------------------------------------------
 
 def _draw_conv_inverse(d, xp, dtype):
-    """A conv instance (invertible or orthogonal ``P``) in which some inverted conv has overlapping
-    patches (max multiplicity >= 2), so the correction term matters; redrawn (at most 20 times) otherwise."""
-    from refimpl.rules.invertible_conv import multiplicity
-    for _ in range(20):
-        inst = _draw_conv(d, xp, dtype, INVERTIBLE, weights=d.choice(("orthogonal", "invertible")))
-        net = inst.net
-        Nmax = max(float(np.max(to_numpy(multiplicity(net.xp, net.layer(l), net.dtype))))
-                   for l in range(2, net.depth) if isinstance(net.layer(l), Conv2d))
-        if Nmax >= 2:
-            break
+    """A conv instance (invertible or orthogonal ``P``) whose first inverted conv has overlapping
+    patches (max multiplicity >= 2), so the correction term matters."""
+    inst = _draw_conv(d, xp, dtype, INVERTIBLE, weights=d.choice(("orthogonal", "invertible")), overlap=True)
     return NetInstance(inst.net, inst.x, inst.y, inst.loss, params=dict(inst.params, direction_seed=d.seed()))
 
 
@@ -626,6 +641,8 @@ def _conv_inverse_vs_counted(inst, stale: bool):
         gaps.append(float(np.linalg.norm((N - 1) * dn) / np.linalg.norm(dn)))
     ev = compare(mine, expect, "exact_identity", net.dtype, depth=net.depth,
                  labels=[f"g_{l}^-1" for l in range(2, net.depth)])
+    if not max(gaps) > 0:  # the condition of the draw (overlap) failed: nothing for the correction to do
+        return Evidence(False, ev.error, ev.tolerance, "condition violated: no overlapping patches; " + ev.detail)
     return Evidence(ev.holds, ev.error, ev.tolerance,
                     f"{ev.detail}; distance of C2's inverse from the true pre-image x + d, ||(N - 1) d|| / ||d|| "
                     f"per conv layer: {', '.join(f'{g:.2f}' for g in gaps)}")
@@ -705,7 +722,8 @@ THEOREMS = (
         source=_SOURCE,
         conditions="W_l orthogonal for l = 2..L; float64",
         draw=_draw_limit, check=_check_limit, control=_control_limit,
-        control_breaks="W_L -> s W_L, s in [1.5, 2.5] (invertible, not orthogonal)",
+        control_breaks="W_L -> s W_L, s in [1.5, 2.5] (invertible, not orthogonal); conv networks: the last inverted "
+                       "conv's per-patch matrix P -> s P instead",
         dtypes=("float64",),
     ),
     Theorem(
@@ -727,7 +745,8 @@ THEOREMS = (
         source=_SOURCE + "; adaptive gamma: Dalm et al., TMLR 2023 (arXiv 2102.11598), code C2 compute_adaptive_gamma",
         conditions="C^2 invertible activations; W_l orthogonal for l >= 2; adaptive gamma",
         draw=_draw_smooth, check=_check_smooth, control=_control_smooth,
-        control_breaks="W_L -> s W_L, s in [1.5, 2.5]: the gamma -> 0 limit is no longer BP",
+        control_breaks="W_L -> s W_L, s in [1.5, 2.5] (conv networks: the last inverted conv's P -> s P): the "
+                       "gamma -> 0 limit is no longer BP",
         dtypes=("float64",),
     ),
     Theorem(
