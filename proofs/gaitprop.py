@@ -718,7 +718,9 @@ THEOREMS = (
         name="gaitprop.limit_equals_bp_orthogonal",
         statement="gamma -> 0 GAIT-prop recursion E_{l-1} = (D_l * E_l) @ inv(W_l).T gives dW_l = Delta_l^T h_{l-1} "
                   "equal to autograd's BP gradients when W_2..W_L are orthogonal (inv(W).T = W), any first layer, "
-                  "mse and ce, auxiliary output units",
+                  "mse and ce, auxiliary output units; on conv networks (half the draws) with orthogonal per-patch "
+                  "matrices P_l = W_l.reshape(C_out, -1), overlapping patches (C2's correction) and auxiliary channels "
+                  "included",
         source=_SOURCE,
         conditions="W_l orthogonal for l = 2..L; float64",
         draw=_draw_limit, check=_check_limit, control=_control_limit,
@@ -741,7 +743,8 @@ THEOREMS = (
         name="gaitprop.converges_to_bp_smooth",
         statement="smooth activations (tanh, sigmoid, softplus, identity), orthogonal W_2..W_L, adaptive gamma: "
                   "GAIT-prop - BP = O(gamma) (slope 1 on gamma = 2e-3..2.5e-4, Richardson limit 0 to rounding) at "
-                  "every depth 2..6",
+                  "every depth 2..6; half the draws are conv networks (orthogonal per-patch matrices, overlapping "
+                  "patches, auxiliary channels)",
         source=_SOURCE + "; adaptive gamma: Dalm et al., TMLR 2023 (arXiv 2102.11598), code C2 compute_adaptive_gamma",
         conditions="C^2 invertible activations; W_l orthogonal for l >= 2; adaptive gamma",
         draw=_draw_smooth, check=_check_smooth, control=_control_smooth,
@@ -752,7 +755,8 @@ THEOREMS = (
     Theorem(
         name="gaitprop.deviation_first_order_in_nonorthogonality",
         statement="W_l(eps) = Q_l + eps G_l (l >= 2): the gamma -> 0 GAIT-prop update minus BP's is c_1 eps + O(eps^2) "
-                  "with c_1 != 0 (slope 1, limit 0, resolvable), i.e. grows linearly with ||W^T W - I||",
+                  "with c_1 != 0 (slope 1, limit 0, resolvable), i.e. grows linearly with ||W^T W - I||; conv networks "
+                  "(half the draws): the inverted convs' per-patch matrices P_l = Q_l + eps G_l",
         source="spec §3.3 (W^{-1} - W^T = -W^T (W^T W - I) + O(||W^T W - I||^2))",
         conditions="perturbation off the orthogonal group; smooth activations",
         draw=_draw_nonorth, check=_check_nonorth, control=_control_nonorth,
@@ -763,7 +767,9 @@ THEOREMS = (
     Theorem(
         name="gaitprop.tp_equals_gauss_newton_linear",
         statement="linear networks, invertible W_2..W_L: TP through exact inverses gives the Gauss-Newton targets "
-                  "tau_l = h_l - J_l^{-1} e_L (J_l = dh_L/dh_l), so TP is not BP (which uses J_l^T)",
+                  "tau_l = h_l - J_l^{-1} e_L (J_l = dh_L/dh_l), so TP is not BP (which uses J_l^T); half the draws are "
+                  "conv networks whose inverted convs tile their input (stride = kernel, no padding: a bijection, "
+                  "inverted per patch; GN targets from the unrolled Toeplitz network)",
         source="Ahmad et al. 2020 (TP baseline, code C1 get_tp_updates); GN targets as in Meulemans et al. 2020",
         conditions="linear activations; square invertible W_l for l >= 2",
         draw=_draw_tp, check=_check_tp, control=_control_tp,

@@ -65,12 +65,32 @@ default ``1/sqrt(eps)`` of the dtype: the solve then keeps at least half the dig
 non-square and have any activation. A non-square *output* is handled with auxiliary units (P1/C1
 ``SquareInvNet``, P2/C2): a square output layer whose first ``outputs`` units are the network's
 outputs; the others get their own forward value as target (zero error). Non-square hidden layers
-(C1's ``TowerInvNet``) are not supported.
+(C1's ``TowerInvNet``) are not supported. Conv layers ``2..L``: square, well-conditioned per-patch
+matrix, no pooling (below); a dense layer after a conv must be square in the flattened width.
+
+**Convolutional layers** (P2 / C2 ``InvConv``; :mod:`refimpl.rules.invertible_conv`). Every line
+above is a layer operation (:mod:`refimpl.layers`), so the same loop runs on conv networks:
+``dW_l = weight_grad_l(Delta_l, h_{l-1})``, ``Delta_l = P_l^T(E_l) * D_l`` (``P_l^T``: the transpose of
+layer ``l``'s pooling or channel selection, identity for dense layers), and the inverse of an
+invertible conv layer (square per-patch matrix ``P_l = W_l.reshape(C_out, C_in*kh*kw)``, no pooling) is
+C2's per-patch inverse with its reconstruction correction, ``g_l^{-1}(u) = col2im(P_l^{-1} rows(f_l^{-1}(u)
+- b_l)) - (N_l - 1) * h_{l-1}`` (:func:`~refimpl.rules.invertible_conv.conv_inverse`; ``N_l``: patches
+covering each pixel, ``h_{l-1}``: the layer's forward input of the same batch). It is the exact inverse
+when the patches tile the input (stride = kernel, no padding); with overlapping patches it is exact at
+the forward point and its derivative is the transposed convolution with ``inv(P_l).T`` in ``W_l``'s place
+(:func:`inverse_transpose`), so the gamma -> 0 limit is again BP with ``W_l`` replaced by ``inv(W_l).T``
+(= BP for orthogonal ``P_l``, with or without overlap), but a reachable target ``f(conv(x + d) + b)``
+comes back as ``x + N d``, not ``x + d`` (``proofs.gaitprop.conv_inverse_counts_overlaps``). A conv
+layer with ``keep=k`` passes only its first ``k`` channels on; its other channels are auxiliary: the
+nudge acts on ``z_l = f_l(a_l)`` (every channel), whose target is ``tau_l`` on the kept channels and
+the forward value on the auxiliary ones (C2 ``inverse_pass``), and adaptive gamma's norm and ``n_l``
+count every channel (C2 ``compute_adaptive_gamma``). Layer 1 may be any conv (pooling included).
 
 **Orthogonality regulariser** (added to ``dW``, not part of the theorems; applied to every square
 layer): ``ortho_form="full"`` is C2's ``||W_l^T W_l - I||_F^2`` (gradient ``4 W_l (W_l^T W_l - I)``),
 ``"offdiag"`` is C1's ``sum_{i != j} (W_l^T W_l)_{ij}^2`` (gradient ``4 W_l (M - diag M)``,
-``M = W_l^T W_l``), both times ``ortho``. ``ortho`` is relative to refimpl's batch-mean gradients
+``M = W_l^T W_l``), both times ``ortho``; on a conv layer to its per-patch matrix ``P_l`` when square
+(C2 ``InvConv.get_ortho_gradient``), reshaped to the kernel's shape. ``ortho`` is relative to refimpl's batch-mean gradients
 (as in C1, which adds it to batch-mean updates); C2's lambda is relative to batch-*summed*
 gradients, i.e. C2's lambda corresponds to ``ortho = lambda / B``.
 
