@@ -158,3 +158,19 @@ def test_strict_backend_and_float32_run_the_conv_pass():
     net32 = _net("c2k3p1 c18k3p1+keep2 l32").to(dtype="float32")
     up32, _ = G.TPInverse(outputs=3).updates(net32, None, np.zeros((2, 1, 4, 4), np.float32), np.zeros((2, 3), np.float32))
     assert all(d.dtype == np.float32 for d in up32.dW)
+
+
+def test_adaptive_gamma_counts_every_channel_of_z_as_c2():
+    """C2 compute_adaptive_gamma: gamma_l = gamma sqrt(N) / ||t - h|| over the layer's whole output,
+    auxiliary channels included (their difference is 0, but they count in N)."""
+    net = _net("c2k3p1 c18k3s2p1+keep2 l8", act="tanh")
+    g = np.random.default_rng(8)
+    x, y = g.standard_normal((3, 1, 4, 4)), g.standard_normal((3, 3))
+    up, _ = G.GaitProp(gamma=1e-5, adaptive=True, outputs=3).updates(net, None, x, y)
+    tr, tau2 = up.record["trace"], up.record["targets"][2]
+    diff = np.concatenate([tau2, tr.z[2][:, 2:]], axis=1) - tr.z[2]
+    assert np.all(diff[:, 2:] == 0)
+    expect = 1e-5 * math.sqrt(18 * 2 * 2) / np.linalg.norm(diff.reshape(3, -1), axis=1)
+    np.testing.assert_allclose(up.record["gammas"][2][:, 0], expect, rtol=1e-12)
+    np.testing.assert_allclose(up.record["multipliers"][1][:, 0],
+                               up.record["multipliers"][2][:, 0] / expect, rtol=1e-12)
