@@ -336,9 +336,12 @@ def _conform(args) -> int:
 def _add_bench(sub):
     from . import bench
 
-    p = sub.add_parser("bench", help="BP step time against the GEMM floor and a torch eager step (ratios)",
-                       description="MLP 784-1024-1024-10, batch 256, float32 and float64: ratios measured in "
-                                   "one interleaved run (refimpl/floor, torch/floor, refimpl/torch).")
+    p = sub.add_parser("bench", help="every rule's step time against BP, its own floor and a torch eager BP step "
+                                     "(ratios)",
+                       description="One row per rule (--rule all|NAME): MLP 784-1024-1024-10 batch 256 (an invertible "
+                                   "square net for GAIT-prop/TPInverse, the papers' sizes as a second row for the "
+                                   "microcircuit and CorInfoMax), float32 and float64; ratios from one interleaved "
+                                   "run. Absolute times only with --json.")
     bench.add_arguments(p)
     p.set_defaults(func=_bench)
 

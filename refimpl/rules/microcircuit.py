@@ -298,7 +298,9 @@ def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting
     top saved only 1-4 sweeps at the cost of the Gram products and was not adopted (issue 17 note).
 
     Convergence: the largest change of a potential in a sweep, ``<= tol * max(1, max|U|)``, or
-    stalled at rounding (no new best in 10 sweeps once below ``max(10 tol, 64 eps)``, relative).
+    stalled at rounding (no new best in 3 sweeps -- 3 tests -- once below ``max(10 tol, 64 eps)``,
+    relative; Euler waits 10 steps, its slow modes make progress that late, a sweep contracting by
+    ~0.1 does not: float32 with the default tol 1e-14 stops there).
     Not contracting (non-finite, 1e3 above its best, or no new best in 40 sweeps above that floor):
     ``None``, and the caller falls back to Euler.
     """
@@ -358,8 +360,8 @@ def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting
             break
         if ch < best:
             best, best_it = ch, it
-        elif it - best_it > 10 and ch <= max(10 * tol, 64 * eps) * scale:
-            break
+        elif it - best_it >= 3 * check_every and ch <= max(10 * tol, 64 * eps) * scale:
+            break  # at the rounding floor: a contraction this fast that makes no progress in 3 sweeps never will
         elif it - best_it > 40:
             return None
     # one evaluation of the map at the returned state (Jacobi: every input at its returned value)
