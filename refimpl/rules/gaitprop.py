@@ -157,6 +157,7 @@ def check_invertible(net, *, activations: bool = True, max_cond: Optional[float]
     exactly from the singular values (the rules' steps use :func:`inverse_factors` instead, which
     makes the same decision without an SVD).
     """
+    net.require_dense(f"{rule} (conv layers: not implemented yet)")
     if max_cond is None:
         max_cond = _default_max_cond(net.xp, net.dtype)
     conds = [None, None]
@@ -181,6 +182,7 @@ def inverse_factors(net, *, activations: bool = True, max_cond: Optional[float] 
     """
     from ..lu import LU
 
+    net.require_dense(f"{rule} (conv layers: not implemented yet)")
     if max_cond is None:
         max_cond = _default_max_cond(net.xp, net.dtype)
     facs = [None, None]
