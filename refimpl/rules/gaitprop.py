@@ -291,10 +291,10 @@ def _inverse_backward(net, trace, e):
     L = net.depth
     deltas, errors = [None] * (L + 1), [None] * (L + 1)
     errors[L] = e
-    deltas[L] = e * net.activation(L).df(trace.a[L])
+    deltas[L] = net.activation(L).times_df(e, trace.a[L], trace.z[L])
     for l in range(L, 1, -1):
         errors[l - 1] = xp.linalg.solve(net.weights[l - 1], deltas[l].T).T  # Delta_l @ inv(W_l).T
-        deltas[l - 1] = errors[l - 1] * net.activation(l - 1).df(trace.a[l - 1])
+        deltas[l - 1] = net.activation(l - 1).times_df(errors[l - 1], trace.a[l - 1], trace.z[l - 1])
     return tuple(deltas), tuple(errors)
 
 
@@ -363,7 +363,7 @@ def _local_updates(net, trace, taus, mults, B):
     errors, deltas = [None] * (L + 1), [None] * (L + 1)
     for l in range(1, L + 1):
         errors[l] = mults[l] * (trace.h[l] - taus[l]) / B
-        deltas[l] = errors[l] * net.activation(l).df(trace.a[l])
+        deltas[l] = net.activation(l).times_df(errors[l], trace.a[l], trace.z[l])
     dW = tuple(deltas[l].T @ trace.h[l - 1] for l in range(1, L + 1))
     db = tuple(xp.sum(deltas[l], axis=0) for l in range(1, L + 1))
     return dW, db, tuple(errors), tuple(deltas)
