@@ -299,9 +299,9 @@ def measure(case: Case, dtype: str, repeats: int, backend: str = "numpy") -> dic
     for t in timed.values():  # warm-up (thread pools, allocators, caches)
         t(), t()
     samples = {k: [] for k in timed}
-    for _ in range(repeats):
-        for k, t in timed.items():
-            samples[k].append(t())
+    for i in range(repeats):  # alternate the order: what ran just before (freed memory) biases a timing
+        for k in (list(timed) if i % 2 == 0 else list(timed)[::-1]):
+            samples[k].append(timed[k]())
     med = {k: statistics.median(v) for k, v in samples.items()}
     # ratios of the pairs timed back to back in one repeat, then their median (and quartiles)
     ratio = lambda a, b: sorted(x / y for x, y in zip(samples[a], samples[b]))

@@ -346,7 +346,9 @@ def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting
             uI[k] = uI_of(k, A_up, uP[k + 1], r)
             vA = vA_of(k, r[k + 1], uI[k], r)
             A_up = drive if k == 1 else r[k - 1] @ W[k - 1].T
-            new = A_up + lam_A * vA
+            vA *= lam_A  # vA is this sweep's own product: in place, no temporaries
+            vA += A_up
+            new = vA     # A_k + lam_A V_A,k
             change = xp.maximum(change, xp.max(xp.abs(new - uP[k])))
             uP[k], r[k] = new, rho[k](new)
         it += 1
