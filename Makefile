@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.refimpl-installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: verify test install bench clean
+.PHONY: verify test install bench gpu-check clean
 
 $(STAMP): pyproject.toml requirements/torch.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,19 @@ test: $(STAMP)
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/refimpl bench
+	$(BIN)/refimpl bench --rule all
+
+# On a machine with an NVIDIA GPU: CuPy for the driver's CUDA, the gpu-marked tests, verify and bench
+# on CuPy, a GPU-scale training run; one table, written to runs/gpu-check.json. Without a GPU make
+# stops before installing anything with one line saying so (status 2). Not yet run on a GPU.
+ifneq ($(filter gpu-check,$(MAKECMDGOALS)),)
+GPU_DETECT := $(shell $(PYTHON) benchmarks/gpu_check.py --detect 2>&1; echo "rc=$$?")
+ifneq ($(lastword $(GPU_DETECT)),rc=0)
+$(error $(filter-out rc=%,$(GPU_DETECT)))
+endif
+endif
+gpu-check: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/gpu_check.py --out runs/gpu-check.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -30,6 +30,7 @@ __all__ = [
     "check_finite",
     "check_same_dtype",
     "backend_name",
+    "backend_unavailable",
     "BACKENDS",
 ]
 
@@ -103,6 +104,30 @@ def resolve_namespace(xp=None):
         import array_api_compat.cupy as mod
         return mod
     return xp
+
+
+def backend_unavailable(name: str) -> str | None:
+    """``None`` if backend ``name`` can run here, else one line naming what is missing.
+
+    ``cupy`` needs the package *and* a CUDA device; ``torch`` and ``array_api_strict`` the package.
+    The CLI turns the line into exit status 2 (a missing backend is not a failed theorem)."""
+    try:
+        resolve_namespace(name)
+    except ImportError:
+        pkg, how = {"cupy": ("CuPy", "pip install refimpl[gpu], or `make gpu-check` on a GPU machine"),
+                    "torch": ("torch", "pip install refimpl[oracle]"),
+                    "array_api_strict": ("array-api-strict", "pip install refimpl[test]")}.get(name, (name, ""))
+        return f"backend {name!r} is not available: {pkg} is not installed ({how})"
+    if name == "cupy":
+        try:
+            import cupy
+
+            n = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # CUDA driver/runtime errors have several types
+            return f"backend 'cupy' is not available: CuPy is installed but CUDA does not work ({exc})"
+        if n < 1:
+            return "backend 'cupy' is not available: CuPy is installed but no CUDA device is visible"
+    return None
 
 
 def backend_name(xp) -> str:

@@ -1,17 +1,52 @@
-"""BP step time against the GEMM floor and against a PyTorch eager step (ratios from one run).
+r"""Step time of every rule against BP, against the rule's own floor and against a torch eager BP step.
 
-Network 784-1024-1024-10 (tanh, tanh, linear), batch 256, mse loss; float32 and float64.
+``refimpl bench [--rule all|NAME ...] [--dtype float32|float64|both] [--repeats N] [--json PATH]
+[--backend numpy|cupy]`` (``make bench``; ``python benchmarks/step_time.py``). One row per rule and
+network (float32 and float64), three ratios measured in the same run, interleaved so that drifts in
+the load of a shared machine hit all of them alike:
 
-* refimpl: ``ri.rules.BP().updates(net, state, x, y)`` (forward, loss gradient, backward, dW/db);
-* floor: the same eight GEMMs alone on preallocated operands (3 forward ``h @ W.T``, 2 backward
-  ``delta @ W``, 3 weight gradients ``delta.T @ h``), i.e. what no implementation can beat;
-* torch: an eager step of the same network (forward, loss, ``backward()``) on CPU with the same
-  number of threads, gradients zeroed by ``set_to_none``.
+* ``/BP``: the rule's ``updates`` (what ``refimpl.train`` calls per batch; feedback training by
+  ``train_feedback`` is not included) over ``ri.rules.BP().updates`` on the same network and batch;
+* ``/floor``: over the rule's *floor*, the matrix products (and factorisations) its algorithm cannot
+  avoid, run alone on preallocated operands (:data:`FLOORS`, counted below);
+* ``/torch``: over an eager torch BP step of the same network (forward, loss, ``backward()``) on the
+  same device and thread count.
 
-Timings are medians over interleaved repeats; only ratios measured in the same run are reported
-(the machines are shared and noisy). Usage: ``refimpl bench [--repeats N] [--json PATH]`` (or
-``python benchmarks/step_time.py``); ``--json`` writes the records with library versions. torch is
-imported only here, inside the functions, and is optional (the torch column is then absent).
+Each ratio is the median over ``--repeats`` interleaved repeats of the ratio of the two times
+taken back to back in one repeat; ``spread`` is the interquartile range of the per-repeat ``/BP``
+ratios (how noisy the machine was). Absolute times (medians) only with ``--json``.
+
+**Networks.** ``mlp``: 784-1024-1024-10 (tanh, tanh, linear), batch 256, mse on one-hot targets
+(PEPITA: its cross-entropy). ``invertible`` (GAIT-prop, TPInverse: every layer after the first
+square): 784-1024-1024-1024, orthogonal init, inputs ``0.5 xi``, targets ``h_L + 0.001 xi`` (TPInverse's
+full-size targets must stay in tanh's range). ``microcircuit``: the same MLP with softplus hidden units and no
+biases, and the paper's 784-500-10 at batch 32 (Sacramento et al. 2018, MNIST). ``corinfomax``: the
+same MLP (box activities, no biases, inputs in [0, 1]) and the paper's 784-500-10 at batch 20
+(Bozkurt et al. 2023, MNIST). Convolutional rows: :data:`CONV_ROWS` (empty until refimpl has
+convolution layers; a row there is a :class:`Case` on a conv net with its own floor).
+
+**Floors** (``L`` layers of sizes ``n_0..n_L``, batch ``B``; a "product" is one GEMM of the shape
+the rule uses):
+
+* BP, FA, sign symmetry: ``L`` forward ``h_{l-1} W_l^T``, ``L-1`` backward ``delta_l W_l`` (resp. ``B_l``),
+  ``L`` weight gradients ``delta_l^T h_{l-1}``: ``3L - 1``.
+* DFA: ``L`` forward, ``L-1`` direct projections ``e B_l`` (``(B, n_L) x (n_L, n_l)``), ``L`` weight gradients.
+* PEPITA: two forward passes (``2L``), the modulation ``e F^T`` (``(B, n_L) x (n_L, n_0)``), ``L`` weight
+  gradients.
+* DTP / DRL / L-DRL / TP: ``L`` forward, ``2(L-1)`` feedback products (``g_l(t_l)`` and ``g_l(h_l)``
+  per layer ``l = L..2``), ``L`` weight gradients.
+* GAIT-prop, TPInverse: ``L`` forward, ``L-1`` LU factorisations of ``W_l`` (``l >= 2``) and ``L-1``
+  triangular solve pairs with ``B`` right-hand sides, ``L`` weight gradients (the condition
+  estimate, ``O(n^2)`` per layer, is not counted).
+* Microcircuit (ideal lateral weights): ``N`` forward (the start and the input drive), per sweep
+  ``2(N-1)`` products (``A_k = r_{k-1} W_k^T`` for ``k >= 2`` and ``A_N``, the apical ``V_A,k``),
+  times the sweeps the step actually made (reported), ``N`` weight gradients; the final map
+  evaluation is not counted.
+* CorInfoMax: per sweep and layer ``k``: the basal ``R_{k-1} W_{f,k-1}^T`` (for ``k >= 2``; the input
+  drive is constant, counted once), the lateral ``R_k B_k``, the backward ``R_{k+1} W_{b,k}^T``
+  (``k < P``), times ``t_free + t_nudge`` sweeps; the contrast: forward and backward errors and
+  their gradients in both phases (``4P + 4(P-1)`` products), the lateral update ``Z = R B``,
+  ``Z^T Z`` (``2P``).
 """
 
 from __future__ import annotations
@@ -21,6 +56,8 @@ import json
 import platform
 import statistics
 import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -30,85 +67,258 @@ from . import __version__
 
 SIZES = [784, 1024, 1024, 10]
 BATCH = 256
+#: the papers' sizes: microcircuit (Sacramento et al. 2018, MNIST, batch 32), CorInfoMax (batch 20)
+MC_PAPER = ([784, 500, 10], 32)
+CIM_PAPER = ([784, 500, 10], 20)
 
 
-def _bp_step(net, x, y):
-    rule = _rules.BP(loss="mse")
-    return lambda: rule.updates(net, None, x, y)
+# --- cases ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    """One bench row: a rule spec, a network kind, sizes and batch."""
+
+    rule: str
+    kind: str  # "mlp", "invertible", "microcircuit", "corinfomax"
+    sizes: tuple
+    batch: int
+    label: str = ""
 
 
-def _gemm_floor(dtype, seed=0):
-    g = np.random.default_rng(seed)
-    r = lambda *s: g.standard_normal(s).astype(dtype)
-    Ws = [r(SIZES[i + 1], SIZES[i]) for i in range(3)]
-    hs = [r(BATCH, SIZES[i]) for i in range(3)]
-    ds = [r(BATCH, SIZES[i + 1]) for i in range(3)]
+def cases(names) -> list:
+    """The rows for rule ``names`` (``["all"]``: every rule of the registry)."""
+    from .rules.registry import rule_names, _resolve, _canon
+
+    known = rule_names(include_aliases=False)
+    if "all" in names:
+        names = known
+    out = []
+    for name in names:
+        key = _canon(_resolve(name)[0].__name__)
+        mlp = tuple(SIZES)
+        if key in ("gaitprop", "tpinverse"):
+            out.append(Case(name, "invertible", tuple([SIZES[0]] + [SIZES[1]] * (len(SIZES) - 1)), BATCH))
+        elif key == "microcircuit":
+            out.append(Case(name, "microcircuit", mlp, BATCH))
+            out.append(Case(name, "microcircuit", tuple(MC_PAPER[0]), MC_PAPER[1], "paper"))
+        elif key == "corinfomax":
+            out.append(Case(name, "corinfomax", mlp, BATCH))
+            out.append(Case(name, "corinfomax", tuple(CIM_PAPER[0]), CIM_PAPER[1], "paper"))
+        else:
+            out.append(Case(name, "mlp", mlp, BATCH))
+    return out
+
+
+#: Convolutional rows: to be filled when refimpl has convolution layers (refimpl/layers.py), one
+#: Case per rule on the conv net with its floor in FLOORS (left empty on purpose, issue 17).
+CONV_ROWS: tuple = ()
+
+
+def _problem(case: Case, dtype, xp, dev):
+    """``(net, x, y)`` for a case, drawn on the host from fixed seeds and moved to ``xp``."""
+    from .backend import from_numpy
+
+    sizes, B = list(case.sizes), case.batch
+    g = np.random.default_rng(1)
+    hidden = {"mlp": "tanh", "invertible": "tanh", "microcircuit": "softplus", "corinfomax": "linear"}[case.kind]
+    init = "orthogonal" if case.kind == "invertible" else "xavier"
+    net = Network.init(sizes, activation=hidden, output_activation="linear", init=init, seed=0, dtype=dtype,
+                       xp=xp)
+    if case.kind in ("microcircuit", "corinfomax"):
+        net = net.replace(biases=tuple(b * 0 for b in net.biases))
+    xh = g.random((B, sizes[0])) if case.kind == "corinfomax" else g.standard_normal((B, sizes[0]))
+    if case.kind == "invertible":  # hidden units away from saturation, small output error: TPInverse's
+        xh = 0.5 * xh              # full-size targets must stay inside tanh's range
+    x = from_numpy(xh, xp, dtype, dev)
+    if case.kind == "invertible":
+        y = net(x) + from_numpy(1e-3 * g.standard_normal((B, sizes[-1])), xp, dtype, dev)
+    else:
+        y = from_numpy(np.eye(sizes[-1])[g.integers(0, sizes[-1], B)], xp, dtype, dev)
+    return net, x, y
+
+
+# --- floors --------------------------------------------------------------------------------------
+
+def _floor_ops(case: Case, rule, record) -> list:
+    """The unavoidable operations of a case as ``("gemm", m, k, n)``, ``("lu", n)``, ``("trs", n, m)``."""
+    from .rules.registry import _canon
+
+    s, B = list(case.sizes), case.batch
+    L = len(s) - 1
+    fwd = [("gemm", B, s[l - 1], s[l]) for l in range(1, L + 1)]
+    wgrad = [("gemm", s[l], B, s[l - 1]) for l in range(1, L + 1)]
+    back = [("gemm", B, s[l], s[l - 1]) for l in range(2, L + 1)]
+    key = _canon(type(rule).__name__)
+    if key in ("bp", "fa", "signsymmetry"):
+        return fwd + back + wgrad
+    if key == "dfa":
+        return fwd + [("gemm", B, s[L], s[l]) for l in range(1, L)] + wgrad
+    if key == "pepita":
+        return fwd + fwd + [("gemm", B, s[L], s[0])] + wgrad
+    if key in ("tp", "dtp", "drl", "ldrl"):
+        return fwd + back + back + wgrad
+    if key in ("gaitprop", "tpinverse"):
+        return fwd + [("lu", s[l]) for l in range(2, L + 1)] + [("trs", s[l], B) for l in range(2, L + 1)] + wgrad
+    if key == "microcircuit":
+        sweeps = int(record["nudged"].iterations)
+        per = [("gemm", B, s[k - 1], s[k]) for k in range(2, L + 1)] + \
+              [("gemm", B, s[k + 1], s[k]) for k in range(1, L)]
+        return fwd + per * sweeps + wgrad
+    if key == "corinfomax":
+        P = L
+        per = [("gemm", B, s[k - 1], s[k]) for k in range(2, P + 1)] + \
+              [("gemm", B, s[k], s[k]) for k in range(1, P + 1)] + \
+              [("gemm", B, s[k + 1], s[k]) for k in range(1, P)]
+        contrast = 2 * (fwd + wgrad + back + [("gemm", s[k], B, s[k + 1]) for k in range(1, P)])
+        lateral = [("gemm", B, s[k], s[k]) for k in range(1, P + 1)] + [("gemm", s[k], B, s[k]) for k in range(1, P + 1)]
+        return [fwd[0]] + per * (rule.t_free + rule.t_nudge) + contrast + lateral
+    raise ValueError(f"rule: no floor known for {type(rule).__name__}")
+
+
+def _floor(ops, xp, dtype, dev):
+    """A callable running ``ops`` on preallocated operands (no allocation but the results)."""
+    from .backend import from_numpy
+    from .lu import LU
+
+    g = np.random.default_rng(0)
+    r = lambda *shape: from_numpy(g.standard_normal(shape), xp, dtype, dev)
+    prepared = []
+    cache = {}
+    for op in ops:
+        if op not in cache:
+            if op[0] == "gemm":
+                cache[op] = (r(op[1], op[2]), r(op[2], op[3]))
+            elif op[0] == "lu":
+                A = r(op[1], op[1]) + 4 * op[1] ** 0.5 * xp.eye(op[1], dtype=dtype)
+                cache[op] = (A,)
+            else:
+                A = r(op[1], op[1]) + 4 * op[1] ** 0.5 * xp.eye(op[1], dtype=dtype)
+                cache[op] = (LU(A), r(op[1], op[2]))
+        prepared.append((op[0], cache[op]))
 
     def run():
-        for i in range(3):
-            hs[i] @ Ws[i].T            # forward
-        ds[2] @ Ws[2]                  # backward data
-        ds[1] @ Ws[1]
-        for i in range(3):
-            ds[i].T @ hs[i]            # weight gradients
-
+        for kind, args in prepared:
+            if kind == "gemm":
+                args[0] @ args[1]
+            elif kind == "lu":
+                LU(args[0])
+            else:
+                args[0].solve(args[1])
     return run
 
 
-def _torch_step(net, x, y, dtype):
-    import torch
+# --- torch ---------------------------------------------------------------------------------------
 
-    td = torch.float32 if dtype == "float32" else torch.float64
-    Ws = [torch.tensor(np.asarray(W), dtype=td, requires_grad=True) for W in net.weights]
-    bs = [torch.tensor(np.asarray(b), dtype=td, requires_grad=True) for b in net.biases]
-    xt, yt = torch.tensor(x, dtype=td), torch.tensor(y, dtype=td)
+def _torch_step(net, x, y, device):
+    import torch
+    import torch.nn.functional as tF
+    from .backend import to_numpy
+
+    td = torch.float32 if "32" in str(net.dtype) else torch.float64
+    T = lambda a: torch.tensor(to_numpy(a), dtype=td, device=device)
+    Ws = [T(W).requires_grad_(True) for W in net.weights]
+    bs = [T(b).requires_grad_(True) for b in net.biases]
+    xt, yt = T(x), T(y)
+    acts = {"tanh": torch.tanh, "softplus": tF.softplus, "linear": lambda a: a, "relu": torch.relu,
+            "sigmoid": torch.sigmoid}
+    fs = [acts.get(a, lambda a: a) for a in net.activations]
 
     def run():
         for p in Ws + bs:
             p.grad = None
         h = xt
-        for i in range(3):
-            a = torch.nn.functional.linear(h, Ws[i], bs[i])
-            h = torch.tanh(a) if i < 2 else a
+        for W, b, f in zip(Ws, bs, fs):
+            h = f(tF.linear(h, W, b))
         loss = 0.5 * ((h - yt) ** 2).sum(dim=1).mean()
         loss.backward()
 
     return run
 
 
-def _time(fn, repeats):
-    out = []
-    for _ in range(repeats):
+# --- timing --------------------------------------------------------------------------------------
+
+def _sync(xp):
+    from .backend import backend_name
+
+    name = backend_name(xp)
+    if name == "cupy":
+        import cupy
+
+        cupy.cuda.Device().synchronize()
+    elif name == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+
+def _timer(fn, sync):
+    def timed():
+        sync()
         t0 = time.perf_counter()
         fn()
-        out.append(time.perf_counter() - t0)
-    return out
+        sync()
+        return time.perf_counter() - t0
+    return timed
 
 
-def measure(dtype: str, repeats: int):
-    net = Network.init(SIZES, activation="tanh", seed=0, dtype=dtype)
-    g = np.random.default_rng(1)
-    x = g.standard_normal((BATCH, SIZES[0])).astype(dtype)
-    y = g.standard_normal((BATCH, SIZES[-1])).astype(dtype)
-    fns = {"refimpl": _bp_step(net, x, y), "floor": _gemm_floor(dtype)}
+def measure(case: Case, dtype: str, repeats: int, backend: str = "numpy") -> dict:
+    """One row: medians of the interleaved repeats and the ratios."""
+    from .backend import resolve_namespace, device_of
+    from .rules.registry import get_rule
+
+    xp = resolve_namespace(backend)
+    net, x, y = _problem(case, dtype, xp, None)
+    dev = device_of(x)
+    rule = get_rule(case.rule)
+    rec = {"rule": case.rule, "net": "-".join(map(str, case.sizes)), "batch": case.batch, "kind": case.kind,
+           "label": case.label, "dtype": dtype, "backend": backend}
+    try:
+        state = rule.init(net, seed=0)
+        upd, _ = rule.updates(net, state, x, y)
+    except (ValueError, TypeError) as exc:
+        rec["error"] = f"{type(exc).__name__}: {exc}"
+        return rec
+    bp = _rules.BP(loss="mse")
+    fns = {"rule": lambda: rule.updates(net, state, x, y), "bp": lambda: bp.updates(net, None, x, y),
+           "floor": _floor(_floor_ops(case, rule, upd.record), xp, net.dtype, dev)}
+    if case.kind == "microcircuit":
+        rec["sweeps"] = int(upd.record["nudged"].iterations)
+    if case.kind == "corinfomax":
+        rec["sweeps"] = rule.t_free + rule.t_nudge
     try:
         import torch
 
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-        fns["torch"] = _torch_step(net, x, y, dtype)
+        tdev = "cuda" if backend == "cupy" else "cpu"
+        fns["torch"] = _torch_step(net, x, y, tdev)
+        sync_t = (lambda: torch.cuda.synchronize()) if tdev == "cuda" else (lambda: None)
     except ImportError:
-        pass
-    for fn in fns.values():  # warm-up (BLAS thread pools, torch allocator)
-        fn(), fn()
-    samples = {k: [] for k in fns}
-    for _ in range(repeats):  # interleaved, so drifts in machine load hit all three alike
-        for k, fn in fns.items():
-            samples[k] += _time(fn, 1)
+        sync_t = None
+    sync = lambda: _sync(xp)
+    timed = {k: _timer(fn, sync_t if k == "torch" else sync) for k, fn in fns.items()}
+    for t in timed.values():  # warm-up (thread pools, allocators, caches)
+        t(), t()
+    samples = {k: [] for k in timed}
+    for i in range(repeats):  # alternate the order: what ran just before (freed memory) biases a timing
+        for k in (list(timed) if i % 2 == 0 else list(timed)[::-1]):
+            samples[k].append(timed[k]())
     med = {k: statistics.median(v) for k, v in samples.items()}
-    rec = {"dtype": dtype, "median_seconds": med, "refimpl_over_floor": med["refimpl"] / med["floor"]}
+    # ratios of the pairs timed back to back in one repeat, then their median (and quartiles)
+    ratio = lambda a, b: sorted(x / y for x, y in zip(samples[a], samples[b]))
+    q = lambda v, p: v[min(len(v) - 1, int(round(p * (len(v) - 1))))]
+    per = ratio("rule", "bp")
+    rec.update({"median_seconds": med, "over_bp": statistics.median(per),
+                "over_floor": statistics.median(ratio("rule", "floor")),
+                "bp_over_floor": statistics.median(ratio("bp", "floor")),
+                "over_bp_q25": q(per, 0.25), "over_bp_q75": q(per, 0.75)})
     if "torch" in med:
-        rec["torch_over_floor"] = med["torch"] / med["floor"]
-        rec["refimpl_over_torch"] = med["refimpl"] / med["torch"]
+        rec["over_torch"] = statistics.median(ratio("rule", "torch"))
+    # the BP-only names of the first version of this command
+    if case.rule in ("bp",):
+        rec["refimpl_over_floor"] = rec["over_floor"]
+        if "torch" in med:
+            rec["refimpl_over_torch"] = rec["over_torch"]
+            rec["torch_over_floor"] = statistics.median(ratio("torch", "floor"))
     return rec
 
 
@@ -124,20 +334,50 @@ def versions():
     return out
 
 
+def format_table(recs) -> str:
+    head = (f"{'rule':<13} {'net':<20} {'batch':>5} {'dtype':<8} {'sweeps':>6} {'/BP':>7} {'spread':>13} "
+            f"{'/floor':>7} {'/torchBP':>8}")
+    lines = [head, "-" * len(head)]
+    for r in recs:
+        name = r["rule"] + (f" ({r['label']})" if r.get("label") else "")
+        if "error" in r:
+            lines.append(f"{name:<13} {r['net']:<20} {r['batch']:>5} {r['dtype']:<8} n/a: {r['error'][:60]}")
+            continue
+        sp = f"{r['over_bp_q25']:.2f}-{r['over_bp_q75']:.2f}"
+        lines.append(f"{name:<13} {r['net']:<20} {r['batch']:>5} {r['dtype']:<8} {r.get('sweeps', ''):>6} "
+                     f"{r['over_bp']:>7.2f} {sp:>13} {r['over_floor']:>7.2f} {r.get('over_torch', float('nan')):>8.2f}")
+    return "\n".join(lines)
+
+
 def add_arguments(p):
-    p.add_argument("--repeats", type=int, default=15, help="interleaved repeats (medians are reported)")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the records with library versions")
+    p.add_argument("--rule", action="append", default=None, metavar="NAME",
+                   help="a rule name (repeatable) or 'all' (default: bp)")
+    p.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
+    p.add_argument("--backend", choices=("numpy", "cupy", "torch"), default="numpy")
+    p.add_argument("--repeats", type=int, default=7, help="interleaved repeats (medians are reported)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the records with absolute times and versions")
 
 
 def run(args) -> int:
+    from .backend import backend_unavailable
+
     if args.repeats < 1:
         raise ValueError(f"--repeats: expected >= 1, got {args.repeats}")
-    recs = [measure(dt, args.repeats) for dt in ("float32", "float64")]
-    print(f"BP step, MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, {args.repeats} interleaved repeats (medians)")
-    print(f"{'dtype':<8} {'refimpl/floor':>14} {'torch/floor':>12} {'refimpl/torch':>14}")
-    for r in recs:
-        print(f"{r['dtype']:<8} {r['refimpl_over_floor']:>14.2f} {r.get('torch_over_floor', float('nan')):>12.2f} "
-              f"{r.get('refimpl_over_torch', float('nan')):>14.2f}")
+    missing = backend_unavailable(args.backend)
+    if missing:
+        raise ValueError(missing)
+    names = args.rule or ["bp"]
+    rows = cases(names) + [c for c in CONV_ROWS if "all" in names or c.rule in names]
+    dtypes = ("float32", "float64") if args.dtype == "both" else (args.dtype,)
+    recs = []
+    print(f"refimpl bench: {len(rows)} rows x {len(dtypes)} dtypes, backend {args.backend}, "
+          f"{args.repeats} interleaved repeats (medians; spread = IQR of the per-repeat /BP ratios)", flush=True)
+    for dt in dtypes:
+        for c in rows:
+            recs.append(measure(c, dt, args.repeats, args.backend))
+            print(format_table(recs[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(format_table(recs))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"versions": versions(), "results": recs}, fh, indent=2)

@@ -70,6 +70,12 @@ def _markdown_table(thms) -> str:
 
 
 def _verify(args) -> int:
+    from .backend import backend_unavailable
+
+    missing = None if (args.list or args.markdown) else backend_unavailable(args.backend)
+    if missing:  # before importing the theorems: a missing backend is exit 2, not a column of FAILs
+        print(f"refimpl verify: {missing}", file=sys.stderr)
+        return 2
     import proofs
     from proofs import verify as V
 
@@ -212,6 +218,11 @@ def _train(args) -> int:
         else:
             opt = O.SGD(lr=0.05 if args.lr is None else args.lr, momentum=args.momentum,
                         weight_decay=args.weight_decay)
+        from .backend import backend_unavailable
+
+        missing = backend_unavailable(args.backend)
+        if missing:
+            raise ValueError(missing)
         for spec in args.rule:  # fail fast on unknown rules, before loading any data
             T.get_rule(T.parse_rule_spec(spec)[0])
         kw = {"path": args.data_path} if args.data == "idx" else {}
@@ -325,9 +336,12 @@ def _conform(args) -> int:
 def _add_bench(sub):
     from . import bench
 
-    p = sub.add_parser("bench", help="BP step time against the GEMM floor and a torch eager step (ratios)",
-                       description="MLP 784-1024-1024-10, batch 256, float32 and float64: ratios measured in "
-                                   "one interleaved run (refimpl/floor, torch/floor, refimpl/torch).")
+    p = sub.add_parser("bench", help="every rule's step time against BP, its own floor and a torch eager BP step "
+                                     "(ratios)",
+                       description="One row per rule (--rule all|NAME): MLP 784-1024-1024-10 batch 256 (an invertible "
+                                   "square net for GAIT-prop/TPInverse, the papers' sizes as a second row for the "
+                                   "microcircuit and CorInfoMax), float32 and float64; ratios from one interleaved "
+                                   "run. Absolute times only with --json.")
     bench.add_arguments(p)
     p.set_defaults(func=_bench)
 

@@ -267,7 +267,11 @@ class Linear:
         """``h @ W.T`` (``h`` flattened in torch's order if it is an image batch)."""
         return self._flat(xp, h) @ W.T
 
-    def add_bias(self, xp, a, b):
+    def add_bias(self, xp, a, b, inplace: bool = False):
+        """``a + b``; ``inplace``: ``a += b`` (only for an ``a`` the caller just computed and owns)."""
+        if inplace:
+            a += b
+            return a
         return a + b
 
     def transpose(self, xp, M, delta):
@@ -431,8 +435,13 @@ class Conv2d:
         a = self.cols(xp, h) @ xp.reshape(W, (Co, -1)).T                    # (B*Ho*Wo, Co)
         return xp.permute_dims(xp.reshape(a, (B, Ho, Wo, Co)), (0, 3, 1, 2))
 
-    def add_bias(self, xp, a, b):
-        return a + xp.reshape(b, (1, b.shape[0], 1, 1))
+    def add_bias(self, xp, a, b, inplace: bool = False):
+        """``a + b`` per channel; ``inplace``: ``a += ...`` (only for an ``a`` the caller just computed)."""
+        bb = xp.reshape(b, (1, b.shape[0], 1, 1))
+        if inplace:
+            a += bb
+            return a
+        return a + bb
 
     def transpose(self, xp, M, delta):
         """The input-gradient of the convolution with ``M`` (shape of ``W``) in ``W``'s place:

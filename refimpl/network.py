@@ -366,7 +366,7 @@ class Network:
         xp = self.xp
         W = self.weights[layer - 1] if weight is None else weight
         b = self.biases[layer - 1] if bias is None else bias
-        return lay.add_bias(xp, lay.apply(xp, W, h), b)
+        return lay.add_bias(xp, lay.apply(xp, W, h), b, inplace=True)  # the product is ours: no temporary
 
     def forward(self, x) -> Trace:
         """Forward pass: ``a_l = apply_l(W_l, h_{l-1}) + b_l``, ``z_l = f_l(a_l)``, ``h_l = P_l(z_l)``;

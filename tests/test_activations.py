@@ -116,3 +116,30 @@ def test_inverse_rejects_non_finite(name, bad):
     # (linear, leaky_relu, elu above) returned NaN instead of raising.
     with pytest.raises(ValueError, match="finite"):
         A.get(name).inverse(np.array([0.1, bad]), name="target")
+
+
+@pytest.mark.parametrize("name", ["linear", "tanh", "sigmoid", "relu", "leaky_relu", "elu", "softplus"])
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict", "torch"])
+def test_times_df_is_the_backward_product_and_leaves_inputs_alone(name, backend):
+    """Issue 17: ``times_df(g, a, z)`` = ``g * df(a)``, bitwise for the fused tanh/sigmoid forms (the
+    same products in the same order, exact negations), on read-only NumPy inputs and every backend;
+    the inputs are not modified. Control: a fused form from the wrong z (z = a) differs."""
+    from refimpl.backend import resolve_namespace, from_numpy, to_numpy
+
+    xp = resolve_namespace(backend)
+    gen = np.random.default_rng(3)
+    a_h, g_h = 2 * gen.standard_normal((5, 7)), gen.standard_normal((5, 7))
+    act = A.get(name)
+    a, g = from_numpy(a_h, xp, "float64"), from_numpy(g_h, xp, "float64")
+    z = act.f(a)
+    if backend == "numpy":
+        for arr in (a, g, z):
+            arr.setflags(write=False)
+    before = [to_numpy(v) for v in (a, g, z)]
+    out = to_numpy(act.times_df(g, a, z))
+    assert np.array_equal(out, to_numpy(g * act.df(a)))
+    assert np.array_equal(to_numpy(act.times_df(g, a)), out)  # without z: g * df(a)
+    for v, b in zip((a, g, z), before):
+        assert np.array_equal(to_numpy(v), b)
+    if act.fused is not None:
+        assert not np.allclose(to_numpy(act.times_df(g, a, a)), out)

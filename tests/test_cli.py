@@ -45,3 +45,25 @@ def test_verify_fails_on_broken_theorem(monkeypatch, capsys):
 def test_python_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "refimpl", "verify", "--list"], capture_output=True, text=True)
     assert r.returncode == 0 and "bp.matches_autograd" in r.stdout
+
+
+def test_missing_backend_exits_2_naming_it(monkeypatch, capsys):
+    """Issue 17: verify/train on a backend that is not installed exit 2 with one line naming it,
+    instead of reporting every theorem as FAIL. torch's absence is simulated (sys.modules entry None
+    makes its import raise ImportError); CuPy is absent or without a device on CI."""
+    import sys
+    from refimpl.backend import backend_unavailable
+
+    for name in ("torch", "array_api_compat.torch"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert "torch is not installed" in backend_unavailable("torch")
+    assert main(["verify", "--backend", "torch", "--only", "bp.*"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "backend 'torch' is not available: torch is not installed" in err[0]
+    assert main(["train", "--rule", "bp", "--backend", "torch", "--epochs", "1"]) == 2
+    assert "torch is not installed" in capsys.readouterr().err
+    assert backend_unavailable("numpy") is None  # control: an available backend passes
+    if backend_unavailable("cupy") is not None:
+        assert main(["verify", "--backend", "cupy"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "backend 'cupy' is not available" in err[0] and "CuPy" in err[0]

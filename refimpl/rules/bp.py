@@ -43,11 +43,12 @@ def backward(net, trace, e, feedback=None):
     xp = net.xp
     mats = net.weights if feedback is None else feedback
     deltas = [None] * (L + 1)
-    deltas[L] = e * net.activation(L).df(trace.a[L])
+    # g * f'(a) as one fused product (f' from the trace's z = f(a) where cheaper: no second tanh)
+    deltas[L] = net.activation(L).times_df(e, trace.a[L], trace.z[L])
     for l in range(L - 1, 0, -1):
         dh = net.layer(l + 1).transpose(xp, mats[l], deltas[l + 1])     # dense: delta_{l+1} @ W_{l+1}
         dz = net.layer(l).unpool(xp, dh, trace.z[l])                    # P_l^T (identity without pooling)
-        deltas[l] = dz * net.activation(l).df(trace.a[l])
+        deltas[l] = net.activation(l).times_df(dz, trace.a[l], trace.z[l])
     return tuple(deltas)
 
 

@@ -343,12 +343,13 @@ class DFA:
         L = net.depth
         trace = net.forward(x)
         e = loss.grad(trace.h[-1], y)
-        e_L = e * net.activation(L).df(trace.a[L])
+        e_L = net.activation(L).times_df(e, trace.a[L], trace.z[L])  # e * f_L'(a_L), fused
         deltas = [None] * (L + 1)
         deltas[L] = e_L
         for l in range(1, L):
             # (e_L @ B[l-1]) in a_l's own shape (torch flatten order for a conv layer), times f_l'(a_l)
-            deltas[l] = xp.reshape(e_L @ B[l - 1], trace.a[l].shape) * net.activation(l).df(trace.a[l])
+            deltas[l] = net.activation(l).times_df(xp.reshape(e_L @ B[l - 1], trace.a[l].shape), trace.a[l],
+                                                   trace.z[l])
         deltas = tuple(deltas)
         dW, db = weight_gradients(net, trace, deltas)
         record = {"trace": trace, "loss": loss.value(trace.h[-1], y), "output_grad": e, "output_delta": e_L,

@@ -114,7 +114,7 @@ from . import invertible_conv as _ic
 from .base import Updates, EmptyState, check_batch
 
 __all__ = ["GaitProp", "TPInverse", "gamma_limit", "inverse_backward", "layer_inverse",
-           "check_invertible", "output_target", "output_error", "ortho_penalty", "ortho_gradient",
+           "check_invertible", "inverse_factors", "output_target", "output_error", "ortho_penalty", "ortho_gradient",
            "ORTHO_FORMS"]
 
 ORTHO_FORMS = ("full", "offdiag")
@@ -139,6 +139,35 @@ def _default_max_cond(xp, dtype) -> float:
     return 1.0 / math.sqrt(eps)
 
 
+def _check_structure(net, l: int, activations: bool, rule: str) -> None:
+    W = net.weights[l - 1]
+    if W.shape[0] != W.shape[1]:
+        raise ValueError(
+            f"weights[{l - 1}]: {rule} propagates targets down through layer {l}, which must be square "
+            f"(n_{l} == n_{l - 1}) to be inverted; got shape {tuple(W.shape)}. Only the first layer may "
+            "be non-square; for fewer outputs use a square output layer with `outputs=k` "
+            "(auxiliary units, P1/C1 SquareInvNet)")
+    act = net.activation(l)
+    if activations and not act.invertible:
+        raise ValueError(
+            f"activations[{l - 1}]: {rule} inverts f_{l}, but {act.name!r} is not invertible; use an "
+            "invertible activation (linear, tanh, sigmoid, leaky_relu, elu, softplus) on layers 2..L")
+
+
+def _exact_cond(net, l: int, max_cond: float, rule: str) -> float:
+    """``cond_2(W_l)`` from its singular values; ``ValueError`` when above ``max_cond``."""
+    xp = net.xp
+    s = xp.linalg.svdvals(net.weights[l - 1])
+    s_max, s_min = float(xp.max(s)), float(xp.min(s))
+    cond = math.inf if s_min == 0.0 else s_max / s_min
+    if not cond <= max_cond:
+        raise ValueError(
+            f"weights[{l - 1}]: {rule} needs an invertible W_{l}, but its condition number is {cond:.3g} "
+            f"(smallest singular value {s_min:.3g}) > max_cond = {max_cond:.3g}; the inverse would "
+            "be dominated by rounding (singular or nearly singular weights)")
+    return cond
+
+
 def check_invertible(net, *, activations: bool = True, max_cond: Optional[float] = None,
                      rule: str = "GaitProp") -> tuple:
     """Raise ``ValueError`` unless every layer ``l = 2..L`` can be inverted; return the condition numbers.
@@ -148,38 +177,54 @@ def check_invertible(net, *, activations: bool = True, max_cond: Optional[float]
     float64, ~2.9e3 in float32: the linear solve then has relative error ``<= cond * eps <=
     sqrt(eps)``). A conv layer is checked on its per-patch matrix ``W.reshape(C_out, C_in*kh*kw)``
     (:func:`refimpl.rules.invertible_conv.check_conv_invertible`: square, no pooling, conditioned).
-    Returns ``(None, None, cond_2, ..., cond_L)`` (a tuple of length L+1).
+    Returns ``(None, None, cond_2, ..., cond_L)`` (a tuple of length L+1), computed
+    exactly from the singular values (the rules' steps use :func:`inverse_factors` instead, which
+    makes the same decision without an SVD).
     """
-    xp = net.xp
     if max_cond is None:
-        max_cond = _default_max_cond(xp, net.dtype)
+        max_cond = _default_max_cond(net.xp, net.dtype)
     conds = [None, None]
     for l in range(2, net.depth + 1):
         if isinstance(net.layer(l), Conv2d):
             conds.append(_ic.check_conv_invertible(net, l, activations=activations, max_cond=max_cond, rule=rule))
             continue
-        W = net.weights[l - 1]
-        if W.shape[0] != W.shape[1]:
-            raise ValueError(
-                f"weights[{l - 1}]: {rule} propagates targets down through layer {l}, which must be square "
-                f"(n_{l} == n_{l - 1}) to be inverted; got shape {tuple(W.shape)}. Only the first layer may "
-                "be non-square; for fewer outputs use a square output layer with `outputs=k` "
-                "(auxiliary units, P1/C1 SquareInvNet)")
-        act = net.activation(l)
-        if activations and not act.invertible:
-            raise ValueError(
-                f"activations[{l - 1}]: {rule} inverts f_{l}, but {act.name!r} is not invertible; use an "
-                "invertible activation (linear, tanh, sigmoid, leaky_relu, elu, softplus) on layers 2..L")
-        s = xp.linalg.svdvals(W)
-        s_max, s_min = float(xp.max(s)), float(xp.min(s))
-        cond = math.inf if s_min == 0.0 else s_max / s_min
-        if not cond <= max_cond:
-            raise ValueError(
-                f"weights[{l - 1}]: {rule} needs an invertible W_{l}, but its condition number is {cond:.3g} "
-                f"(smallest singular value {s_min:.3g}) > max_cond = {max_cond:.3g}; the inverse would "
-                "be dominated by rounding (singular or nearly singular weights)")
-        conds.append(cond)
+        _check_structure(net, l, activations, rule)
+        conds.append(_exact_cond(net, l, max_cond, rule))
     return tuple(conds)
+
+
+def inverse_factors(net, *, activations: bool = True, max_cond: Optional[float] = None,
+                    rule: str = "GaitProp") -> tuple:
+    """The checks of :func:`check_invertible` without an SVD per step; returns ``(None, None, LU_2, ..., LU_L)``.
+
+    Each ``W_l`` is LU-factored once (:class:`refimpl.lu.LU`; the factors serve every solve of the
+    step) and ``cond_2(W_l)`` is estimated from the factors by block power iteration, a lower
+    estimate within 2x of the true value (:mod:`refimpl.lu`). The layer is accepted when the
+    estimate is ``<= max_cond / 2``; otherwise the exact singular values decide, with
+    :func:`check_invertible`'s error. So the decision is the one of the exact ``cond_2 <= max_cond``
+    (same ``max_cond`` meaning, same message), and the SVD is paid only for layers within 2x of the
+    limit or beyond it (the error path). Cost per layer: one ``getrf`` (which the solves need anyway)
+    and ``O(n^2)`` per power step instead of an ``O(n^3)`` SVD (issue 17: GAIT-prop's step was 28x BP's, two thirds of it the SVD).
+    """
+    from ..lu import LU
+
+    if max_cond is None:
+        max_cond = _default_max_cond(net.xp, net.dtype)
+    facs = [None, None]
+    for l in range(2, net.depth + 1):
+        if isinstance(net.layer(l), Conv2d):  # the per-patch matrix P_l (refimpl.rules.invertible_conv)
+            _ic.check_conv_structure(net, l, activations=activations, rule=rule)
+            f = LU(_ic.patch_matrix(net.xp, net.weights[l - 1]))
+            if not f.cond2_estimate() <= max_cond / 2:
+                _ic.conv_cond(net, l, max_cond=max_cond, rule=rule)
+            facs.append(f)
+            continue
+        _check_structure(net, l, activations, rule)
+        f = LU(net.weights[l - 1])
+        if not f.cond2_estimate() <= max_cond / 2:
+            _exact_cond(net, l, max_cond, rule)
+        facs.append(f)
+    return tuple(facs)
 
 
 def _check_gamma(gamma, name="gamma"):
@@ -190,21 +235,23 @@ def _check_gamma(gamma, name="gamma"):
 
 # --- the pieces ----------------------------------------------------------------------------------
 
-def layer_inverse(net, l: int, t, name: Optional[str] = None, forward_input=None):
+def layer_inverse(net, l: int, t, name: Optional[str] = None, forward_input=None, factors=None):
     r"""``g_l^{-1}(t) = (f_l^{-1}(t) - b_l) @ inv(W_l).T``: the input of layer ``l`` that produces ``t``.
 
-    Computed as ``solve(W_l, (f_l^{-1}(t) - b_l).T).T`` (no explicit inverse). ``t``: ``(B, n_l)``;
+    Computed as ``solve(W_l, (f_l^{-1}(t) - b_l).T).T`` (no explicit inverse); ``factors``: an
+    :class:`refimpl.lu.LU` of ``W_l`` to solve with (None: ``xp.linalg.solve``). ``t``: ``(B, n_l)``;
     raises ``ValueError`` (from :meth:`Activation.inverse`) if ``t`` leaves the range of ``f_l``.
     The result has the shape of the layer's input (a dense layer after a conv: un-flattened).
     An invertible conv layer is inverted per patch, with C2's reconstruction correction, which needs
     the layer's ``forward_input`` ``h_{l-1}`` (:func:`refimpl.rules.invertible_conv.conv_inverse`).
     """
     if isinstance(net.layer(l), Conv2d):
-        return _ic.conv_inverse(net, l, t, forward_input, name=name)
+        return _ic.conv_inverse(net, l, t, forward_input, name=name, factors=factors)
     xp = namespace(t)
     act = net.activation(l)
     a = act.inverse(t, name=name or f"target of h[{l}] (input of f_{l}^-1)")
-    g = xp.linalg.solve(net.weights[l - 1], (a - net.biases[l - 1]).T).T
+    R = (a - net.biases[l - 1]).T
+    g = (xp.linalg.solve(net.weights[l - 1], R) if factors is None else factors.solve(R)).T
     return xp.reshape(g, (t.shape[0],) + tuple(net.layer(l).in_shape))
 
 
@@ -304,11 +351,11 @@ def _inverse_backward(net, trace, e):
     L = net.depth
     deltas, errors = [None] * (L + 1), [None] * (L + 1)
     errors[L] = e
-    deltas[L] = e * net.activation(L).df(trace.a[L])
+    deltas[L] = net.activation(L).times_df(e, trace.a[L], trace.z[L])
     for l in range(L, 1, -1):
         errors[l - 1] = inverse_transpose(net, l, deltas[l])                      # Delta_l @ inv(W_l).T
         dz = net.layer(l - 1).unpool(xp, errors[l - 1], trace.z[l - 1])           # P_{l-1}^T (identity for dense)
-        deltas[l - 1] = dz * net.activation(l - 1).df(trace.a[l - 1])
+        deltas[l - 1] = net.activation(l - 1).times_df(dz, trace.a[l - 1], trace.z[l - 1])
     return tuple(deltas), tuple(errors)
 
 
@@ -336,10 +383,11 @@ def gamma_limit(net, x, y, loss="mse", outputs: Optional[int] = None, max_cond: 
 
 # --- the target pass shared by GAIT-prop and TP ---------------------------------------------------
 
-def _target_pass(net, trace, tau_L, gamma: Optional[float], adaptive: bool, rule: str):
+def _target_pass(net, trace, tau_L, gamma: Optional[float], adaptive: bool, rule: str, factors):
     """Targets ``tau_l``, multipliers ``m_l``, nudge factors ``gamma_l`` and nudged activities ``u_l``.
 
-    ``gamma=None`` is plain TP (``u_l = tau_l``, ``m_l = 1``). Returns tuples of length ``L+1``.
+    ``gamma=None`` is plain TP (``u_l = tau_l``, ``m_l = 1``); ``factors``: :func:`inverse_factors`.
+    Returns tuples of length ``L+1``.
     The nudge acts on ``z_l = f_l(a_l)`` (``h_l`` itself unless layer ``l`` passes on only ``keep``
     of its channels: the auxiliary channels then get their forward value as target, C2
     ``inverse_pass``); adaptive gamma's norm and ``n_l`` count every unit of ``z_l`` (C2).
@@ -367,7 +415,7 @@ def _target_pass(net, trace, tau_L, gamma: Optional[float], adaptive: bool, rule
             u = (1 - k) * z + k * tau
         name = (f"{rule}: target for h[{l}]" + ("" if gamma is None else " after the gamma nudge")
                 + f" (input of f_{l}^-1 when inverting layer {l})")
-        taus[l - 1] = layer_inverse(net, l, u, name=name, forward_input=trace.h[l - 1])
+        taus[l - 1] = layer_inverse(net, l, u, name=name, forward_input=trace.h[l - 1], factors=factors[l])
         nudged[l], gammas[l] = u, g
         mults[l - 1] = mults[l] if g is None else mults[l] / g
     return tuple(taus), tuple(mults), tuple(gammas), tuple(nudged)
@@ -391,7 +439,7 @@ def _local_updates(net, trace, taus, mults, B):
     for l in range(1, L + 1):
         errors[l] = _per_sample(xp, mults[l], trace.h[l].ndim) * (trace.h[l] - taus[l]) / B
         dz = net.layer(l).unpool(xp, errors[l], trace.z[l])                     # P_l^T (identity for dense)
-        deltas[l] = dz * net.activation(l).df(trace.a[l])
+        deltas[l] = net.activation(l).times_df(dz, trace.a[l], trace.z[l])
     dW = tuple(net.layer(l).weight_grad(xp, deltas[l], trace.h[l - 1]) for l in range(1, L + 1))
     db = tuple(net.layer(l).bias_grad(xp, deltas[l]) for l in range(1, L + 1))
     return dW, db, tuple(errors), tuple(deltas)
@@ -477,10 +525,11 @@ class GaitProp:
         loss = _losses.get(self.loss)
         k = _check_outputs(net, self.outputs)
         xp, _ = check_batch(net, x, y)
-        check_invertible(net, activations=True, max_cond=self.max_cond, rule="GaitProp")
+        factors = inverse_factors(net, activations=True, max_cond=self.max_cond, rule="GaitProp")
         trace = net.forward(x)
         tau_L = output_target(loss, trace.h[-1], y, k)
-        taus, mults, gammas, nudged = _target_pass(net, trace, tau_L, self.gamma, self.adaptive, "GaitProp")
+        taus, mults, gammas, nudged = _target_pass(net, trace, tau_L, self.gamma, self.adaptive, "GaitProp",
+                                                   factors)
         return loss, k, trace, taus, mults, gammas, nudged
 
     def targets(self, net, state, x, y) -> tuple:
@@ -530,10 +579,10 @@ class TPInverse:
         loss = _losses.get(self.loss)
         k = _check_outputs(net, self.outputs)
         check_batch(net, x, y)
-        check_invertible(net, activations=True, max_cond=self.max_cond, rule="TPInverse")
+        factors = inverse_factors(net, activations=True, max_cond=self.max_cond, rule="TPInverse")
         trace = net.forward(x)
         tau_L = output_target(loss, trace.h[-1], y, k)
-        taus, mults, _, _ = _target_pass(net, trace, tau_L, None, False, "TPInverse")
+        taus, mults, _, _ = _target_pass(net, trace, tau_L, None, False, "TPInverse", factors)
         return loss, k, trace, taus, mults
 
     def targets(self, net, state, x, y) -> tuple:

@@ -55,7 +55,8 @@ from typing import Optional
 from ..backend import namespace, device_of
 from ..layers import Conv2d
 
-__all__ = ["patch_matrix", "is_square_conv", "check_conv_invertible", "multiplicity", "col2im",
+__all__ = ["patch_matrix", "is_square_conv", "check_conv_invertible", "check_conv_structure", "conv_cond",
+           "multiplicity", "col2im",
            "conv_inverse", "conv_inverse_transpose", "reconstruction_gap"]
 
 
@@ -73,10 +74,16 @@ def check_conv_invertible(net, l: int, *, activations: bool, max_cond: float, ru
     """``ValueError`` naming ``weights[l-1]`` unless conv layer ``l`` is invertible; returns ``cond_2(P_l)``.
 
     Conditions: no pooling (max/avg pooling loses information); ``P_l`` square (``C_out = C_in*kh*kw``);
-    ``f_l`` invertible (when ``activations``); ``cond_2(P_l) <= max_cond``.
+    ``f_l`` invertible (when ``activations``); ``cond_2(P_l) <= max_cond`` (:func:`check_conv_structure`,
+    then :func:`conv_cond`).
     """
+    check_conv_structure(net, l, activations=activations, rule=rule)
+    return conv_cond(net, l, max_cond=max_cond, rule=rule)
+
+
+def check_conv_structure(net, l: int, *, activations: bool, rule: str) -> None:
+    """The structural conditions of :func:`check_conv_invertible` (no pooling, square ``P_l``, invertible ``f_l``)."""
     lay = net.layer(l)
-    xp = net.xp
     where = f"weights[{l - 1}] ({lay.describe()})"
     if lay.pool is not None:
         raise ValueError(f"{where}: {rule} inverts layer {l}, but its pooling {lay.pool.describe()} is not "
@@ -94,6 +101,14 @@ def check_conv_invertible(net, l: int, *, activations: bool, max_cond: float, ru
         raise ValueError(
             f"activations[{l - 1}]: {rule} inverts f_{l}, but {act.name!r} is not invertible; use an "
             "invertible activation (linear, tanh, sigmoid, leaky_relu, elu, softplus) on layers 2..L")
+
+
+def conv_cond(net, l: int, *, max_cond: float, rule: str) -> float:
+    """``cond_2(P_l)`` from the singular values of the per-patch matrix; ``ValueError`` above ``max_cond``."""
+    lay = net.layer(l)
+    xp = net.xp
+    where = f"weights[{l - 1}] ({lay.describe()})"
+    C, kh, kw = lay.in_shape[0], lay.kernel_size[0], lay.kernel_size[1]
     s = xp.linalg.svdvals(patch_matrix(xp, net.weights[l - 1]))
     s_max, s_min = float(xp.max(s)), float(xp.min(s))
     cond = math.inf if s_min == 0.0 else s_max / s_min

@@ -91,3 +91,28 @@ def test_bad_inputs():
     y[1, 2] = np.inf
     with pytest.raises(ValueError, match="y: expected finite"):
         ri.rules.BP().updates(net, None, x, y)
+
+
+def test_read_only_inputs_and_weights_are_left_alone():
+    """Issue 17: the forward pass adds the bias in place on its own product and the backward products
+    are fused on temporaries; read-only weights, biases and batch still work and are not modified.
+    The result equals the unfused formula (delta = (delta_up @ W) * (1 - tanh(a)^2)) exactly."""
+    import numpy as np
+    import refimpl as ri
+
+    net = ri.Network.init([5, 7, 6, 3], activation="tanh", seed=2)
+    g = np.random.default_rng(0)
+    x, y = g.standard_normal((4, 5)), g.standard_normal((4, 3))
+    arrays = list(net.weights) + list(net.biases) + [x, y]
+    copies = [a.copy() for a in arrays]
+    for a in arrays:
+        a.setflags(write=False)
+    upd, _ = ri.rules.BP().updates(net, None, x, y)
+    for a, c in zip(arrays, copies):
+        assert np.array_equal(a, c)
+    tr = net.forward(x)
+    d = upd.record["output_grad"]
+    for l in range(3, 0, -1):
+        if l < 3:
+            d = (d @ net.weights[l]) * (1 - np.tanh(tr.a[l]) ** 2)
+        assert np.array_equal(upd.record["delta"][l], d)

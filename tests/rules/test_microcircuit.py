@@ -157,6 +157,81 @@ def test_nudged_state_moves_output_towards_target_and_converges_from_any_start()
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
 
 
+CASES = [  # (phi, sizes, top_down, lateral, lateral_init, target)
+    ("softplus", (4, 6, 5, 3), "transposed", "ideal", "self_predicting", True),
+    ("softplus", (4, 6, 5, 3), "transposed", "ideal", "self_predicting", False),
+    ("tanh", (5, 7, 6, 6, 2), "random", "plastic", "random", True),
+    ("sigmoid", (3, 4, 2), "transposed", "plastic", "random", True),
+    ("linear", (4, 6, 5, 3), "random", "plastic", "self_predicting", False),
+]
+
+
+@pytest.mark.parametrize("phi,sizes,td,lateral,lat_init,target", CASES)
+def test_sweep_solver_reaches_the_euler_fixed_point(phi, sizes, td, lateral, lat_init, target):
+    """Issue 17: the layer-sweeping solver (default) and forward Euler (the solver before it, kept as
+    method="euler" and as the fallback) reach the same fixed point. Both stop at tol = 1e-14 relative
+    (or the rounding floor); the fixed point is a contraction's, so the two agree to ~ tol times the
+    inverse contraction margin: 1e-12 absolute on these O(1) potentials. Negative control: two sweeps
+    only (max_iter=2) are 1e-6 or more away (measured >= 6e-5)."""
+    r = Microcircuit(top_down=td, lateral=lateral, lateral_init=lat_init, tol=1e-14)
+    net = _net(sizes, phi)
+    x, y = _batch(net)
+    st = r._prepared_state(net, r.init(net, seed=3))
+    yy = y if target else None
+    ideal = lateral == "ideal"
+    sweep = M.steady_state(r, net, st, x, yy, self_predicting=ideal)
+    euler = M.steady_state(r, net, st, x, yy, method="euler")
+    assert sweep.iterations <= max(1, euler.iterations / 3)  # (the free ideal state: 1 vs 0)
+    assert sweep.residual <= 1e-13 and euler.residual <= 1e-13
+    diff = lambda a, b: max(np.max(np.abs(u - v)) for u, v in zip(a.uP[1:] + a.uI[1:-1], b.uP[1:] + b.uI[1:-1]))
+    assert diff(sweep, euler) <= 1e-12
+    for name in ("vB", "vA", "vI", "e"):
+        for u, v in zip(getattr(sweep, name), getattr(euler, name)):
+            if u is not None:
+                np.testing.assert_allclose(u, v, rtol=0, atol=1e-12)
+    if ideal:  # the factorised sweep equals the general one
+        general = M.steady_state(r, net, st, x, yy, self_predicting=False)
+        assert diff(sweep, general) <= 1e-13
+    if target:
+        early = M.steady_state(r, net, st, x, yy, max_iter=2, self_predicting=ideal)
+        assert diff(early, euler) > 1e-6 and early.residual > 1e-6
+
+
+def test_sweeps_that_do_not_contract_fall_back_to_euler():
+    """A linear net with strong random top-down and lateral weights: the sweep map does not contract
+    (the Gauss-Seidel iteration diverges) although the dynamics have a stable fixed point; the
+    default solver then returns Euler's fixed point (found by search, seed 0, feedback_scale 4)."""
+    net = ri.Network.init([3, 5, 4, 2], activation="linear", output_activation="linear", init="normal", seed=0)
+    r = Microcircuit(top_down="random", feedback_scale=4.0, lateral="plastic", lateral_init="random",
+                     lateral_scale=1.0, tol=1e-13)
+    st = r.init(net, seed=0)
+    g = np.random.default_rng(0)
+    x, y = g.standard_normal((4, 3)), g.standard_normal((4, 2))
+    assert M._sweep_solve(r, net, st, x, y, max_iter=5000, tol=1e-13, init=None, self_predicting=False,
+                          check_every=1) is None
+    pot = M.steady_state(r, net, st, x, y)
+    euler = M.steady_state(r, net, st, x, y, method="euler")
+    assert pot.residual <= 1e-10 and pot.iterations == euler.iterations
+    for u, v in zip(pot.uP[1:], euler.uP[1:]):
+        np.testing.assert_array_equal(u, v)
+    with pytest.raises(ValueError, match="method: expected one of"):
+        M.steady_state(r, net, st, x, y, method="newton")
+
+
+def test_convergence_tests_every_k_sweeps_reach_the_same_state():
+    """check_every=4 (the accelerator default: one host synchronisation per 4 sweeps) stops at most
+    3 sweeps later, at the same fixed point (both at tol 1e-14; agreement 1e-13 absolute)."""
+    r = Microcircuit(tol=1e-14)
+    net = _net()
+    x, y = _batch(net)
+    st = r._prepared_state(net, r.init(net))
+    a = M.steady_state(r, net, st, x, y, self_predicting=True, check_every=1)
+    b = M.steady_state(r, net, st, x, y, self_predicting=True, check_every=4)
+    assert b.iterations % 4 == 0 and a.iterations <= b.iterations <= a.iterations + 3
+    for u, v in zip(a.uP[1:], b.uP[1:]):
+        np.testing.assert_allclose(u, v, rtol=0, atol=1e-13)
+
+
 def test_non_convergence_is_an_error():
     r = Microcircuit(max_iter=2)
     net = _net()
