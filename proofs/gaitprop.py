@@ -142,6 +142,7 @@ def _draw_conv(d, xp, dtype, activations, *, weights="orthogonal", losses=("mse"
         s1, p1, pool = k1, 0, None
     else:
         k1, s1, p1 = d.integer(1, 3), d.integer(1, 2), d.integer(0, 1)
+        p1 = min(p1, k1 - 1)  # padding < kernel: every patch sees some input pixel
         if k1 > H + 2 * p1:
             k1 = H + 2 * p1
         pool = None
@@ -163,6 +164,7 @@ def _draw_conv(d, xp, dtype, activations, *, weights="orthogonal", losses=("mse"
             s, p = k, 0
         else:
             k, s, p = d.integer(1, 3), d.integer(1, 2), d.integer(0, 1)
+            p = min(p, k - 1)  # padding < kernel: no patch sees only padding (else the layer is constant)
             if k > Hc + 2 * p:
                 k = Hc + 2 * p
         Co = C * k * k
