@@ -311,9 +311,25 @@ def kink_crossings(net, record) -> int:
     count = 0
     for l in range(2, net.depth + 1):
         if net.activation(l).name.startswith("leaky_relu"):
-            u, h = to_numpy(record["nudged"][l]), to_numpy(record["trace"].h[l])
+            u, h = to_numpy(record["nudged"][l]), to_numpy(record["trace"].z[l])   # z: every channel
             count += int(np.sum((u > 0) != (h > 0)))
     return count
+
+
+def coverage(layer) -> np.ndarray:
+    """Host ``(C_in, H, W)`` count of the patches of any conv layer covering each input pixel (ones for a
+    dense layer's flattened input): the geometry only, by the definition (not the code under test)."""
+    if not isinstance(layer, Conv2d):
+        return np.ones(layer.in_features)
+    C, H, Wd = layer.in_shape
+    _, Ho, Wo = layer.out_shape
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
+    N = np.zeros((C, H, Wd))
+    for y in range(Ho):
+        for x in range(Wo):
+            r0, c0 = sh * y - ph, sw * x - pw
+            N[:, max(r0, 0):max(min(r0 + kh, H), 0), max(c0, 0):max(min(c0 + kw, Wd), 0)] += 1
+    return N
 
 
 def rounding_bound(net, record, adaptive: bool):
@@ -338,7 +354,20 @@ def rounding_bound(net, record, adaptive: bool):
     terms the model does not resolve (the subtraction ``h - tau``, the product ``k * tau``). Depth enters through the sum over layers
     and, for fixed gamma, through ``m_l = gamma^{-(L-l)}``: this is the spec's
     ``eps * gamma^{-(L-1)}`` (fixed) and ``~ L eps / gamma`` (adaptive).
+
+    **Conv layers** (:mod:`refimpl.rules.invertible_conv`): ``W_l`` is the per-patch matrix ``P_l``
+    (``n = C_out``), the solve has one right-hand side per position (``||c||`` over all of them,
+    ``<= ||P^{-1}|| ||f^{-1}(u) - b||``), and col2im adds at most ``N = max`` multiplicity patches into
+    a pixel: it maps a patch-error of norm ``e`` to at most ``sqrt(N) e`` and rounds its sums by
+    ``<= N u sqrt(N) ||c||``; the correction ``- (N - 1) x`` rounds by ``<= 2 N u ||x||``, on a result
+    near ``x`` that was built as ``N x + ...`` (the cancellation of C2's correction). The carried
+    factor is ``max D_l sqrt(N) ||P^{-1}||``. For the updates, ``||weight_grad(delta, h)|| <=
+    ||delta|| sqrt(N_in) ||h||`` (each input pixel sits in ``N_in`` patches) and ``||bias_grad|| <=
+    sqrt(positions) ||delta||`` per sample. The channel selection (``keep``) and pooling transposes
+    do not increase norms.
     """
+    from refimpl.rules.invertible_conv import patch_matrix
+
     SAFETY = 2.0
     norm_factor = 2.0 if adaptive else 1.0
     u = EPS64 / 2
@@ -346,30 +375,45 @@ def rounding_bound(net, record, adaptive: bool):
     trace = record["trace"]
     B = to_numpy(trace.h[0]).shape[0]
     h = [to_numpy(a) for a in trace.h]
-    a = [to_numpy(v) for v in trace.a]
+    z = [to_numpy(a) for a in trace.z]
     taus = [None if t is None else to_numpy(t) for t in record["targets"]]
     mults = [None if m is None else (np.full((B, 1), m) if np.isscalar(m) else to_numpy(m))
              for m in record["multipliers"]]
-    nudged = [None if v is None else to_numpy(v) for v in record["nudged"]]
-    Ws = [to_numpy(W) for W in net.weights]
     bs = [to_numpy(b) for b in net.biases]
-    D = [None] + [to_numpy(net.activation(l).df(trace.a[l])) for l in range(1, L + 1)]
-    rown = lambda v: np.linalg.norm(v, axis=1)
+    D = [None] + [to_numpy(net.activation(l).df(trace.a[l])).reshape(B, -1) for l in range(1, L + 1)]
+    rown = lambda v: np.linalg.norm(v.reshape(v.shape[0], -1), axis=1)
     beta = [np.zeros(B) for _ in range(L + 1)]  # bound on ||E_l[b] - exact|| (per-sample units)
     for l in range(L, 1, -1):
-        W = Ws[l - 1]
-        s = np.linalg.svd(W, compute_uv=False)
+        lay = net.layer(l)
+        conv = isinstance(lay, Conv2d)
+        P = to_numpy(patch_matrix(np, to_numpy(net.weights[l - 1])) if conv else net.weights[l - 1])
+        s = np.linalg.svd(P, compute_uv=False)
         winv, cond = 1.0 / s.min(), s.max() / s.min()
         ainv = to_numpy(net.activation(l).inv(record["nudged"][l]))
-        dtau = u * (winv * (3 * (rown(h[l]) + rown(taus[l])) / D[l].min(axis=1) + 2 * rown(ainv)
-                            + 2 * np.linalg.norm(bs[l - 1])) + W.shape[0] * cond * rown(taus[l - 1]))
-        carried = beta[l] * D[l].max(axis=1) * winv
+        tau_z = z[l] if getattr(lay, "keep", None) is None else np.concatenate([taus[l], z[l][:, lay.keep:]], axis=1)
+        if conv:
+            Nmax = float(coverage(lay).max())
+            spread = math.sqrt(Nmax)
+            positions = lay.out_shape[1] * lay.out_shape[2]
+            bnorm = np.linalg.norm(bs[l - 1]) * math.sqrt(positions)
+            cnorm = winv * (rown(ainv) + bnorm)                                    # ||P^-1 rows(f^-1(u) - b)||
+            dtau = u * (spread * winv * (3 * (rown(z[l]) + rown(tau_z)) / D[l].min(axis=1) + 2 * rown(ainv)
+                                         + 2 * bnorm)
+                        + spread * P.shape[0] * cond * cnorm + Nmax * spread * cnorm + 2 * Nmax * rown(h[l - 1]))
+        else:
+            spread = 1.0
+            dtau = u * (winv * (3 * (rown(z[l]) + rown(tau_z)) / D[l].min(axis=1) + 2 * rown(ainv)
+                                + 2 * np.linalg.norm(bs[l - 1])) + P.shape[0] * cond * rown(taus[l - 1]))
+        carried = beta[l] * D[l].max(axis=1) * winv * spread
         beta[l - 1] = norm_factor * (mults[l - 1][:, 0] * dtau) + carried
     bW, bb = [], []
     for l in range(1, L + 1):
+        lay = net.layer(l)
         eD = SAFETY * beta[l] * D[l].max(axis=1) / B  # bound on the row of Delta_l
-        bW.append(float(np.sum(eD * rown(h[l - 1]))))
-        bb.append(float(np.sum(eD)))
+        n_in = math.sqrt(float(coverage(lay).max()))
+        positions = math.sqrt(lay.out_shape[1] * lay.out_shape[2]) if isinstance(lay, Conv2d) else 1.0
+        bW.append(float(np.sum(eD * n_in * rown(h[l - 1]))))
+        bb.append(float(np.sum(eD * positions)))
     return tuple(bW), tuple(bb)
 
 
@@ -383,7 +427,10 @@ FIXED_MAX_DEPTH = 4
 
 
 def _draw_pl(d, xp, dtype):
-    inst = _draw(d, xp, dtype, PIECEWISE)
+    if d.boolean():  # invertible conv layers (overlaps, auxiliary channels, a pooled first layer)
+        inst = _draw_conv(d, xp, dtype, PIECEWISE)
+    else:
+        inst = _draw(d, xp, dtype, PIECEWISE)
     # Fixed gamma only up to depth 4: its rounding grows as eps * gamma^-(L-1) (1e-2: ~1e-10 relative
     # at L = 4, but ~1e-6..1e-1 at L = 6 once gamma is shrunk), which would blunt the control.
     adaptive = d.boolean() or inst.net.depth > FIXED_MAX_DEPTH
@@ -734,7 +781,8 @@ THEOREMS = (
         name="gaitprop.equals_bp_piecewise_linear",
         statement="identity / leaky-ReLU networks with orthogonal W_2..W_L: GAIT-prop at finite gamma (fixed 1e-2 or "
                   "adaptive 1e-6, shrunk until no nudge crosses a kink) equals BP to within the rounding model of the "
-                  "target pass (no truncation term)",
+                  "target pass (no truncation term); half the draws are conv networks (orthogonal per-patch matrices, "
+                  "overlapping patches, auxiliary channels; the model then counts col2im's sums and C2's correction)",
         source=_SOURCE + "; spec §3.1 'special cases', §3.2",
         conditions="piecewise-linear activations, no nudge crosses a kink, W_l orthogonal for l >= 2",
         draw=_draw_pl, check=_check_pl, control=_control_pl,

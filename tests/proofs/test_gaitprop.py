@@ -75,3 +75,33 @@ def test_bp_reference_with_auxiliary_outputs_is_the_padded_mse_gradient():
     full, fullb, _ = oracle.bp_gradients(net, x, np.concatenate([y, net(x)[:, 2:]], axis=1), "mse")
     for a, e in zip(dW + db, full + fullb):
         np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-14)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), adaptive=st.booleans())
+def test_rounding_bound_bounds_linear_conv_networks_and_is_not_vacuous(seed, adaptive):
+    """Conv form of the rounding model: linear invertible convs (overlapping patches, auxiliary
+    channels) have no kinks and no truncation, so GAIT - BP is rounding, which the bound must cover."""
+    from proofs.theorem import RngDrawer
+    inst = P._draw_conv(RngDrawer(np.random.default_rng(seed)), "numpy", "float64", ("linear",))
+    k = inst.params["outputs"]
+    gamma = 1e-6 if adaptive else 1e-2
+    upd, _ = GaitProp(gamma=gamma, adaptive=adaptive, loss=inst.loss, outputs=k).updates(inst.net, None, inst.x, inst.y)
+    bW, bb = P.rounding_bound(inst.net, upd.record, adaptive)
+    dW, db = P.bp_reference(inst.net, inst.x, inst.y, inst.loss, k)
+    for mine, ref, bound in zip(list(upd.dW) + list(upd.db), dW + db, bW + bb):
+        scale = np.linalg.norm(ref)
+        assert np.linalg.norm(mine - ref) <= bound + 1e-10 * scale + 1e-12
+        assert bound <= 1e-2 * max(scale, 1e-300) or scale < 1e-8
+
+
+def test_coverage_counts_patches_as_the_multiplicity_map():
+    from refimpl.rules.invertible_conv import multiplicity
+    for arch in ("c1k1 c9k3p1 l144", "c2k2 c8k2s2 l18", "c1k1 c4k2s1p1 l64", "c1k1 c1k1s2 l4"):
+        net = ri.Network.build((1, 4, 4), arch, activation="linear", seed=0)
+        lay = net.layer(2)
+        assert P.coverage(lay).shape == lay.in_shape
+        if lay.out_channels == lay.in_shape[0] * lay.kernel_size[0] * lay.kernel_size[1]:
+            np.testing.assert_array_equal(P.coverage(lay), multiplicity(np, lay, np.float64)[0])
+    net = ri.Network.build((1, 4, 4), "c1k1s2 l4", activation="linear", seed=0)
+    np.testing.assert_array_equal(P.coverage(net.layer(1))[0], [[1, 0, 1, 0], [0] * 4, [1, 0, 1, 0], [0] * 4])
