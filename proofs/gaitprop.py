@@ -96,7 +96,8 @@ def _draw(d, xp, dtype, activations, *, weights="orthogonal", losses=("mse", "ce
     else:
         y = from_numpy(np.eye(k)[gen.integers(0, k, B)], net.xp, net.dtype)
     scales = [float(s) for s in gen.uniform(1.5, 2.5, L)]
-    return NetInstance(net, x, y, loss, params={"outputs": k, "scales": scales})
+    return NetInstance(net, x, y, loss, params={"outputs": k, "scales": scales,
+                                                "layers": describe_layers(net.layers)})
 
 
 # --- convolutional instances (issue 16) --------------------------------------------------------
@@ -786,7 +787,8 @@ THEOREMS = (
         source=_SOURCE + "; spec §3.1 'special cases', §3.2",
         conditions="piecewise-linear activations, no nudge crosses a kink, W_l orthogonal for l >= 2",
         draw=_draw_pl, check=_check_pl, control=_control_pl,
-        control_breaks="W_L -> s W_L, s in [1.5, 2.5] (not orthogonal)",
+        control_breaks="W_L -> s W_L, s in [1.5, 2.5] (not orthogonal; conv networks: the last inverted conv's "
+                       "P -> s P)",
         dtypes=("float64",),
     ),
     Theorem(
