@@ -174,3 +174,21 @@ def test_adaptive_gamma_counts_every_channel_of_z_as_c2():
     np.testing.assert_allclose(up.record["gammas"][2][:, 0], expect, rtol=1e-12)
     np.testing.assert_allclose(up.record["multipliers"][1][:, 0],
                                up.record["multipliers"][2][:, 0] / expect, rtol=1e-12)
+
+
+def test_bp_through_auxiliary_channels_and_pooling_is_torch_autograd():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    net = ri.Network.build((1, 6, 6), "c2k3p1 c18k3p1+keep3+mp2 l10", activation="tanh", seed=0)
+    g = np.random.default_rng(9)
+    x, y = g.standard_normal((4, 1, 6, 6)), np.eye(10)[[1, 2, 3, 4]]
+    Ws = [torch.tensor(np.asarray(W), requires_grad=True) for W in net.weights]
+    bs = [torch.tensor(np.asarray(b), requires_grad=True) for b in net.biases]
+    h = torch.tanh(F.conv2d(torch.tensor(x), Ws[0], bs[0], padding=1))
+    h = F.max_pool2d(torch.tanh(F.conv2d(h, Ws[1], bs[1], padding=1))[:, :3], 2)
+    out = F.linear(h.reshape(4, -1), Ws[2], bs[2])
+    F.cross_entropy(out, torch.tensor(y)).backward()
+    upd, _ = ri.rules.BP(loss="ce").updates(net, None, x, y)
+    for mine, W in zip(upd.dW, Ws):
+        np.testing.assert_allclose(mine, W.grad.numpy(), atol=1e-13)
+    assert np.all(upd.record["delta"][2][:, 3:] == 0)          # the auxiliary channels get no gradient
