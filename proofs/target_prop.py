@@ -42,6 +42,7 @@ from refimpl.backend import to_numpy, from_numpy, rng as host_rng
 from refimpl.rules import target_prop as tp
 from refimpl.rules.target_prop import TP, DTP, DRL, LDRL, TPState
 from . import oracle
+from refimpl.network import haar_orthogonal
 from .strategies import draw_network, draw_batch, NetInstance, network_from_matrices
 from .theorem import Theorem, Evidence, compare, order_check, relative_error
 from .tolerances import tolerance
@@ -68,6 +69,192 @@ def _h(a):
 
 def _beta_eff(rule, B):
     return rule.beta if rule.reduction == "sum" else rule.beta / B
+
+
+# --- layer-aware torch oracle and conv draws (issue 16) ------------------------------------------
+#
+# Written here with torch.nn.functional only (conv2d, conv_transpose2d with output_padding,
+# max_pool2d/max_unpool2d through the forward indices as the E-code's MaxUnpool2d, avg_pool2d and
+# its transpose as nearest upsampling / (kh kw)), independent of refimpl.layers' im2col code.
+# TODO(issue-15proofs): switch to the layer-aware proofs.oracle once it lands.
+
+def _is_conv(lay):
+    return isinstance(lay, ri.layers.Conv2d)
+
+
+def _arch(net):
+    return ri.layers.describe_layers(net.layers) if not net.is_dense else "dense"
+
+
+def _t_pre(lay, W, b, h):
+    import torch.nn.functional as F
+    if _is_conv(lay):
+        return F.conv2d(h, W, b, stride=lay.stride, padding=lay.padding)
+    return F.linear(h.flatten(1), W, b)
+
+
+def _t_post(lay, z):
+    import torch.nn.functional as F
+    if lay.pool is None:
+        return z
+    k, s = lay.pool.kernel_size, lay.pool.stride
+    if isinstance(lay.pool, ri.layers.MaxPool2d):
+        return F.max_pool2d(z, k, s)
+    return F.avg_pool2d(z, k, s)
+
+
+def _t_unpool(lay, y, z):
+    """``P^T y`` at the forward ``z``: torch's ``max_unpool2d`` with the forward argmax indices (the
+    E-code's MaxUnpool2d) or nearest upsampling / (kh kw) (average pooling); non-overlapping windows."""
+    import torch.nn.functional as F
+    if lay.pool is None:
+        return y
+    k, s = lay.pool.kernel_size, lay.pool.stride
+    assert tuple(k) == tuple(s), "the oracle's unpool needs non-overlapping windows"
+    if isinstance(lay.pool, ri.layers.MaxPool2d):
+        _, idx = F.max_pool2d(z, k, s, return_indices=True)
+        return F.max_unpool2d(y, idx, k, s, output_size=list(z.shape[-2:]))
+    return y.repeat_interleave(k[0], dim=2).repeat_interleave(k[1], dim=3) / (k[0] * k[1])
+
+
+def _t_transpose(lay, M, u):
+    """The input-gradient map with ``M`` (``W``'s layout) in ``W``'s place: ``conv_transpose2d``
+    with ``output_padding = (H + 2p - k) mod s`` (torch's way to pick the input size), or ``u @ M``."""
+    import torch.nn.functional as F
+    if _is_conv(lay):
+        C, H, Wd = lay.in_shape
+        (kh, kw), (sh, sw), (ph, pw) = lay.kernel_size, lay.stride, lay.padding
+        op = ((H + 2 * ph - kh) % sh, (Wd + 2 * pw - kw) % sw)
+        return F.conv_transpose2d(u, M, stride=(sh, sw), padding=(ph, pw), output_padding=op)
+    return (u @ M).reshape((u.shape[0],) + tuple(lay.in_shape))
+
+
+def _t_fb_bias(lay, c):
+    return c.reshape((1, -1, 1, 1)) if _is_conv(lay) else c.reshape((1,) + tuple(lay.in_shape))
+
+
+def _t_forward(net, Ws, bs, h, frm=0, to=None):
+    """Torch forward from ``h_frm`` through layers ``frm+1..to``: lists ``(a, z, h)`` indexed by layer."""
+    to = net.depth if to is None else to
+    a, z, hs = {frm: h}, {frm: h}, {frm: h}
+    for l in range(frm + 1, to + 1):
+        lay = net.layer(l)
+        a[l] = _t_pre(lay, Ws[l - 1], bs[l - 1], hs[l - 1])
+        z[l] = oracle.torch_activation(net.activations[l - 1])(a[l])
+        hs[l] = _t_post(lay, z[l])
+    return a, z, hs
+
+
+def _t(a):
+    import torch
+    return torch.tensor(_h(a), dtype=torch.float64)
+
+
+def _torch_bp(net, x, y, loss):
+    """Autograd's gradients of the batch-mean loss on any layer types (host arrays)."""
+    Ws = [_t(W).requires_grad_(True) for W in net.weights]
+    bs = [_t(b).requires_grad_(True) for b in net.biases]
+    hL = _t_forward(net, Ws, bs, _t(x))[2][net.depth]
+    Lm = oracle.torch_loss(loss, hL, oracle._torch_y(y))
+    Lm.backward()
+    return [W.grad.numpy().copy() for W in Ws], [b.grad.numpy().copy() for b in bs]
+
+
+def _torch_gn_targets(net, x, y, loss, layer, beta, reduction="sum"):
+    """Per-sample Gauss-Newton targets ``h_l - beta Jbar^+ e`` on any layer types (jacrev of the
+    torch forward from the flattened ``h_l``); host array in ``h_l``'s shape."""
+    import torch
+    from torch.func import jacrev, vmap
+
+    Ws = [_t(W) for W in net.weights]
+    bs = [_t(b) for b in net.biases]
+    hs = _t_forward(net, Ws, bs, _t(x))[2]
+    L = net.depth
+    hL = hs[L].detach().requires_grad_(True)
+    Lm = oracle.torch_loss(loss, hL, oracle._torch_y(y))
+    (e,) = torch.autograd.grad(Lm * hL.shape[0] if reduction == "sum" else Lm, hL)
+    shape = tuple(hs[layer].shape[1:])
+
+    def tail(v):  # one sample, flattened h_layer -> h_L
+        return _t_forward(net, Ws, bs, v.reshape((1,) + shape), layer, L)[2][L][0]
+
+    hl = hs[layer].reshape(hs[layer].shape[0], -1)
+    J = vmap(jacrev(tail))(hl)                      # (B, n_L, n_l)
+    step = (torch.linalg.pinv(J) @ e[:, :, None])[:, :, 0]
+    return (hl - beta * step).reshape(hs[layer].shape).numpy().copy()
+
+
+def _draw_conv_net(d, xp, dtype, activations, output_activations=("linear",), pools=("none", "max", "avg"),
+                   convs=(1, 2), linears=(1, 2), out_width=(1, 4)):
+    """A small convnet: 1-2 conv layers (kernel 1-3, stride 1-2, padding 0..k//2, optional 2x2
+    max/avg pooling when it tiles), then 1-2 dense layers (the last is the output)."""
+    C, H = d.integer(1, 2), d.integer(4, 7)
+    specs, Wd = [], H
+    for _ in range(d.integer(*convs)):
+        k = d.integer(1, min(3, Wd))
+        p = d.integer(0, k // 2)
+        s = d.integer(1, 2)
+        Ho = ri.layers.conv_output_size(Wd, k, s, p)
+        pk = d.choice(pools)
+        pool = None
+        if pk != "none" and Ho >= 2 and Ho % 2 == 0:
+            pool = ri.layers.MaxPool2d(2) if pk == "max" else ri.layers.AvgPool2d(2)
+            Ho //= 2
+        specs.append(ri.layers.Conv2d(stride=s, padding=p, pool=pool, out_channels=d.integer(1, 3), kernel_size=k))
+        Wd = Ho
+    nl = d.integer(*linears)
+    for i in range(nl):
+        specs.append(ri.layers.Linear(out_features=d.integer(*out_width) if i == nl - 1 else d.integer(2, 5)))
+    acts = [d.choice(activations) for _ in range(len(specs) - 1)]
+    return ri.Network.build((C, H, H), specs, activation=acts, output_activation=d.choice(output_activations),
+                            seed=d.seed(), dtype=dtype, xp=xp, bias_scale=0.1)
+
+
+def _draw_conv_batch(d, net, loss, batch=(1, 4), x_scale=1.0):
+    B = d.integer(*batch)
+    gen = host_rng(d.seed())
+    x = from_numpy(x_scale * gen.standard_normal((B,) + tuple(net.input_shape)), net.xp, net.dtype)
+    nL = net.sizes[-1]
+    if loss == "mse":
+        y = from_numpy(gen.standard_normal((B, nL)), net.xp, net.dtype)
+    else:
+        y = from_numpy(np.eye(nL)[gen.integers(0, nL, size=B)], net.xp, net.dtype)
+    return x, y
+
+
+def _invertible_matrix(gen, n, cond_max=3.0):
+    U, V = haar_orthogonal(gen, n, n), haar_orthogonal(gen, n, n)
+    return U @ np.diag(np.exp(gen.uniform(-0.5, 0.5, size=n) * np.log(cond_max))) @ V.T
+
+
+def _draw_invertible_conv(d, xp, dtype, activations, output_activations=("linear",)):
+    """A convnet that is a bijection layer by layer: 1x1 convs (C -> C, with bias) and
+    space-to-depth convs (kernel = stride = 2, C -> 4C, no bias: a per-channel feedback bias cannot
+    hold its inverse's offset), then square dense layers; cond(W_mat) <= 3."""
+    gen = host_rng(d.seed())
+    C, H = d.integer(1, 2), d.choice((2, 4))
+    shape, specs, Ws, bs = (C, H, H), [], [], []
+    for _ in range(d.integer(1, 2)):
+        c, h = shape[0], shape[1]
+        if h % 2 == 0 and d.boolean():
+            specs.append(ri.layers.Conv2d(stride=2, out_channels=4 * c, kernel_size=2))
+            Ws.append(_invertible_matrix(gen, 4 * c).reshape(4 * c, c, 2, 2))
+            bs.append(np.zeros(4 * c))
+            shape = (4 * c, h // 2, h // 2)
+        else:
+            specs.append(ri.layers.Conv2d(out_channels=c, kernel_size=1))
+            Ws.append(_invertible_matrix(gen, c).reshape(c, c, 1, 1))
+            bs.append(0.1 * gen.standard_normal(c))
+    n = int(np.prod(shape))
+    for _ in range(d.integer(1, 2)):
+        specs.append(ri.layers.Linear(out_features=n))
+        Ws.append(_invertible_matrix(gen, n))
+        bs.append(0.1 * gen.standard_normal(n))
+    acts = tuple(d.choice(activations) for _ in range(len(specs) - 1)) + (d.choice(output_activations),)
+    ns = ri.backend.resolve_namespace(xp)
+    dt = ri.backend.resolve_dtype(ns, dtype)
+    return ri.Network(tuple(from_numpy(W, ns, dt) for W in Ws), tuple(from_numpy(b, ns, dt) for b in bs), acts,
+                      layers=tuple(specs), input_shape=(C, H, H))
 
 
 # --- target_prop.affine_feedback_cancels_offsets -------------------------------------------------
@@ -119,11 +306,18 @@ def _draw_linear_sym(d, xp, dtype):
     loss = d.choice(("mse", "ce"))
     # depth >= 3: the layer under the output is exact for any activation (t_{L-1} - h_{L-1} = -beta e W_L),
     # so only layers <= L-2 can tell a linear net from a nonlinear one (the control).
-    net = draw_network(d, xp, dtype, depth=(3, 4), width=(1, 8), activations=("linear",),
-                       output_width=(2, 6) if loss == "ce" else None)
-    x, y = draw_batch(d, net, loss, batch=(1, 8))
-    rule = DTP(beta=d.real(0.05, 2.0), loss=loss, reduction=d.choice(("sum", "mean")))
-    return NetInstance(net, x, y, loss, params={"rule": rule, "seed": d.seed()})
+    if d.boolean():  # a convnet: Q_l = W_l is the transposed convolution; max/avg pooling unpooled by P^T
+        net = _draw_conv_net(d, xp, dtype, ("linear",), ("linear",), linears=(2, 2),
+                             out_width=(2, 4) if loss == "ce" else (1, 4))
+        x, y = _draw_conv_batch(d, net, loss)
+    else:
+        net = draw_network(d, xp, dtype, depth=(3, 4), width=(1, 8), activations=("linear",),
+                           output_width=(2, 6) if loss == "ce" else None)
+        x, y = draw_batch(d, net, loss, batch=(1, 8))
+    # DTP, DRL and L-DRL share the difference-corrected targets; they differ in feedback training only
+    cls = d.choice((DTP, LDRL, DRL))
+    rule = cls(beta=d.real(0.05, 2.0), loss=loss, reduction=d.choice(("sum", "mean")))
+    return NetInstance(net, x, y, loss, params={"rule": rule, "seed": d.seed(), "layers": _arch(net)})
 
 
 def _sym_evidence(net, inst):
@@ -133,7 +327,7 @@ def _sym_evidence(net, inst):
     state = TPState(state.Q, tuple(from_numpy(gen.standard_normal(tuple(c.shape)), net.xp, net.dtype)
                                             for c in state.c))
     upd, _ = rule.updates(net, state, inst.x, inst.y)
-    dW, db, _ = oracle.bp_gradients(net, inst.x, inst.y, inst.loss)
+    dW, db = _torch_bp(net, inst.x, inst.y, inst.loss)
     L = net.depth
     return compare(list(upd.dW) + list(upd.db), dW + db, "oracle_grad", net.dtype,
                    labels=[f"dW[{i}]" for i in range(L)] + [f"db[{i}]" for i in range(L)])
@@ -147,11 +341,12 @@ def _control_linear_sym(inst):
     # Break "linear layers": the same weights with tanh hidden layers (Q = W^T, affine feedback).
     net = inst.net
     L = net.depth
-    tanh_net = ri.Network(net.weights, net.biases, ("tanh",) * (L - 1) + (net.activations[-1],))
+    tanh_net = ri.Network(net.weights, net.biases, ("tanh",) * (L - 1) + (net.activations[-1],), layers=net.layers,
+                          input_shape=net.input_shape)
     rule = inst.params["rule"]
     inst2 = NetInstance(tanh_net, inst.x, inst.y, inst.loss,
-                        params=dict(inst.params, rule=DTP(beta=rule.beta, loss=rule.loss, reduction=rule.reduction,
-                                                                   feedback_activation="linear")))
+                        params=dict(inst.params, rule=type(rule)(beta=rule.beta, loss=rule.loss, reduction=rule.reduction,
+                                                                 feedback_activation="linear")))
     return _sym_evidence(tanh_net, inst2)
 
 
@@ -169,9 +364,14 @@ def _draw_invertible(d, xp, dtype, activations=INVERTIBLE_TP, depth=(2, 4), loss
 
 
 def _draw_inverse(d, xp, dtype):
-    net, x, y, loss = _draw_invertible(d, xp, dtype)
+    if d.boolean():  # a convnet of 1x1 and space-to-depth convs (bijections inverted by transposed convs)
+        loss = d.choice(("mse", "ce"))
+        net = _draw_invertible_conv(d, xp, dtype, INVERTIBLE_TP)
+        x, y = _draw_conv_batch(d, net, loss, x_scale=0.5)
+    else:
+        net, x, y, loss = _draw_invertible(d, xp, dtype)
     beta = d.real(1e-3, 0.05)
-    return NetInstance(net, x, y, loss, params={"beta": beta, "perturb_seed": d.seed()})
+    return NetInstance(net, x, y, loss, params={"beta": beta, "perturb_seed": d.seed(), "layers": _arch(net)})
 
 
 def _safe_beta(rule_cls, net, state, x, y, loss, beta):
@@ -216,9 +416,13 @@ def _control_inverse(inst):
 
 def _draw_linear_inverse(d, xp, dtype):
     loss = d.choice(("mse", "ce"))
-    net = draw_network(d, xp, dtype, kind="invertible", depth=(2, 4), width=(2, 6), activations=("linear",),
-                       cond_max=3.0)
-    x, y = draw_batch(d, net, loss, batch=(1, 6))
+    if d.boolean():  # linear convnet, exact inverses by transposed convolutions
+        net = _draw_invertible_conv(d, xp, dtype, ("linear",))
+        x, y = _draw_conv_batch(d, net, loss)
+    else:
+        net = draw_network(d, xp, dtype, kind="invertible", depth=(2, 4), width=(2, 6), activations=("linear",),
+                           cond_max=3.0)
+        x, y = draw_batch(d, net, loss, batch=(1, 6))
     # control: a non-square depth-3 linear net (spec §3d-3 shapes), layer-wise pinv feedback
     widths = d.choice(((6, 5, 4, 3), (5, 7, 4, 3), (3, 4, 5, 6), (7, 6, 5, 2)))
     gen = host_rng(d.seed())
@@ -228,7 +432,7 @@ def _draw_linear_inverse(d, xp, dtype):
     ox = from_numpy(gen.standard_normal((x.shape[0], widths[0])), net.xp, net.dtype)
     oy = from_numpy(gen.standard_normal((x.shape[0], widths[-1])), net.xp, net.dtype)
     return NetInstance(net, x, y, loss, params={"beta": d.real(0.1, 2.0), "reduction": d.choice(("sum", "mean")),
-                                                "nonsquare": (other, ox, oy)})
+                                                "nonsquare": (other, ox, oy), "layers": _arch(net)})
 
 
 def _gn_evidence(net, x, y, loss, beta, reduction, rule, state):
@@ -237,7 +441,8 @@ def _gn_evidence(net, x, y, loss, beta, reduction, rule, state):
     actual, expected = [], []
     for l in range(1, L):
         actual.append(t[l])
-        expected.append(oracle.gauss_newton_targets(net, x, y, loss, l, beta, reduction=reduction))
+        expected.append(oracle.gauss_newton_targets(net, x, y, loss, l, beta, reduction=reduction) if net.is_dense
+                        else _torch_gn_targets(net, x, y, loss, l, beta, reduction=reduction))
     return compare(actual, expected, "exact_identity", net.dtype, depth=L, labels=[f"t[{l}]" for l in range(1, L)])
 
 
@@ -363,53 +568,60 @@ def _torch_phi(spec, act_name):
 
 
 def _torch_fb_loss(rule, net, state, x, layer, rec):
-    """Batch-mean feedback loss of ``layer`` in torch (same noise), and autograd's (dQ, dc)."""
+    """Batch-mean feedback loss of ``layer`` in torch (same noise), and autograd's (dQ, dc); any
+    layer types (the feedback of layer k: ``conv_transpose2d(phi(unpool(y)), Q) + c``)."""
     import torch
 
-    T = lambda a: torch.tensor(_h(a), dtype=torch.float64)
-    Ws, bs = oracle.torch_params(net, requires_grad=False)
+    T = _t
+    Ws = [T(W) for W in net.weights]
+    bs = [T(b) for b in net.biases]
     L = net.depth
     M = rule.samples
-    xt = T(x).repeat(M, 1)
-    hs = oracle.torch_forward(Ws, bs, net.activations, xt, return_all=True)
-    acts = [oracle.torch_activation(a) for a in net.activations]
-    fwd = lambda h, frm, to: oracle.torch_forward(Ws[frm:to], bs[frm:to], net.activations[frm:to], h)
+    xt = T(x).repeat((M,) + (1,) * (len(net.input_shape)))
+    _, zs, hs = _t_forward(net, Ws, bs, xt)
     spec = rule.feedback_activation
     Qs = [None if q is None else T(q).requires_grad_(True) for q in state.Q]
     cs = [None if c is None else T(c).requires_grad_(True) for c in state.c]
     phi = lambda k: _torch_phi(spec, net.activations[k - 1])
-    g = lambda k, y: phi(k)(y) @ Qs[k - 1].T + cs[k - 1]
+
+    def g(k, y, z):  # sequential feedback of layer k, unpooled at the forward z
+        lay = net.layer(k)
+        Mk = Qs[k - 1] if _is_conv(lay) else Qs[k - 1].T
+        return _t_transpose(lay, Mk, phi(k)(_t_unpool(lay, y, z))) + _t_fb_bias(lay, cs[k - 1])
+
+    rows = lambda v: v.flatten(1).sum(1)
     eps = T(rec["eps"])
     sig = tp._per_layer(rule.sigma, rule.trained_layers(net), L, "sigma")[layer - 1]
     if isinstance(rule, LDRL):
         eta = T(rec["eta"])
-        x0, y0 = hs[layer - 1], hs[layer]
-        r = g(layer, y0)
-        dr = g(layer, fwd(x0 + eps, layer - 1, layer)) - r
-        dry = g(layer, y0 + eta) - r
-        lb = -2 * (eps * dr).sum(1) + (dry ** 2).sum(1)
+        x0, y0, z0 = hs[layer - 1], hs[layer], zs[layer]
+        r = g(layer, y0, z0)
+        _, zn, hn = _t_forward(net, Ws, bs, x0 + eps, layer - 1, layer)
+        dr = g(layer, hn[layer], zn[layer]) - r
+        dry = g(layer, y0 + eta, z0) - r
+        lb = -2 * rows(eps * dr) + rows(dry ** 2)
     elif isinstance(rule, DRL) and rule.feedback != "sequential":
         ht = hs[layer] + sig * eps
-        Wl, bl = Ws[L - 1], bs[L - 1]
-        pre = lambda h: torch.nn.functional.linear(fwd(h, layer, L - 1) if layer < L - 1 else h, Wl, bl)
-        at, a0 = pre(ht), pre(hs[layer])
+        at = _t_forward(net, Ws, bs, ht, layer, L)[0][L]
+        a0 = _t_forward(net, Ws, bs, hs[layer], layer, L)[0][L]
         if rule.feedback == "direct_rhl" and layer < L - 1:
             R = T(state.R)
-            z = lambda a: torch.tanh(a @ R.T)
+            zf = lambda a: torch.tanh(a @ R.T)
         else:
-            z = lambda a: a
-        r = hs[layer] + (z(at) - z(a0)) @ Qs[layer - 1].T + cs[layer - 1] - cs[layer - 1]
-        lb = ((r - ht) ** 2).sum(1) / sig ** 2
+            zf = lambda a: a
+        r = hs[layer] + ((zf(at) - zf(a0)) @ Qs[layer - 1].T + cs[layer - 1] - cs[layer - 1]).reshape(ht.shape)
+        lb = rows((r - ht) ** 2) / sig ** 2
     elif isinstance(rule, DRL):
         xt_ = hs[layer - 1] + sig * eps
-        r = fwd(xt_, layer - 1, L)
+        r = _t_forward(net, Ws, bs, xt_, layer - 1, L)[2][L]
         for k in range(L, layer - 1, -1):
-            r = g(k, r) + hs[k - 1] - g(k, hs[k])
-        lb = ((r - xt_) ** 2).sum(1) / sig ** 2
+            r = g(k, r, zs[k]) + hs[k - 1] - g(k, hs[k], zs[k])
+        lb = rows((r - xt_) ** 2) / sig ** 2
     else:  # reconstruction
         xt_ = hs[layer - 1] + sig * eps
-        r = g(layer, fwd(xt_, layer - 1, layer))
-        lb = ((r - xt_) ** 2).sum(1)
+        _, zn, hn = _t_forward(net, Ws, bs, xt_, layer - 1, layer)
+        r = g(layer, hn[layer], zn[layer])
+        lb = rows((r - xt_) ** 2)
     loss = lb.mean()
     gQ, gc = torch.autograd.grad(loss, [Qs[layer - 1], cs[layer - 1]], allow_unused=True)
     gc = torch.zeros_like(cs[layer - 1]) if gc is None else gc
@@ -476,16 +688,21 @@ def _make_rule(kind, **kw):
 def _draw_fbgrad(d, xp, dtype):
     kind = d.choice(RULE_KINDS)
     spec = d.choice(("same", "jmc"))
-    net = draw_network(d, xp, dtype, depth=(2, 4), width=(1, 7),
-                       activations=("tanh", "sigmoid", "softplus", "elu", "leaky_relu(0.2)", "linear"),
-                       output_activations=("linear", "tanh"))
-    x, _ = draw_batch(d, net, "mse", batch=(1, 6))
+    acts = ("tanh", "sigmoid", "softplus", "elu", "leaky_relu(0.2)", "linear")
+    if d.boolean():  # convnet: transposed-conv feedback, unpooling through the forward argmax / avg transpose
+        net = _draw_conv_net(d, xp, dtype, acts, ("linear", "tanh"))
+        x, _ = _draw_conv_batch(d, net, "mse")
+    else:
+        net = draw_network(d, xp, dtype, depth=(2, 4), width=(1, 7), activations=acts,
+                           output_activations=("linear", "tanh"))
+        x, _ = draw_batch(d, net, "mse", batch=(1, 6))
     rule = _make_rule(kind, sigma=d.real(0.01, 0.5), samples=d.integer(1, 3), feedback_activation=spec)
     state = rule.init(net, seed=d.seed())
     gen = host_rng(d.seed())
     c = tuple(None if ci is None else from_numpy(gen.standard_normal(tuple(ci.shape)), net.xp, net.dtype) for ci in state.c)
     state = TPState(state.Q, c, state.R)
-    return NetInstance(net, x, x, "mse", params={"rule": rule, "state": state, "key": d.integer(0, 1000)})
+    return NetInstance(net, x, x, "mse", params={"rule": rule, "state": state, "key": d.integer(0, 1000),
+                                                 "layers": _arch(net)})
 
 
 def _fbgrad_evidence(inst, shift):

@@ -190,7 +190,8 @@ def test_exact_inverse_state_inverts_every_layer():
     h = net.forward(np.random.default_rng(0).standard_normal((5, 4)) * 0.5).h
     phis = rule.phis(net)
     for l in range(1, 4):
-        np.testing.assert_allclose(tp._g(phis[l], s.Q[l - 1], s.c[l - 1], h[l]), h[l - 1], rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(tp.apply_feedback(net, phis[l], s.Q[l - 1], s.c[l - 1], l, h[l]), h[l - 1],
+                                   rtol=1e-12, atol=1e-13)
 
 
 # --- feedback training ----------------------------------------------------------------------------
