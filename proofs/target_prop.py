@@ -17,6 +17,18 @@ Exact identities (tolerance table, ``exact_identity`` / ``oracle_grad``):
 * ``feedback_gradients_match_autograd``: every written-out feedback-loss gradient equals autograd's
   on the same noise.
 
+* ``ldrl_optimum_of_linear_conv_block_is_transpose`` (issue 16): the stationary point of the exact
+  expected L-DRL gradient of a linear conv block (none / average pooling) is ``Q = W``.
+
+Convolutional networks (issue 16): ``linear_symmetric_dtp_equals_bp`` (DTP, DRL or L-DRL targets),
+``exact_inverse_dtp_equals_tp``, ``linear_exact_inverse_tp_equals_gn``,
+``feedback_gradients_match_autograd``, ``ldrl_feedback_bias_gradient_is_zero`` draw a convnet half
+the time (conv layers with stride, padding, 2x2 max/average pooling, then dense layers; exact
+inverses on 1x1 and space-to-depth convs), and ``ldrl_optimum_of_linear_conv_block_is_transpose``
+always; ``params["layers"]`` names the layer types in campaign records. Their oracle is a local
+torch functional forward (``conv2d``, ``conv_transpose2d`` with ``output_padding``,
+``max_unpool2d`` through the forward indices), independent of :mod:`refimpl.layers`.
+
 Order checks (:func:`proofs.theorem.order_check`, beta grid 1e-2 .. 1.25e-3):
 
 * ``tp_exact_inverse_is_gn_second_order`` (A2): ``t^TP - t^GN = O(beta^2)``, smooth activations.
@@ -1264,6 +1276,76 @@ def _control_c2(inst):
     return _c2_evidence(inst, "elu")
 
 
+# --- target_prop.ldrl_optimum_of_linear_conv_block_is_transpose (issue 16) ---------------------
+
+def _draw_ldrl_conv_opt(d, xp, dtype):
+    # linear conv blocks without pooling or with 2x2 average pooling (max pooling: the noisy pass's
+    # argmax moves with the noise, so the loss is not quadratic in it and the identity is not exact)
+    net = _draw_conv_net(d, xp, dtype, ("linear",), ("linear",), pools=("none", "avg"), convs=(1, 2),
+                         linears=(1, 1), out_width=(1, 2))
+    x, y = _draw_conv_batch(d, net, "mse", batch=(1, 2))
+    return NetInstance(net, x, y, "mse", params={"layers": _arch(net)})
+
+
+def _ldrl_expected_grad(net, layer, x, Q, c):
+    """``E_{eps, eta}[dQ]`` of :func:`refimpl.rules.target_prop.ldrl_loss` with ``eps, eta ~ N(0, I)``
+    (sigma = 1), host float64: for a linear block both terms of dQ are quadratic forms in the noise,
+    so their expectation is exactly the sum over a basis, ``E[q(eps)] = sum_k q(e_k)``; each basis
+    direction is a row (``n`` rows per sample), ``ldrl_loss``'s batch mean is undone by the factor n."""
+    xp = net.xp
+    tr = net.forward(x)
+    B = x.shape[0]
+    phi = tp.feedback_phi("linear", net.activations[layer - 1])
+    sx, sy = tuple(tr.h[layer - 1].shape[1:]), tuple(tr.h[layer].shape[1:])
+    nx, ny = int(np.prod(sx)), int(np.prod(sy))
+
+    def rep(n):
+        return type(tr)(*(tuple(xp.concat([v] * n, axis=0) for v in arrs) for arrs in (tr.a, tr.h, tr.z)))
+
+    def basis(n, shape):
+        return from_numpy(np.repeat(np.eye(n).reshape((n,) + shape), B, axis=0), net.xp, net.dtype)
+
+    zx = from_numpy(np.zeros((nx * B,) + sy), net.xp, net.dtype)
+    zy = from_numpy(np.zeros((ny * B,) + sx), net.xp, net.dtype)
+    _, g_eps, _, _ = tp.ldrl_loss(net, rep(nx), phi, Q, c, layer, basis(nx, sx), zx)
+    _, g_eta, _, _ = tp.ldrl_loss(net, rep(ny), phi, Q, c, layer, zy, basis(ny, sy))
+    return nx * _h(g_eps) + ny * _h(g_eta)
+
+
+def _ldrl_conv_opt_evidence(net, inst):
+    actual, expected, labels = [], [], []
+    for l in range(1, net.depth + 1):
+        lay = net.layer(l)
+        if not _is_conv(lay):
+            continue
+        W = _h(net.weights[l - 1])
+        c = net.xp.zeros((lay.in_shape[0],), dtype=net.dtype)
+        to = lambda q: from_numpy(q.reshape(W.shape), net.xp, net.dtype)
+        g0 = _ldrl_expected_grad(net, l, inst.x, to(np.zeros(W.size)), c).ravel()
+        A = np.empty((W.size, W.size))
+        for i in range(W.size):  # the expected gradient is affine in Q: its columns
+            e = np.zeros(W.size)
+            e[i] = 1.0
+            A[:, i] = _ldrl_expected_grad(net, l, inst.x, to(e), c).ravel() - g0
+        q = np.linalg.solve(A, -g0)
+        actual.append(q.reshape(W.shape))
+        expected.append(W)
+        labels.append(f"Q*[{l - 1}] vs W[{l - 1}]")
+    return compare(actual, expected, "exact_identity", net.dtype, depth=net.depth, labels=labels)
+
+
+def _check_ldrl_conv_opt(inst):
+    return _ldrl_conv_opt_evidence(inst.net, inst)
+
+
+def _control_ldrl_conv_opt(inst):
+    # Break "linear block": tanh conv blocks with the same weights and linear feedback (no JMC possible).
+    net = inst.net
+    acts = ("tanh",) * (net.depth - 1) + (net.activations[-1],)
+    return _ldrl_conv_opt_evidence(ri.Network(net.weights, net.biases, acts, layers=net.layers,
+                                              input_shape=net.input_shape), inst)
+
+
 THEOREMS = (
     Theorem(
         name="target_prop.affine_feedback_cancels_offsets",
@@ -1354,6 +1436,19 @@ THEOREMS = (
         conditions="the difference form dr = g(f(x+eps)) - g(y), dr_y = g(y+eta) - g(y)",
         draw=_draw_ldrl_bias, check=_check_ldrl_bias, control=_control_ldrl_bias,
         control_breaks="the vanilla reconstruction loss ||g(f(x~)) - x~||^2 (DTP), which trains c",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="target_prop.ldrl_optimum_of_linear_conv_block_is_transpose",
+        statement="linear conv block (no pooling or 2x2 average pooling) with feedback transpose(Q, P^T y) + c: the "
+                  "stationary point of the exact Gaussian expectation of L-DRL's written-out gradient is Q = W, the "
+                  "transposed convolution with the forward kernel (the JMC J_g = J_f^T)",
+        source="Ernoult et al. 2022 (L-DRL, JMC; E-code feedback_loss.py, backward_layers.invert_conv); spec "
+               "target_prop.md §3c C1/C2 (affine case) carried to conv blocks; issue 16",
+        conditions="linear block (the loss is quadratic in the noise: expectation = sum over a noise basis); "
+                   "pooling linear in its input (none or average)",
+        draw=_draw_ldrl_conv_opt, check=_check_ldrl_conv_opt, control=_control_ldrl_conv_opt,
+        control_breaks="tanh conv blocks with the same weights and linear feedback",
         dtypes=("float64",),
     ),
     Theorem(
