@@ -1327,10 +1327,16 @@ def _ldrl_conv_opt_evidence(net, inst):
             e = np.zeros(W.size)
             e[i] = 1.0
             A[:, i] = _ldrl_expected_grad(net, l, inst.x, to(e), c).ravel() - g0
-        q = np.linalg.solve(A, -g0)
+        # A = 2 x the Gram matrix of Q -> J_g(Q) = T_Q^T P^T. It is singular when that map is not
+        # injective (average pooling that sums two taps of the kernel onto the same pooled unit, e.g.
+        # k3 s2 p1 on 3x3 then avgpool2): the optimum is then W plus its null space, and the
+        # comparison is on the row space (projector pinv(A) A; rcond 1e-9 relative: A's nonzero
+        # singular values are O(||x||^0), rounding in the columns ~1e-15).
+        Pr = np.linalg.pinv(A, rcond=1e-9) @ A
+        q = np.linalg.lstsq(A, -g0, rcond=1e-9)[0]
         actual.append(q.reshape(W.shape))
-        expected.append(W)
-        labels.append(f"Q*[{l - 1}] vs W[{l - 1}]")
+        expected.append((Pr @ W.ravel()).reshape(W.shape))
+        labels.append(f"Q*[{l - 1}] vs W[{l - 1}] (rank {np.linalg.matrix_rank(A, tol=1e-9 * np.abs(A).max())}/{W.size})")
     return compare(actual, expected, "exact_identity", net.dtype, depth=net.depth, labels=labels)
 
 
@@ -1441,8 +1447,9 @@ THEOREMS = (
     Theorem(
         name="target_prop.ldrl_optimum_of_linear_conv_block_is_transpose",
         statement="linear conv block (no pooling or 2x2 average pooling) with feedback transpose(Q, P^T y) + c: the "
-                  "stationary point of the exact Gaussian expectation of L-DRL's written-out gradient is Q = W, the "
-                  "transposed convolution with the forward kernel (the JMC J_g = J_f^T)",
+                  "stationary points of the exact Gaussian expectation of L-DRL's written-out gradient are Q = W, the "
+                  "transposed convolution with the forward kernel (the JMC J_g = J_f^T), plus the null space of "
+                  "Q -> J_g(Q) (empty unless pooling sums two kernel taps onto one unit)",
         source="Ernoult et al. 2022 (L-DRL, JMC; E-code feedback_loss.py, backward_layers.invert_conv); spec "
                "target_prop.md §3c C1/C2 (affine case) carried to conv blocks; issue 16",
         conditions="linear block (the loss is quadratic in the noise: expectation = sum over a noise basis); "

@@ -20,7 +20,7 @@ the learning rate), batch 64, ``--epochs`` epochs, seeds 0, 1, 2.
 Feedback (every TP rule the same budget, the E-code's per-batch schedule): before every forward
 step each trained feedback map (``g_2``, ``g_3``; ``g_1`` to the input is never trained, as in both
 codes) takes K = ``--iterations`` (20) steps of SGD momentum 0.9 on its loss with sigma = 0.1 and a
-per-loss learning rate (DTP 3e-2, DRL 1e-3, L-DRL 1e-1: the losses scale as 1, 1/sigma^2 and
+per-loss learning rate (DTP 1e-2, DRL 1e-3, L-DRL 1e-1: the losses scale as 1, 1/sigma^2 and
 sigma^2; each the best of a 10x grid, ``--lr-fb-*``), from a random init; feedback blocks are the E-code's ``[MaxUnpool (forward
 indices), ELU, ConvTranspose2d]`` (``feedback_activation="same"``) and ``g_3 = Linear^T``. DTP:
 Lee et al.'s reconstruction loss (E-code ``VanillaDTP``); DRL: Meulemans et al.'s sequential
@@ -85,9 +85,14 @@ def run_one(rule, net, data, args, seed):
             idx = perm[s:s + args.batch]
             xb, yb = x_tr[idx], y_tr[idx]
             t0 = time.perf_counter()
-            if has_fb:
-                state = rule.train_feedback(net, state, xb, yb)
-            upd, state = rule.updates(net, state, xb, yb)
+            try:
+                if has_fb:
+                    state = rule.train_feedback(net, state, xb, yb)
+                upd, state = rule.updates(net, state, xb, yb)
+            except ValueError as exc:  # non-finite feedback or weights: report the divergence, keep going
+                return {"test_accuracy": math.nan, "curve": curve + [math.nan] * (args.epochs - epoch),
+                        "angles": [math.nan] * net.depth, "seconds": secs,
+                        "diverged": f"epoch {epoch + 1}: {str(exc)[:100]}"}
             secs += time.perf_counter() - t0
             if epoch == args.epochs - 1:
                 ref, _ = bp.updates(net, bp.init(net), xb, yb)
@@ -118,7 +123,7 @@ def main(argv=None):
     # feedback learning rates, one per loss (their scales differ: the reconstruction loss is O(1) in
     # sigma, DRL carries 1/sigma^2, L-DRL sigma^2); each the best of a 10x grid after 20 batches of
     # feedback-only training at the initial weights (the note gives the grid and the angles)
-    p.add_argument("--lr-fb-dtp", dest="lr_fb_dtp", type=float, default=3e-2)
+    p.add_argument("--lr-fb-dtp", dest="lr_fb_dtp", type=float, default=1e-2)
     p.add_argument("--lr-fb-drl", dest="lr_fb_drl", type=float, default=1e-3)
     p.add_argument("--lr-fb-ldrl", dest="lr_fb_ldrl", type=float, default=1e-1)
     p.add_argument("--rules", default="all", help="comma-separated subset of the rule names, or all")
@@ -149,11 +154,13 @@ def main(argv=None):
     lines = ["| rule | test acc. (mean ± std) | per seed | angle to BP (deg, layer 1/2/3, last epoch) | s per run |",
              "|---|---|---|---|---|"]
     for key, rs in results.items():
-        angs = [statistics.mean(r["angles"][i] for r in rs) for i in range(len(rs[0]["angles"]))]
-        per_seed = ", ".join(f"{r['test_accuracy']:.3f}" for r in rs)
+        good = [r for r in rs if not r.get("diverged")] or rs
+        angs = [statistics.mean(r["angles"][i] for r in good) for i in range(len(good[0]["angles"]))]
+        per_seed = ", ".join("diverged" if r.get("diverged") else f"{r['test_accuracy']:.3f}" for r in rs)
+        ok = [r for r in rs if not r.get("diverged")] or rs
         ang = "/".join("-" if math.isnan(a) else f"{a:.1f}" for a in angs)
         secs = statistics.mean(r["seconds"] for r in rs)
-        lines.append(f"| {key} | {ms([r['test_accuracy'] for r in rs])} | {per_seed} | {ang} | {secs:.0f} |")
+        lines.append(f"| {key} | {ms([r['test_accuracy'] for r in ok])} | {per_seed} | {ang} | {secs:.0f} |")
     table = "\n".join(lines)
     print()
     print(f"digits 1x8x8, {ARCH}, ELU, ce, beta {args.beta}, sigma {args.sigma}, K {args.iterations}, "
