@@ -197,10 +197,10 @@ def _torch_gn_targets(net, x, y, loss, layer, beta, reduction="sum"):
 
 
 def _draw_conv_net(d, xp, dtype, activations, output_activations=("linear",), pools=("none", "max", "avg"),
-                   convs=(1, 2), linears=(1, 2), out_width=(1, 4)):
+                   convs=(1, 2), linears=(1, 2), out_width=(1, 4), hw=(4, 7), channels=(1, 3)):
     """A small convnet: 1-2 conv layers (kernel 1-3, stride 1-2, padding 0..k//2, optional 2x2
     max/avg pooling when it tiles), then 1-2 dense layers (the last is the output)."""
-    C, H = d.integer(1, 2), d.integer(4, 7)
+    C, H = d.integer(1, 2), d.integer(*hw)
     specs, Wd = [], H
     for _ in range(d.integer(*convs)):
         k = d.integer(1, min(3, Wd))
@@ -212,7 +212,7 @@ def _draw_conv_net(d, xp, dtype, activations, output_activations=("linear",), po
         if pk != "none" and Ho >= 2 and Ho % 2 == 0:
             pool = ri.layers.MaxPool2d(2) if pk == "max" else ri.layers.AvgPool2d(2)
             Ho //= 2
-        specs.append(ri.layers.Conv2d(stride=s, padding=p, pool=pool, out_channels=d.integer(1, 3), kernel_size=k))
+        specs.append(ri.layers.Conv2d(stride=s, padding=p, pool=pool, out_channels=d.integer(*channels), kernel_size=k))
         Wd = Ho
     nl = d.integer(*linears)
     for i in range(nl):
@@ -1282,7 +1282,7 @@ def _draw_ldrl_conv_opt(d, xp, dtype):
     # linear conv blocks without pooling or with 2x2 average pooling (max pooling: the noisy pass's
     # argmax moves with the noise, so the loss is not quadratic in it and the identity is not exact)
     net = _draw_conv_net(d, xp, dtype, ("linear",), ("linear",), pools=("none", "avg"), convs=(1, 2),
-                         linears=(1, 1), out_width=(1, 2))
+                         linears=(1, 1), out_width=(1, 2), hw=(4, 6), channels=(1, 2))
     x, y = _draw_conv_batch(d, net, "mse", batch=(1, 2))
     return NetInstance(net, x, y, "mse", params={"layers": _arch(net)})
 
