@@ -22,7 +22,8 @@ Exact identities (tolerance table, ``exact_identity`` / ``oracle_grad``):
 
 Convolutional networks (issue 16): ``linear_symmetric_dtp_equals_bp`` (DTP, DRL or L-DRL targets),
 ``exact_inverse_dtp_equals_tp``, ``linear_exact_inverse_tp_equals_gn``,
-``feedback_gradients_match_autograd``, ``ldrl_feedback_bias_gradient_is_zero`` draw a convnet half
+``feedback_gradients_match_autograd``, ``ldrl_feedback_bias_gradient_is_zero``,
+``jmc_dtp_equals_bp_first_order`` (no or max pooling: exact JMC) draw a convnet half
 the time (conv layers with stride, padding, 2x2 max/average pooling, then dense layers; exact
 inverses on 1x1 and space-to-depth convs), and ``ldrl_optimum_of_linear_conv_block_is_transpose``
 always; ``params["layers"]`` names the layer types in campaign records. Their oracle is a local
@@ -862,10 +863,16 @@ def _draw_c3(d, xp, dtype):
     loss = d.choice(("mse", "ce"))
     # depth >= 3: under the JMC the layer below the output is exact (t_{L-1} - h_{L-1} = -beta e W_L), so
     # a depth-2 net has no O(beta) term to measure. C^2 activations (elu is only C^1 at 0).
-    net = draw_network(d, xp, dtype, depth=(3, 4), width=(2, 8), activations=("tanh", "sigmoid", "softplus"),
-                       output_activations=("linear",))
-    x, y = draw_batch(d, net, loss, batch=(1, 8))
-    return NetInstance(net, x, y, loss, params={"reduction": d.choice(("sum", "mean")), "seed": d.seed()})
+    if d.boolean():  # convnet; max pooling keeps the JMC exact (phi' read at the argmax only), avg does not
+        net = _draw_conv_net(d, xp, dtype, ("tanh", "sigmoid", "softplus"), ("linear",), pools=("none", "max"),
+                             linears=(2, 2), out_width=(2, 4))
+        x, y = _draw_conv_batch(d, net, loss)
+    else:
+        net = draw_network(d, xp, dtype, depth=(3, 4), width=(2, 8), activations=("tanh", "sigmoid", "softplus"),
+                           output_activations=("linear",))
+        x, y = draw_batch(d, net, loss, batch=(1, 8))
+    return NetInstance(net, x, y, loss, params={"reduction": d.choice(("sum", "mean")), "seed": d.seed(),
+                                                "layers": _arch(net)})
 
 
 def _c3_evidence(inst, random_feedback):
@@ -881,7 +888,7 @@ def _c3_evidence(inst, random_feedback):
         Q = tuple(from_numpy(gen.standard_normal(tuple(q.shape)) / math.sqrt(q.shape[1]), net.xp, net.dtype)
                   for q in Q)
     state = TPState(Q, c)
-    dW, db, _ = oracle.bp_gradients(net, inst.x, inst.y, inst.loss)
+    dW, db = _torch_bp(net, inst.x, inst.y, inst.loss)
     ref = np.concatenate([a.ravel() for a in dW + db])
 
     def diff(beta):
@@ -897,7 +904,7 @@ def _c3_evidence(inst, random_feedback):
     # it exceeds the table's. The slope test is unaffected.
     H = [_h(a) for a in net.forward(inst.x).h]
     B = H[0].shape[0]
-    chain = max(1.0, float(np.prod([np.linalg.norm(_h(q), 2) for q in state.Q[1:]])))
+    chain = max(1.0, float(np.prod([_opnorm_bound(_h(q)) for q in state.Q[1:]])))
     size = sum(np.linalg.norm(H[l]) * np.linalg.norm(H[l - 1]) for l in range(1, L + 1)) + sum(
         np.linalg.norm(H[l]) for l in range(1, L + 1))
     floor = np.finfo(np.float64).eps * chain * size / (min(C3_BETAS) * (B if red == "sum" else 1))
@@ -906,6 +913,14 @@ def _c3_evidence(inst, random_feedback):
     factor = max(1.0, 10 * floor / (rtol + atol))
     return order_check(diff, C3_BETAS, 1, scale=float(np.linalg.norm(ref)), dtype=net.dtype, depth=L,
                        limit_factor=factor)
+
+
+def _opnorm_bound(q):
+    """Operator 2-norm of a dense feedback matrix; for a conv kernel the bound ||Q||_F sqrt(kh kw)
+    of its transposed convolution (every output sums at most kh kw kernel taps)."""
+    if q.ndim == 2:
+        return float(np.linalg.norm(q, 2))
+    return float(np.linalg.norm(q)) * math.sqrt(q.shape[2] * q.shape[3])
 
 
 #: C3's grid: 4 points suffice for a first-order check (remainder beta^4 on 2e-3 .. 2.5e-4, < 1e-11
@@ -1480,8 +1495,8 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.jmc_dtp_equals_bp_first_order",
-        statement="feedback satisfying the JMC J_g = J_f^T at every sample (phi-feedback, Q_l = W_l^T, any c): "
-                  "DTP's update / beta = BP gradient + O(beta)",
+        statement="feedback satisfying the JMC J_g = J_f^T at every sample (phi-feedback, Q_l = W_l^T, any c; on "
+                  "convnets Q_l = W_l with no or max pooling): DTP's update / beta = BP gradient + O(beta)",
         source="spec target_prop.md §3c C3; Ernoult et al. 2022 (GMP, Thm. 4.2/4.3 per theorem_test.py)",
         conditions="JMC (phi with phi'(s(a)) = s'(a)); smooth activations; beta -> 0",
         draw=_draw_c3, check=_check_c3, control=_control_c3,
