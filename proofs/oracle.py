@@ -24,7 +24,7 @@ import numpy as np
 from refimpl.backend import to_numpy
 from refimpl import activations as _act
 
-__all__ = ["torch_params", "torch_activation", "torch_forward", "torch_layer", "torch_pool", "net_forward", "torch_loss", "bp_gradients",
+__all__ = ["torch_params", "torch_activation", "torch_forward", "torch_layer", "torch_pool", "torch_weight_grad", "net_forward", "torch_loss", "bp_gradients",
            "loss_value", "output_jacobians", "layer_jacobians", "central_difference",
            "forward_difference", "to_host", "output_errors", "gauss_newton_targets",
            "scg_expected_cost", "scg_outcome_weights",
@@ -127,6 +127,16 @@ def torch_forward(Ws, bs, activations: Sequence[str], x, return_all: bool = Fals
     if units:
         return hs, zs
     return hs if return_all else h
+
+
+def torch_weight_grad(layer, W_shape, delta, h):
+    """``delta^T flatten(h)`` (dense) or ``torch.nn.grad.conv2d_weight(h, W_shape, delta, stride,
+    padding)`` (conv): the weight gradient of the layer for the cotangent ``delta`` of ``a``."""
+    torch = _torch()
+    if layer is None or layer.kind == "linear":
+        return delta.T @ (h if h.dim() == 2 else h.flatten(1))
+    return torch.nn.grad.conv2d_weight(h, tuple(W_shape), delta, stride=tuple(layer.stride),
+                                       padding=tuple(layer.padding))
 
 
 def net_forward(net, Ws, bs, x, **kw):
