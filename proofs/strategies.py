@@ -166,6 +166,12 @@ def _pool_options(kind: str, H: int, W: int) -> list:
     return out
 
 
+def _reads_input(n: int, k: int, s: int, p: int) -> bool:
+    """Whether some window of a conv (size ``n``, kernel ``k``, stride ``s``, padding ``p``) covers an input pixel."""
+    n_out = (n + 2 * p - k) // s + 1
+    return any(0 <= s * y + i - p < n for y in range(n_out) for i in range(k))
+
+
 def draw_conv_network(d: Drawer, xp="numpy", dtype="float64", *, conv_layers=(1, 3), channels=(1, 3),
                       in_channels=(1, 2), image=(3, 7), kernel=(1, 3), stride=(1, 2), padding=(0, 1),
                       pools: Sequence = POOLS, linear_layers=(1, 2), width=(1, 8),
@@ -188,6 +194,10 @@ def draw_conv_network(d: Drawer, xp="numpy", dtype="float64", *, conv_layers=(1,
         p_lo = padding[0] if k <= min(H, W) + 2 * padding[0] else padding[1]
         p = d.integer(p_lo, padding[1])
         s = d.integer(*stride)
+        if p > 0 and k <= min(H, W) and not (_reads_input(H, k, s, p) and _reads_input(W, k, s, p)):
+            # e.g. k1 s2 p1 on a 1-pixel side: every window sees padding only, the layer's output is
+            # its bias (a constant of x and W): such a layer makes every check below it vacuous.
+            p = 0
         Ho, Wo = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
         kind = d.choice(pools)
         opts = _pool_options(kind, Ho, Wo) if kind is not None else []
