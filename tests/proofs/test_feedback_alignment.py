@@ -39,17 +39,21 @@ def test_torch_match_control_is_not_blind_to_a_constant_shift():
     """Regression (review): the control of matches_torch_custom_autograd shifted the torch side's
     feedback by the same pattern in every row. For uSF (|B| = s everywhere) the shift was constant,
     and a 2-class softmax-ce output delta sums to zero, so the shifted feedback gave the same deltas
-    and the control held (refimpl verify --seed 11 --instances 150, instance 15)."""
+    and the control held (refimpl verify --seed 11 --instances 150, instance 15). Since issue 15 the
+    draws also choose an architecture, so the same kind of instance (uSF, ce, 2 classes) sits at
+    indices 37 (an MLP) and 89 (a conv net) of that stream."""
     pytest.importorskip("torch")
     from proofs.theorem import RngDrawer
     from proofs.verify import instance_seed
 
     thm = P.THEOREMS[0]
     assert thm.name == "feedback_alignment.matches_torch_custom_autograd"
-    inst = thm.draw(RngDrawer(np.random.default_rng(instance_seed(thm.name, 11, 15))), np, "float64")
-    assert inst.params["mode"] == "usf" and inst.loss == "ce" and inst.net.sizes[-1] == 2
-    assert thm.check(inst).holds
-    assert not thm.control(inst).holds
+    for index, dense in ((37, True), (89, False)):
+        inst = thm.draw(RngDrawer(np.random.default_rng(instance_seed(thm.name, 11, index))), np, "float64")
+        assert inst.params["mode"] == "usf" and inst.loss == "ce" and inst.net.sizes[-1] == 2
+        assert inst.net.is_dense == dense
+        assert thm.check(inst).holds
+        assert not thm.control(inst).holds
 
 
 def test_usf_conv_draws_have_no_max_pooling():
