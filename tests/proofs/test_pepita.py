@@ -75,3 +75,15 @@ def test_pinned_equals_bp_ill_conditioned_W1():
     ev = thm.check(inst)
     assert ev.holds and abs(ev.order - 1) < 1e-3
     assert not thm.control(inst).holds
+
+
+def test_draw_survives_a_bottleneck_dead_under_every_mask():
+    # Regression: `refimpl verify --only pepita --seed 23`, relu_activity_is_jvp #40 (widths 5-4-1-1-5,
+    # ReLU, keep 0.8): the bias shifts were made without masks and every mask seed left layer 3 dead,
+    # so the draw raised. Biases are now shifted again under the first usable masks.
+    from proofs import verify as V
+
+    rec = V.check_task({"theorem": "pepita.relu_activity_is_jvp", "seed": 23, "index": 40,
+                        "backend": "numpy", "dtype": "float64"})
+    assert rec["holds"] is True and rec["control_holds"] is False, rec
+    assert rec["instance"].startswith("sizes=[5, 4, 1, 1, 5]")
