@@ -89,7 +89,9 @@ def _beta_eff(rule, B):
 # Written here with torch.nn.functional only (conv2d, conv_transpose2d with output_padding,
 # max_pool2d/max_unpool2d through the forward indices as the E-code's MaxUnpool2d, avg_pool2d and
 # its transpose as nearest upsampling / (kh kw)), independent of refimpl.layers' im2col code.
-# TODO(issue-15proofs): switch to the layer-aware proofs.oracle once it lands.
+# Autograd gradients come from the shared layer-aware proofs.oracle.bp_gradients (issue 15); the
+# feedback operations (unpool, transposed conv) and the Gauss-Newton targets of image-shaped
+# layers (proofs.oracle.gauss_newton_targets takes vector-shaped h_l) are here.
 
 def _is_conv(lay):
     return isinstance(lay, ri.layers.Conv2d)
@@ -161,16 +163,6 @@ def _t_forward(net, Ws, bs, h, frm=0, to=None):
 def _t(a):
     import torch
     return torch.tensor(_h(a), dtype=torch.float64)
-
-
-def _torch_bp(net, x, y, loss):
-    """Autograd's gradients of the batch-mean loss on any layer types (host arrays)."""
-    Ws = [_t(W).requires_grad_(True) for W in net.weights]
-    bs = [_t(b).requires_grad_(True) for b in net.biases]
-    hL = _t_forward(net, Ws, bs, _t(x))[2][net.depth]
-    Lm = oracle.torch_loss(loss, hL, oracle._torch_y(y))
-    Lm.backward()
-    return [W.grad.numpy().copy() for W in Ws], [b.grad.numpy().copy() for b in bs]
 
 
 def _torch_gn_targets(net, x, y, loss, layer, beta, reduction="sum"):
@@ -340,7 +332,7 @@ def _sym_evidence(net, inst):
     state = TPState(state.Q, tuple(from_numpy(gen.standard_normal(tuple(c.shape)), net.xp, net.dtype)
                                             for c in state.c))
     upd, _ = rule.updates(net, state, inst.x, inst.y)
-    dW, db = _torch_bp(net, inst.x, inst.y, inst.loss)
+    dW, db, _ = oracle.bp_gradients(net, inst.x, inst.y, inst.loss)
     L = net.depth
     return compare(list(upd.dW) + list(upd.db), dW + db, "oracle_grad", net.dtype,
                    labels=[f"dW[{i}]" for i in range(L)] + [f"db[{i}]" for i in range(L)])
@@ -888,7 +880,7 @@ def _c3_evidence(inst, random_feedback):
         Q = tuple(from_numpy(gen.standard_normal(tuple(q.shape)) / math.sqrt(q.shape[1]), net.xp, net.dtype)
                   for q in Q)
     state = TPState(Q, c)
-    dW, db = _torch_bp(net, inst.x, inst.y, inst.loss)
+    dW, db, _ = oracle.bp_gradients(net, inst.x, inst.y, inst.loss)
     ref = np.concatenate([a.ravel() for a in dW + db])
 
     def diff(beta):
