@@ -41,7 +41,8 @@ from refimpl.backend import to_numpy, from_numpy, rng as host_rng, device_of
 from refimpl.rules.feedback_alignment import (FAState, DFAState, SignSymmetryState, product_feedback,
                                               usf_scale, brsf_seed, fan_in_fan_out)
 from . import oracle
-from .strategies import draw_instance, draw_network, draw_batch, NetInstance, network_from_matrices
+from .strategies import (draw_instance, draw_network, draw_conv_network, draw_batch, NetInstance,
+                         network_from_matrices, host_like)
 from .theorem import Theorem, Evidence, compare
 from .tolerances import tolerance
 
@@ -52,6 +53,8 @@ __all__ = ["THEOREMS", "NONDEGENERATE", "torch_fa_gradients", "torch_dfa_gradien
 NONDEGENERATE = ("linear", "tanh", "sigmoid", "leaky_relu", "leaky_relu(0.2)", "elu", "softplus")
 FEEDBACK_INITS = ("xavier", "kaiming", "uniform")
 MODES = ("fa", "dfa", "usf", "brsf", "frsf")
+#: Every theorem that is not inherently dense draws MLPs and conv networks (proofs.strategies).
+ARCHS = ("mlp", "conv")
 
 
 # --- torch implementations written from the spec (the oracle side) ------------------------------
@@ -81,6 +84,32 @@ def _fa_function():
     return FALinear
 
 
+def _fa_conv_function():
+    """BioTorch's conv FA (``autograd/fa/conv.py``) in a few lines: forward ``F.conv2d(x, W, b, s, p)``;
+    backward ``grad_x = conv2d_input(x.shape, B, g, s, p)`` (the input-gradient of the convolution
+    with ``B`` in ``W``'s place), ``grad_W = conv2d_weight(x, W.shape, g, s, p)``,
+    ``grad_b = sum_{b,y,x} g``. ``torch.nn.grad.conv2d_input`` resolves the output size from the
+    given input shape (the ``output_padding`` ambiguity of a stride that does not divide)."""
+    torch = _torch()
+
+    class FAConv2d(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, W, b, B, stride, padding):
+            ctx.save_for_backward(x, B)
+            ctx.conf = (tuple(W.shape), stride, padding)
+            return torch.nn.functional.conv2d(x, W, b, stride=stride, padding=padding)
+
+        @staticmethod
+        def backward(ctx, g):
+            x, B = ctx.saved_tensors
+            wshape, stride, padding = ctx.conf
+            gx = torch.nn.grad.conv2d_input(x.shape, B, g, stride=stride, padding=padding)
+            gW = torch.nn.grad.conv2d_weight(x, wshape, g, stride=stride, padding=padding)
+            return gx, gW, g.sum(dim=(0, 2, 3)), None, None, None
+
+    return FAConv2d
+
+
 def _host_feedback(B):
     torch = _torch()
     return [torch.tensor(oracle.to_host(b), dtype=torch.float64) for b in B]
@@ -92,12 +121,16 @@ def torch_fa_gradients(net, B, x, y, loss: str, B_torch=None):
     ``B``: refimpl-side matrices (copied to torch) or ``B_torch``: torch float64 tensors.
     """
     torch = _torch()
-    FALinear = _fa_function()
+    FALinear, FAConv2d = _fa_function(), _fa_conv_function()
     Ws, bs = oracle.torch_params(net)
     Bt = B_torch if B_torch is not None else _host_feedback(B)
     h = torch.tensor(oracle.to_host(x), dtype=torch.float64)
-    for W, b, Bm, name in zip(Ws, bs, Bt, net.activations):
-        h = oracle.torch_activation(name)(FALinear.apply(h, W, b, Bm))
+    for lay, W, b, Bm, name in zip(net.layers, Ws, bs, Bt, net.activations):
+        if lay.kind == "conv2d":
+            a = FAConv2d.apply(h, W, b, Bm, tuple(lay.stride), tuple(lay.padding))
+        else:  # torch.nn.Flatten before a dense layer that follows a conv layer
+            a = FALinear.apply(h if h.dim() == 2 else h.flatten(1), W, b, Bm)
+        h = oracle.torch_pool(lay, oracle.torch_activation(name)(a))
     oracle.torch_loss(loss, h, oracle._torch_y(y)).backward()
     return [W.grad.numpy().copy() for W in Ws], [b.grad.numpy().copy() for b in bs]
 
@@ -107,23 +140,26 @@ def torch_dfa_gradients(net, B, x, y, loss: str):
 
     Every layer's input is detached; ``e_L = dL/da_L`` comes from ``torch.autograd.grad``; the
     last layer is trained by ``loss.backward()``; hidden layer ``l`` by backpropagating the
-    cotangent ``e_L @ B[l-1]`` from ``h_l`` (so ``f_l'`` comes from autograd).
+    cotangent ``e_L @ B[l-1]`` from ``z_l = f_l(a_l)`` (so ``f_l'`` comes from autograd). A conv
+    layer's cotangent is ``e_L @ B[l-1]`` reshaped to ``a_l``'s shape ``(B, C, H', W')`` and enters
+    *before* the layer's pooling (BioTorch's ``layers/dfa/conv.py`` hooks the conv output).
     """
     torch = _torch()
     Ws, bs = oracle.torch_params(net)
     Bt = _host_feedback(B)
     h = torch.tensor(oracle.to_host(x), dtype=torch.float64)
-    hs, as_ = [], []
-    for W, b, name in zip(Ws, bs, net.activations):
-        a = torch.nn.functional.linear(h.detach(), W, b)
-        h = oracle.torch_activation(name)(a)
+    zs, as_ = [], []
+    for lay, W, b, name in zip(net.layers, Ws, bs, net.activations):
+        a = oracle.torch_layer(lay, W, b, h.detach())
+        z = oracle.torch_activation(name)(a)
+        h = oracle.torch_pool(lay, z)
         as_.append(a)
-        hs.append(h)
+        zs.append(z)
     value = oracle.torch_loss(loss, h, oracle._torch_y(y))
     (e_L,) = torch.autograd.grad(value, as_[-1], retain_graph=True)
     value.backward()
     for l in range(len(Ws) - 1):
-        torch.autograd.backward(hs[l], grad_tensors=e_L @ Bt[l])
+        torch.autograd.backward(zs[l], grad_tensors=(e_L @ Bt[l]).reshape(zs[l].shape))
     return [W.grad.numpy().copy() for W in Ws], [b.grad.numpy().copy() for b in bs]
 
 
@@ -138,7 +174,7 @@ def torch_sign_feedback(net, mode: str, state, feedback_init: str = "xavier", sc
         gen = np.random.default_rng(brsf_seed(state.seed, state.step))
     for i, W in enumerate(Ws):
         shape = tuple(W.shape)
-        fan_in, fan_out = fan_in_fan_out(shape)
+        fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(W)  # torch's own (receptive field for kernels)
         bound = {"xavier": math.sqrt(6.0 / (fan_in + fan_out)), "kaiming": 1.0 / math.sqrt(fan_in),
                  "uniform": scale}[feedback_init]  # U(-bound, bound): xavier_uniform_, kaiming_uniform_(a=sqrt 5)
         if mode == "usf":
@@ -160,7 +196,7 @@ def _draw_mode(d, xp, dtype):
     mode = d.choice(MODES)
     finit = d.choice(FEEDBACK_INITS)
     scale = d.real(0.1, 1.0) if finit == "uniform" else None
-    inst = draw_instance(d, xp, dtype, activations=NONDEGENERATE, depth=(2, 5))
+    inst = draw_instance(d, xp, dtype, activations=NONDEGENERATE, depth=(2, 5), architectures=ARCHS)
     params = {"mode": mode, "feedback_init": finit, "scale": scale, "feedback_seed": d.seed(),
               "step": d.integer(0, 3)}
     return NetInstance(inst.net, inst.x, inst.y, inst.loss, params=params)
@@ -224,8 +260,9 @@ def _control_modes(inst):
 
 # --- FA identities ------------------------------------------------------------------------------
 
-def _draw_fa(d, xp, dtype):
-    inst = draw_instance(d, xp, dtype, activations=NONDEGENERATE, depth=(2, 5))
+def _draw_fa(d, xp, dtype, architectures=None):
+    inst = draw_instance(d, xp, dtype, activations=NONDEGENERATE, depth=(2, 5),
+                         architectures=ARCHS if architectures is None else architectures)
     finit = d.choice(FEEDBACK_INITS)
     params = {"feedback_init": finit, "scale": d.real(0.1, 1.0) if finit == "uniform" else None,
               "feedback_seed": d.seed()}
@@ -271,7 +308,11 @@ def _control_fa_last(inst):
 # --- DFA identities -----------------------------------------------------------------------------
 
 def _draw_dfa_one_hidden(d, xp, dtype):
-    inst = draw_instance(d, xp, dtype, activations=NONDEGENERATE, depth=(2, 2))
+    # conv: one conv layer then the linear output; no max pooling (BP's feedback through a max
+    # pooling depends on the input's argmax, so no fixed B[0] reproduces it), average pooling is
+    # linear and folds into B[0] (_one_hidden_feedback).
+    inst = draw_instance(d, xp, dtype, activations=NONDEGENERATE, depth=(2, 2), architectures=ARCHS,
+                         conv={"conv_layers": (1, 1), "linear_layers": (1, 1), "pools": (None, "avg")})
     finit = d.choice(FEEDBACK_INITS)
     params = {"feedback_init": finit, "scale": d.real(0.1, 1.0) if finit == "uniform" else None,
               "feedback_seed": d.seed()}
@@ -282,10 +323,26 @@ def _dfa_upd(inst, B):
     return ri.rules.DFA(loss=inst.loss).updates(inst.net, DFAState(B=tuple(B)), inst.x, inst.y)[0]
 
 
+def _one_hidden_feedback(net):
+    """``B[0]`` with ``e_L @ B[0] = BP's dL/dz_1`` for ``L = 2``: ``W_2`` itself for a dense (or an
+    unpooled conv) layer 1; for an average-pooled conv layer each row of ``W_2`` (in ``h_1``'s
+    shape) pulled back through the pooling, ``P^T``, by torch's ``avg_pool2d`` vjp (the oracle side)."""
+    import torch
+
+    W2 = torch.tensor(oracle.to_host(net.weights[1]))
+    lay = net.layer(1)
+    if getattr(lay, "pool", None) is not None:
+        z = torch.zeros((W2.shape[0],) + tuple(lay.out_shape), dtype=torch.float64, requires_grad=True)
+        out = oracle.torch_pool(lay, z)
+        (g,) = torch.autograd.grad(out, z, grad_outputs=W2.reshape(out.shape))
+        W2 = g.reshape(W2.shape[0], -1)
+    return from_numpy(W2.numpy(), net.xp, net.dtype, device_of(net.weights[0]))
+
+
 def _check_dfa_one_hidden(inst):
     net = inst.net
     eye = net.xp.eye(net.sizes[-1], dtype=net.dtype, device=device_of(net.weights[0]))
-    return _vs_bp(inst, _dfa_upd(inst, (net.weights[1], eye)))
+    return _vs_bp(inst, _dfa_upd(inst, (_one_hidden_feedback(net), eye)))
 
 
 def _control_dfa_one_hidden(inst):
@@ -296,6 +353,8 @@ def _control_dfa_one_hidden(inst):
 
 
 def _draw_dfa_linear(d, xp, dtype):
+    # Dense by construction: the product feedback W_L ... W_{i+2} is a product of dense matrices
+    # (refimpl's product_feedback refuses conv nets); the conv analogue would be the Toeplitz product.
     loss = d.choice(("mse", "ce"))
     net = draw_network(d, xp, dtype, depth=(3, 5), activations=("linear",), output_activations=NONDEGENERATE,
                        output_width=(2, 12) if loss == "ce" else None)
@@ -333,14 +392,19 @@ def _control_frsf(inst):
 
 
 def _draw_usf(d, xp, dtype):
-    inst = draw_instance(d, xp, dtype, activations=NONDEGENERATE, depth=(2, 5))
+    # No max pooling on conv draws: with every |W_ij| = s, sums over different windows are often
+    # equal in exact arithmetic (same magnitudes, permuted signs, constant padded borders), and the
+    # two sides' different summation orders then break such a tie differently (refimpl verify
+    # --seed 1, instance 0: the argmax moved, error 1.0). The theorem's condition is a tie-free max.
+    inst = draw_instance(d, xp, dtype, activations=NONDEGENERATE, depth=(2, 5), architectures=ARCHS,
+                         conv={"pools": (None, "avg")})
     finit = d.choice(("xavier", "kaiming"))
     gen = host_rng(d.seed())
     net = inst.net
     signs = [np.where(gen.random(tuple(W.shape)) < 0.5, -1.0, 1.0) for W in net.weights]
     spread = [gen.uniform(0.5, 2.0, size=tuple(W.shape)) for W in net.weights]
     Ws = [usf_scale(tuple(S.shape), finit) * S for S in signs]
-    eq = network_from_matrices(Ws, [to_numpy(b) for b in net.biases], net.activations, xp, dtype)
+    eq = host_like(net, Ws, xp=xp, dtype=dtype)
     return NetInstance(eq, inst.x, inst.y, inst.loss, params={"feedback_init": finit, "spread": spread})
 
 
@@ -358,7 +422,7 @@ def _control_usf(inst):
     # Break "all |W_ij| equal to s": magnitudes s * U(0.5, 2), signs kept.
     net = inst.net
     Ws = [to_numpy(W) * r for W, r in zip(net.weights, inst.params["spread"])]
-    bent = network_from_matrices(Ws, [to_numpy(b) for b in net.biases], net.activations, net.xp, net.dtype)
+    bent = host_like(net, Ws)
     return _usf_vs_bp(inst, bent)
 
 
@@ -446,10 +510,11 @@ THEOREMS = (
     Theorem(
         name="feedback_alignment.matches_torch_custom_autograd",
         statement="FA, DFA, uSF, brSF and frSF updates equal an independent torch implementation from the spec: "
-                  "a custom autograd.Function with grad_input = grad_output @ B (B computed in torch from W for "
-                  "the sign modes), and BioTorch's DFA scheme (autograd output delta e_L, cotangent e_L @ B at h_l)",
-        source=f"{_SPEC} §0, §2 (BioTorch autograd/fa/linear.py, layers/dfa/linear.py, "
-               "layers/fa_constructor/linear.py); oracle: torch autograd float64",
+                  "a custom autograd.Function with grad_input = grad_output @ B (conv: conv2d_input with B in W's "
+                  "place; B computed in torch from W for the sign modes), and BioTorch's DFA scheme (autograd output delta e_L, cotangent e_L @ B at h_l)",
+        source=f"{_SPEC} §0, §2 (BioTorch autograd/fa/linear.py, autograd/fa/conv.py, layers/dfa/linear.py, "
+               "layers/dfa/conv.py, layers/fa_constructor/linear.py); oracle: torch autograd float64, conv FA by "
+               "torch.nn.grad.conv2d_input(x.shape, B, g) / conv2d_weight",
         conditions="same W, b, B (or M, seed, step) on both sides; depth >= 2",
         draw=_draw_mode, check=_check_modes, control=_control_modes,
         control_breaks="the torch side's feedback matrices shifted by 100*rtol (relative, fixed random pattern)",
@@ -463,6 +528,17 @@ THEOREMS = (
         control_breaks="random B (FA's own initialisation) instead of W",
     ),
     Theorem(
+        name="feedback_alignment.fa_equals_bp_conv",
+        statement="FA on a convolutional network (1-3 conv layers with and without max/avg pooling, then 1-2 "
+                  "linear) with B[i] = W[i] gives BP's (autograd's) dW, db in every layer: the transposed "
+                  "convolution with B = W is the exact adjoint",
+        source=f"{_SPEC} §3a-1; BioTorch autograd/fa/conv.py (weight_backward := weight)",
+        conditions="B = W; conv network",
+        draw=lambda d, xp, dtype: _draw_fa(d, xp, dtype, architectures=("conv",)),
+        check=_check_fa_is_bp, control=_control_fa_is_bp,
+        control_breaks="random B (FA's own initialisation) instead of W",
+    ),
+    Theorem(
         name="feedback_alignment.fa_last_layer_is_bp",
         statement="FA's last-layer dW[L-1], db[L-1] equal BP's for any B (the output delta never meets B)",
         source=f"{_SPEC} §3a-1",
@@ -472,9 +548,12 @@ THEOREMS = (
     ),
     Theorem(
         name="feedback_alignment.dfa_equals_bp_one_hidden_layer",
-        statement="DFA with one hidden layer and B[0] = W_2 gives BP's dW, db (delta_1 = (e_L @ W_2) * f'(a_1))",
+        statement="DFA with one hidden layer and B[0] = W_2 gives BP's dW, db (delta_1 = (e_L @ W_2) * f'(a_1)); "
+                  "conv layer 1: delta_1 = reshape(e_L @ B[0]) * f'(a_1) with B[0] = W_2 (rows pulled back "
+                  "through the average pooling, if any)",
         source=f"{_SPEC} §3a-2; Nøkland (2016)",
-        conditions="L = 2, B[0] = W_2",
+        conditions="L = 2, B[0] = W_2 (P^T W_2 rows for an average-pooled conv layer; no max pooling: "
+                   "its transpose depends on the input)",
         draw=_draw_dfa_one_hidden, check=_check_dfa_one_hidden, control=_control_dfa_one_hidden,
         control_breaks="random B (DFA's own initialisation)",
     ),
@@ -483,7 +562,8 @@ THEOREMS = (
         statement="DFA with B[i] = W_L ... W_{i+2} gives BP's dW, db when layers 2..L-1 are linear "
                   "(layer 1's and the output activation arbitrary)",
         source=f"{_SPEC} §3a-2",
-        conditions="f_2 .. f_{L-1} linear, L >= 3, product feedback",
+        conditions="f_2 .. f_{L-1} linear, L >= 3, product feedback; dense networks only (a product of "
+                   "dense weight matrices)",
         draw=_draw_dfa_linear, check=_check_dfa_linear, control=_control_dfa_linear,
         control_breaks="layers 2..L-1 made sigmoid (BP's feedback then depends on the input: no fixed B matches)",
     ),

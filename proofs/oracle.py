@@ -3,7 +3,13 @@
 An independent computation of what refimpl computes by hand: the forward pass is rewritten with
 torch's own activation functions and losses (``torch.tanh``, ``F.leaky_relu``,
 ``F.cross_entropy``...), and derivatives come from autograd / ``torch.func``. The oracle never
-calls refimpl's math; it only reads a :class:`refimpl.Network`'s arrays (as host copies).
+calls refimpl's math; it only reads a :class:`refimpl.Network`'s arrays (as host copies) and the
+hyper-structure of its layer specs (kind, stride, padding, pooling kernel and stride).
+
+Layers (:mod:`refimpl.layers`) are rewritten with torch's own functions: a dense layer is
+``F.linear(h.flatten(1), W, b)`` (``torch.nn.Flatten`` order), a conv layer ``F.conv2d(h, W, b,
+stride, padding)``, its pooling ``F.max_pool2d`` / ``F.avg_pool2d`` after the activation (and after
+any dropout mask, which has the pre-pooling shape). ``layers=None`` means every layer dense.
 
 torch is imported inside the functions: ``import proofs`` stays cheap and the core suite runs
 without the ``[oracle]`` extra.
@@ -18,7 +24,7 @@ import numpy as np
 from refimpl.backend import to_numpy
 from refimpl import activations as _act
 
-__all__ = ["torch_params", "torch_activation", "torch_forward", "torch_loss", "bp_gradients",
+__all__ = ["torch_params", "torch_activation", "torch_forward", "torch_layer", "torch_pool", "torch_weight_grad", "net_forward", "torch_loss", "bp_gradients",
            "loss_value", "output_jacobians", "layer_jacobians", "central_difference",
            "forward_difference", "to_host", "output_errors", "gauss_newton_targets",
            "scg_expected_cost", "scg_outcome_weights",
@@ -73,15 +79,69 @@ def torch_activation(name: str) -> Callable:
     raise ValueError(f"oracle: no torch activation for {name!r}")
 
 
-def torch_forward(Ws, bs, activations: Sequence[str], x, return_all: bool = False):
-    """``a_l = h_{l-1} W_l^T + b_l`` (``torch.nn.functional.linear``), ``h_l = f_l(a_l)``."""
+def torch_layer(layer, W, b, h):
+    """``a = F.linear(flatten(h), W, b)`` or ``F.conv2d(h, W, b, stride, padding)`` (``layer``: a
+    refimpl layer spec, read for its kind and hyper-structure only; ``None``: dense)."""
     torch = _torch()
+    F = torch.nn.functional
+    if layer is None or layer.kind == "linear":
+        return F.linear(h if h.dim() == 2 else h.flatten(1), W, b)
+    if layer.kind == "conv2d":
+        return F.conv2d(h, W, b, stride=tuple(layer.stride), padding=tuple(layer.padding))
+    raise ValueError(f"oracle: no torch version of layer kind {layer.kind!r}")
+
+
+def torch_pool(layer, z):
+    """``F.max_pool2d`` / ``F.avg_pool2d`` of a conv layer's activation (``z`` itself without pooling)."""
+    torch = _torch()
+    F = torch.nn.functional
+    pool = None if layer is None else getattr(layer, "pool", None)
+    if pool is None:
+        return z
+    if pool.kind == "maxpool":
+        return F.max_pool2d(z, kernel_size=tuple(pool.kernel_size), stride=tuple(pool.stride))
+    if pool.kind == "avgpool":
+        return F.avg_pool2d(z, kernel_size=tuple(pool.kernel_size), stride=tuple(pool.stride))
+    raise ValueError(f"oracle: no torch version of pooling {pool.kind!r}")
+
+
+def torch_forward(Ws, bs, activations: Sequence[str], x, return_all: bool = False, layers=None,
+                  masks=None, units: bool = False):
+    """``a_l = F.linear(h_{l-1}, W_l, b_l)`` / ``F.conv2d(...)``, ``z_l = M_l * f_l(a_l)``, ``h_l = pool_l(z_l)``.
+
+    ``layers``: the layer specs (``net.layers``, or a slice of them); ``None``: dense. ``masks``:
+    torch tensors (or None entries) multiplying ``z_l`` of the first ``len(masks)`` layers.
+    ``return_all``: the list ``[x, h_1, ..., h_L]``; ``units=True``: ``(hs, zs)`` with ``zs`` the
+    pre-pooling activations (``zs[0] = x``).
+    """
     h = x
-    hs = [x]
-    for W, b, name in zip(Ws, bs, activations):
-        h = torch_activation(name)(torch.nn.functional.linear(h, W, b))
+    hs, zs = [x], [x]
+    for i, (W, b, name) in enumerate(zip(Ws, bs, activations)):
+        lay = None if layers is None else layers[i]
+        z = torch_activation(name)(torch_layer(lay, W, b, h))
+        if masks is not None and i < len(masks) and masks[i] is not None:
+            z = z * masks[i]
+        h = torch_pool(lay, z)
         hs.append(h)
+        zs.append(z)
+    if units:
+        return hs, zs
     return hs if return_all else h
+
+
+def torch_weight_grad(layer, W_shape, delta, h):
+    """``delta^T flatten(h)`` (dense) or ``torch.nn.grad.conv2d_weight(h, W_shape, delta, stride,
+    padding)`` (conv): the weight gradient of the layer for the cotangent ``delta`` of ``a``."""
+    torch = _torch()
+    if layer is None or layer.kind == "linear":
+        return delta.T @ (h if h.dim() == 2 else h.flatten(1))
+    return torch.nn.grad.conv2d_weight(h, tuple(W_shape), delta, stride=tuple(layer.stride),
+                                       padding=tuple(layer.padding))
+
+
+def net_forward(net, Ws, bs, x, **kw):
+    """:func:`torch_forward` with the network's activations and layer specs."""
+    return torch_forward(Ws, bs, net.activations, x, layers=net.layers, **kw)
 
 
 def torch_loss(name: str, h, y):
@@ -109,7 +169,7 @@ def bp_gradients(net, x, y, loss: str):
     torch = _torch()
     Ws, bs = torch_params(net)
     xt = torch.tensor(to_host(x), dtype=torch.float64)
-    L = torch_loss(loss, torch_forward(Ws, bs, net.activations, xt), _torch_y(y))
+    L = torch_loss(loss, net_forward(net, Ws, bs, xt), _torch_y(y))
     L.backward()
     return ([W.grad.numpy().copy() for W in Ws], [b.grad.numpy().copy() for b in bs], float(L.detach()))
 
@@ -118,7 +178,7 @@ def loss_value(net, x, y, loss: str) -> float:
     torch = _torch()
     Ws, bs = torch_params(net, requires_grad=False)
     xt = torch.tensor(to_host(x), dtype=torch.float64)
-    return float(torch_loss(loss, torch_forward(Ws, bs, net.activations, xt), _torch_y(y)))
+    return float(torch_loss(loss, net_forward(net, Ws, bs, xt), _torch_y(y)))
 
 
 def layer_jacobians(net, x, frm: int, to: int):
@@ -133,12 +193,15 @@ def layer_jacobians(net, x, frm: int, to: int):
         raise ValueError(f"frm, to: expected 0 <= frm < to <= {net.depth}, got {frm}, {to}")
     Ws, bs = torch_params(net, requires_grad=False)
     xt = torch.tensor(to_host(x), dtype=torch.float64)
-    h_frm = torch_forward(Ws[:frm], bs[:frm], net.activations[:frm], xt) if frm > 0 else xt
+    lays = net.layers
+    h_frm = torch_forward(Ws[:frm], bs[:frm], net.activations[:frm], xt, layers=lays[:frm]) if frm > 0 else xt
 
-    def tail(h):  # one sample, (n_frm,) -> (n_to,)
-        return torch_forward(Ws[frm:to], bs[frm:to], net.activations[frm:to], h[None, :])[0]
+    def tail(h):  # one sample, (n_frm,) -> (n_to,) (image-shaped layers flattened in torch order)
+        out = torch_forward(Ws[frm:to], bs[frm:to], net.activations[frm:to], h[None], layers=lays[frm:to])[0]
+        return out.reshape(-1)
 
-    return vmap(jacrev(tail))(h_frm).numpy().copy()
+    J = vmap(jacrev(tail))(h_frm)
+    return J.reshape(J.shape[0], J.shape[1], -1).numpy().copy()
 
 
 def output_jacobians(net, x):
@@ -168,7 +231,7 @@ def output_errors(net, x, y, loss: str, reduction: str = "sum"):
         raise ValueError(f"reduction: expected 'sum' or 'mean', got {reduction!r}")
     Ws, bs = torch_params(net, requires_grad=False)
     xt = torch.tensor(to_host(x), dtype=torch.float64)
-    hL = torch_forward(Ws, bs, net.activations, xt).detach().requires_grad_(True)
+    hL = net_forward(net, Ws, bs, xt).detach().requires_grad_(True)
     Lm = torch_loss(loss, hL, _torch_y(y))
     total = Lm * hL.shape[0] if reduction == "sum" else Lm
     (g,) = torch.autograd.grad(total, hL)
@@ -193,7 +256,7 @@ def gauss_newton_targets(net, x, y, loss: str, layer: int, beta: float, damping:
         raise ValueError(f"damping: expected a finite number >= 0, got {damping}")
     Ws, bs = torch_params(net, requires_grad=False)
     xt = torch.tensor(to_host(x), dtype=torch.float64)
-    h = torch_forward(Ws, bs, net.activations, xt, return_all=True)[layer]
+    h = net_forward(net, Ws, bs, xt, return_all=True)[layer]
     e = torch.tensor(output_errors(net, x, y, loss, reduction), dtype=torch.float64)
     if layer == net.depth:
         return (h - beta * e).numpy().copy()
@@ -209,36 +272,38 @@ def gauss_newton_targets(net, x, y, loss: str, layer: int, beta: float, damping:
 
 # --- forward-mode tangents (PEPITA's first-order theory, proofs.pepita) -------------------------
 
-def forward_tangents(net, x, v, masks=None):
-    """Activities and forward tangents of every layer along the input direction ``v`` (host ``(B, n_0)``).
+def forward_tangents(net, x, v, masks=None, units: bool = False):
+    """Activities and forward tangents of every layer along the input direction ``v`` (host, ``x``'s
+    shape or ``(B, n_0)`` flattened in torch order).
 
-    The forward pass is ``h_l = M_l * f_l(h_{l-1} W_l^T + b_l)`` with the given host masks on the
-    hidden layers (``masks[l-1]`` of shape ``(B, n_l)``, None entries or ``masks=None``: no mask)
-    and no mask on the output. ``torch.func.jvp`` (forward mode, no finite differences) gives
-    ``u_l = d h_l / d x . v`` row by row. Returns ``(hs, us)``: host float64 lists indexed by layer
-    ``0..L`` (``us[0] = v``). At a ReLU kink torch's derivative convention applies (0 at 0).
+    The forward pass is ``z_l = M_l * f_l(apply_l(W_l, h_{l-1}) + b_l)``, ``h_l = pool_l(z_l)`` with
+    the given host masks on the hidden layers (``masks[l-1]`` of ``a_l``'s shape, ``(B, n_l)``
+    for a dense layer; None entries or ``masks=None``: no mask) and no mask on the output.
+    ``torch.func.jvp`` (forward mode, no finite differences) gives ``u_l = d h_l / d x . v`` row by
+    row. Returns ``(hs, us)``: host float64 lists indexed by layer ``0..L`` (``us[0] = v`` in
+    ``x``'s shape); with ``units=True`` ``(hs, us, zs, uzs)``, adding the pre-pooling activations
+    and their tangents. At a ReLU kink torch's derivative convention applies (0 at 0); at a
+    max-pooling tie, torch's first-maximum rule.
     """
     torch = _torch()
     from torch.func import jvp
 
     Ws, bs = torch_params(net, requires_grad=False)
     xt = torch.tensor(to_host(x), dtype=torch.float64)
-    vt = torch.tensor(np.asarray(v, dtype=np.float64), dtype=torch.float64)
+    vt = torch.tensor(np.asarray(v, dtype=np.float64), dtype=torch.float64).reshape(xt.shape)
     L = net.depth
     ms = [None] * (L - 1) if masks is None else [None if m is None else torch.tensor(to_host(m)) for m in masks]
 
     def fwd(inp):
-        h = inp
-        out = [inp]
-        for l in range(1, L + 1):
-            h = torch_activation(net.activations[l - 1])(torch.nn.functional.linear(h, Ws[l - 1], bs[l - 1]))
-            if l < L and ms[l - 1] is not None:
-                h = h * ms[l - 1]
-            out.append(h)
-        return tuple(out)
+        hs, zs = net_forward(net, Ws, bs, inp, masks=ms, units=True)
+        return tuple(hs) + tuple(zs)
 
-    hs, us = jvp(fwd, (xt,), (vt,))
-    return [h.numpy().copy() for h in hs], [u.numpy().copy() for u in us]
+    out, tan = jvp(fwd, (xt,), (vt,))
+    hs, us = out[:L + 1], tan[:L + 1]
+    host = lambda ts: [t.numpy().copy() for t in ts]
+    if units:
+        return host(hs), host(us), host(out[L + 1:]), host(tan[L + 1:])
+    return host(hs), host(us)
 
 
 def softmax_error(logits, y) -> np.ndarray:

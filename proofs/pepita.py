@@ -24,6 +24,19 @@ Notation (spec pepita_fa.md §0, §3b): ``x_mod = x + sign * (e @ F.T)``, ``s = 
   (paired: same init, F, data). Control: the same predicate for an independent ``F'`` never used
   in training.
 
+Convolutional networks: every theorem except ``equals_bp_one_hidden_layer`` (its ``F* = pinv(W_1)
+W_2^T`` is a dense construction: one dense hidden layer) and ``alignment_sign`` (the angle to
+``(W_L ... W_1)^T``, a product of dense matrices) also draws conv networks
+(:func:`proofs.strategies.draw_conv_network`, with and without max/average pooling). ``F`` projects
+the error onto the image, ``U_0 = reshape(e @ F0.T)``; the tangents ``U_l`` run through
+``F.conv2d`` and the poolings in the oracle. PEPITA's kernel update uses a conv layer's
+*pre-pooling* units ``z_l`` (refimpl.rules.pepita), so for a pooled layer the activity theorems
+compare both ``h_l - h_l'`` and ``z_l - z_l'`` with their tangents, and ``hidden_update_is_afa``
+expects ``s * conv2d_weight(h_{l-1}, W.shape, Uz_l) / B`` (``torch.nn.grad``; ``Uz_l`` the
+tangent of ``z_l``). Max pooling is a kink like ReLU's: a grid is kink-free when no kept unit
+changes its pre-activation sign and no pooling window changes its (first) argmax between the
+passes (:func:`_flip_free`).
+
 ``eps`` is the *relative* size of the modulation: ``F0`` is scaled so that
 ``max_b ||F0 e_b|| = max_b ||x_b||``. Hidden ReLU instances get two constructive adjustments
 (``_nondegenerate``): biases shifted so that sample 0 has an active unit in every hidden layer, and
@@ -41,7 +54,7 @@ import refimpl as ri
 from refimpl.backend import to_numpy, from_numpy, rng as host_rng
 from refimpl.rules.pepita import PEPITA, PEPITAState, masked_forward, dropout_masks, alignment_angle
 from . import oracle
-from .strategies import NetInstance, draw_network, draw_batch, network_from_matrices
+from .strategies import NetInstance, draw_network, draw_conv_network, draw_batch, network_from_matrices, host_like
 from .theorem import Theorem, Evidence, order_check
 from .tolerances import tolerance
 
@@ -67,22 +80,26 @@ def _host_net(net):
 def _nondegenerate(net, x, keep_prob, seed, xp, dtype):
     """Shift biases (only where needed) so that sample 0 has an active unit in every hidden layer,
     then pick the first mask seed ``seed + k`` whose masks keep an active unit of sample 0 in every
-    hidden layer. Returns ``(net, mask_seed)``."""
+    hidden layer. Returns ``(net, mask_seed)``. Any layer type: a conv layer's bias shift moves the
+    channel of the unit with the largest pre-activation (host float64 forward of the draw)."""
     Ws, bs = _host_net(net)
     xh = to_numpy(x).astype(np.float64)
     acts = net.activations
     L = net.depth
+    hn = host_like(net, Ws, bs, xp="numpy", dtype="float64")
     h = xh
     for l in range(1, L):
-        a = h @ Ws[l - 1].T + bs[l - 1]
         act = ri.activations.get(acts[l - 1])
+        a = hn.pre_activation(l, h)
         if not np.any(act.df(a[0]) > 0) or not np.any(np.abs(act.f(a[0])) > 0):
-            j = int(np.argmax(a[0]))
+            idx = np.unravel_index(int(np.argmax(a[0])), a[0].shape)
+            j = idx[0]  # the unit (dense) or the channel (conv)
             bs[l - 1] = bs[l - 1].copy()
-            bs[l - 1][j] += -a[0, j] + 0.5
-            a = h @ Ws[l - 1].T + bs[l - 1]
-        h = act.f(a)
-    net = network_from_matrices(Ws, bs, acts, xp, dtype)
+            bs[l - 1][j] += -a[0][idx] + 0.5
+            hn = host_like(net, Ws, bs, xp="numpy", dtype="float64")
+            a = hn.pre_activation(l, h)
+        h = hn.layer(l).post(np, act.f(a))
+    net = host_like(net, Ws, bs, xp=xp, dtype=dtype)
     if keep_prob >= 1.0:
         return net, seed
     for k in range(1000):
@@ -96,10 +113,34 @@ def _nondegenerate(net, x, keep_prob, seed, xp, dtype):
                 break
         if ok:
             return net, seed + k
-    raise RuntimeError("no non-degenerate dropout mask found in 1000 seeds")  # pragma: no cover
+    # No mask seed keeps an active unit everywhere: the bias shifts above were made without masks,
+    # and a bottleneck (a 1-unit ReLU layer fed by a masked, rescaled 1-unit layer) can stay dead
+    # under every mask (refimpl verify --only pepita --seed 23, relu_activity_is_jvp #40: widths
+    # 5-4-1-1-5). Shift the biases again under the masks of the first seed whose masks keep a unit
+    # of sample 0 in every hidden layer, so that one kept unit is active in every layer.
+    for k in range(1000):
+        mh = [to_numpy(m).astype(np.float64) for m in dropout_masks(net, xh.shape[0], keep_prob, seed + k, 0)]
+        if all(np.any(m[0] != 0) for m in mh):
+            break
+    else:  # pragma: no cover - (1 - keep)^n for 1000 seeds
+        raise RuntimeError("no dropout mask keeping a unit of sample 0 in every hidden layer in 1000 seeds")
+    Ws, bs = _host_net(net)
+    h = xh
+    for l in range(1, L):
+        act = ri.activations.get(acts[l - 1])
+        hn = host_like(net, Ws, bs, xp="numpy", dtype="float64")
+        a = hn.pre_activation(l, h)
+        kept = mh[l - 1][0] != 0
+        if not np.any((act.df(a[0]) != 0) & kept):
+            idx = np.unravel_index(int(np.argmax(np.where(kept, a[0], -np.inf))), a[0].shape)
+            bs[l - 1] = bs[l - 1].copy()
+            bs[l - 1][idx[0]] += -a[0][idx] + 0.5
+            a = host_like(net, Ws, bs, xp="numpy", dtype="float64").pre_activation(l, h)
+        h = hn.layer(l).post(np, act.f(a) * mh[l - 1])
+    return host_like(net, Ws, bs, xp=xp, dtype=dtype), seed + k
 
 
-def _draw(d, xp, dtype, hidden, depth=(2, 4), width=(1, 10), dropout=True, one_hidden=False):
+def _draw(d, xp, dtype, hidden, depth=(2, 4), width=(1, 10), dropout=True, one_hidden=False, conv=True):
     if one_hidden:
         n0 = d.integer(2, 10)
         n1 = d.integer(1, n0)
@@ -110,10 +151,13 @@ def _draw(d, xp, dtype, hidden, depth=(2, 4), width=(1, 10), dropout=True, one_h
         Ws = [gen.standard_normal((n1, n0)) / math.sqrt(n0), gen.standard_normal((c, n1)) / math.sqrt(n1)]
         bs = [0.1 * gen.standard_normal(n1), 0.1 * gen.standard_normal(c)]
         net = network_from_matrices(Ws, bs, (act, "linear"), xp, dtype)
+    elif conv and d.choice(("mlp", "conv")) == "conv":
+        net = draw_conv_network(d, xp, dtype, activations=hidden, output_activations=("linear",),
+                                output_width=(2, 6))
     else:
         net = draw_network(d, xp, dtype, depth=depth, width=width, activations=hidden,
                            output_activations=("linear",), output_width=(2, 8))
-    x, y = draw_batch(d, net, "ce", batch=(1, 10))
+    x, y = draw_batch(d, net, "ce", batch=(1, 10) if net.is_dense else (1, 6))
     keep = d.choice((1.0, 0.8)) if dropout else 1.0
     sign = d.choice((1, -1))
     last = d.choice(("modulated", "first"))
@@ -164,32 +208,61 @@ def _unit_F0(inst, masks, F0=None):
         gen = host_rng(inst.params["F_seed"])
         n0, nL = inst.net.sizes[0], inst.net.sizes[-1]
         F0 = gen.uniform(-1.0, 1.0, size=(n0, nL)) * math.sqrt(6.0 / n0)
-    xh = to_numpy(inst.x).astype(np.float64)
+    xh = to_numpy(inst.x).astype(np.float64).reshape(inst.x.shape[0], -1)  # images: torch flatten order
     r = np.max(np.linalg.norm(e @ F0.T, axis=1)) / max(np.max(np.linalg.norm(xh, axis=1)), 1e-300)
     return F0 / r, e
 
 
+def _first_argmax(pool, z):
+    """Index (0..kh*kw-1, row-major) of the first maximum of every window of the host map ``z``."""
+    (kh, kw), (sh, sw) = pool.kernel_size, pool.stride
+    Ho, Wo = (z.shape[2] - kh) // sh + 1, (z.shape[3] - kw) // sw + 1
+    wins = np.stack([z[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]
+                     for i in range(kh) for j in range(kw)])
+    return np.argmax(wins, axis=0)  # numpy's argmax returns the first maximum
+
+
+def _has_maxpool(net) -> bool:
+    return any(getattr(getattr(lay, "pool", None), "kind", None) == "maxpool" for lay in net.layers)
+
+
+def _smooth(net) -> bool:
+    return all(ri.activations.get(a).smooth for a in net.activations[:-1])
+
+
 def _flip_free(inst, F_host, **over) -> bool:
-    """True iff no kept hidden unit changes the sign of its pre-activation between the two passes."""
+    """True iff between the two passes no kept hidden unit changes the sign of its pre-activation
+    (piecewise-linear activations) and no max-pooling window changes its first argmax."""
     upd, _ = _run(inst, F_host, **over)
     a, am = upd.record["a"], upd.record["a_mod"]
     masks = upd.record["masks"]
+    check_signs = not _smooth(inst.net)
     for l in range(1, inst.net.depth):
         s1, s2 = np.sign(to_numpy(a[l])), np.sign(to_numpy(am[l]))
         kept = np.ones_like(s1) if masks[l - 1] is None else (to_numpy(masks[l - 1]) != 0)
-        if np.any((s1 != s2) & (kept != 0)):
+        if check_signs and np.any((s1 != s2) & (kept != 0)):
             return False
+        pool = getattr(inst.net.layer(l), "pool", None)
+        if pool is not None and pool.kind == "maxpool":
+            act = ri.activations.get(inst.net.activations[l - 1])
+            m = 1.0 if masks[l - 1] is None else to_numpy(masks[l - 1])
+            z1, z2 = act.f(to_numpy(a[l])) * m, act.f(to_numpy(am[l])) * m
+            if np.any(_first_argmax(pool, z1) != _first_argmax(pool, z2)):
+                return False
     return True
 
 
 def _base_scale(inst, F0, **over) -> float:
     """Largest factor k in {1, 0.1, 0.01, 0.001} such that ``k * max(STEPS) * F0`` crosses no kink.
 
-    For piecewise-linear nets, no sign change at the largest step means none on the whole segment
-    (each pre-activation is affine in eps while the earlier layers cross no kink), so the order
-    check's grid is kink-free. Smooth nets: k = 1.
+    For piecewise-linear nets, no sign change and no max-pooling argmax change at the largest step
+    means none on the whole segment (each pre-activation is affine in eps while the earlier layers
+    cross no kink, and a difference of affine functions that is >= 0 at both ends is >= 0 in
+    between), so the order check's grid is kink-free. Smooth nets without max pooling: k = 1;
+    smooth nets with max pooling: the argmax test at the largest step (a second-order bend that
+    changes the argmax inside the grid and back is not excluded; its chance is O(eps^2)).
     """
-    if all(ri.activations.get(a).smooth for a in inst.net.activations[:-1]):
+    if _smooth(inst.net) and not _has_maxpool(inst.net):
         return 1.0
     for k in (1.0, 0.1, 0.01, 1e-3, 1e-4):
         if _flip_free(inst, k * STEPS[0] * F0, **over):
@@ -225,17 +298,14 @@ def _zero_F_evidence(inst, rel: float):
 
 
 def _masked_bp(inst, masks):
-    """Autograd's gradient of the batch-mean CE of the *masked* network (host, float64)."""
+    """Autograd's gradient of the batch-mean CE of the *masked* network (host, float64; any layer types)."""
     import torch
 
     Ws, bs = oracle.torch_params(inst.net)
     h = torch.tensor(oracle.to_host(inst.x), dtype=torch.float64)
-    L = inst.net.depth
-    for l in range(1, L + 1):
-        h = oracle.torch_activation(inst.net.activations[l - 1])(torch.nn.functional.linear(h, Ws[l - 1], bs[l - 1]))
-        if l < L and masks[l - 1] is not None:
-            h = h * torch.tensor(masks[l - 1])
-    loss = oracle.torch_loss("ce", h, oracle._torch_y(inst.y))
+    ms = [None if m is None else torch.tensor(m) for m in masks]
+    out = oracle.net_forward(inst.net, Ws, bs, h, masks=ms)
+    loss = oracle.torch_loss("ce", out, oracle._torch_y(inst.y))
     loss.backward()
     return [W.grad.numpy().copy() for W in Ws], [b.grad.numpy().copy() for b in bs], float(loss.detach())
 
@@ -274,22 +344,45 @@ def _draw_relu(d, xp, dtype):
     return _draw(d, xp, dtype, RELU_LIKE)
 
 
+def _activities(inst, upd, l):
+    """``[(label, first pass, modulated pass)]`` of hidden layer ``l``: ``h_l`` and, for a pooled
+    conv layer, also its pre-pooling units ``z_l`` (what PEPITA's kernel update uses)."""
+    out = [(f"h[{l}]", oracle.to_host(upd.record["h"][l]), oracle.to_host(upd.record["h_mod"][l]))]
+    if getattr(inst.net.layer(l), "pool", None) is not None:
+        d = oracle.to_host(upd.record["activity_difference"][l])
+        act = ri.activations.get(inst.net.activations[l - 1])
+        m = upd.record["masks"][l - 1]
+        z = act.f(oracle.to_host(upd.record["a"][l])) * (1.0 if m is None else oracle.to_host(m))
+        out.append((f"z[{l}]", z, z - d))
+    return out
+
+
+def _tangents(inst, v_host, masks, l, us, uzs):
+    """The tangents matching :func:`_activities`: ``U_l`` (of ``h_l``) and ``Uz_l`` (of ``z_l``)."""
+    out = [us[l]]
+    if getattr(inst.net.layer(l), "pool", None) is not None:
+        out.append(uzs[l])
+    return out
+
+
 def _activity_vs_jvp(inst, F_host, v_host, eps_for_tangent):
-    """Compare ``h_l - h_l'`` with ``s * eps * U_l`` (U along ``v_host``, the unscaled e @ F0.T)."""
+    """Compare ``h_l - h_l'`` with ``s * eps * U_l`` (U along ``v_host``, the unscaled e @ F0.T);
+    pooled conv layers: also ``z_l - z_l'`` with the tangent of the pre-pooling units."""
     masks = _host_masks(inst)
     upd, rule = _run(inst, F_host)
-    _, us = oracle.forward_tangents(inst.net, inst.x, v_host, masks)
+    _, us, _, uzs = oracle.forward_tangents(inst.net, inst.x, v_host, masks, units=True)
     s = -inst.params["sign"]
     L = inst.net.depth
     actual, expected, floors, labels = [], [], [], []
     for l in range(1, L):
-        h, hm = oracle.to_host(upd.record["h"][l]), oracle.to_host(upd.record["h_mod"][l])
-        actual.append(h - hm)
-        expected.append(s * eps_for_tangent * us[l])
-        # Rounding of the subtraction of two forward passes: <= (n_in + depth) ulp of the
-        # activities, amplified through the layers; 1e3 u covers widths <= 64, depth <= 5.
-        floors.append(1e3 * U * L * (np.max(np.abs(h)) + np.max(np.abs(hm)) + 1e-300))
-        labels.append(f"h[{l}]")
+        for (lab, h, hm), u in zip(_activities(inst, upd, l), _tangents(inst, v_host, masks, l, us, uzs)):
+            actual.append(h - hm)
+            expected.append(s * eps_for_tangent * u)
+            # Rounding of the subtraction of two forward passes: <= (n_in + depth) ulp of the
+            # activities, amplified through the layers; 1e3 u covers widths <= 64, depth <= 5
+            # (a conv unit sums C_in*kh*kw <= 27 products).
+            floors.append(1e3 * U * L * (np.max(np.abs(h)) + np.max(np.abs(hm)) + 1e-300))
+            labels.append(lab)
     return ri_compare(actual, expected, inst.net.dtype, L, labels, floors)
 
 
@@ -306,19 +399,29 @@ def _check_relu(inst):
 def _control_relu(inst):
     # Break "no unit crosses its kink": F moves the kept layer-1 unit (b, i) with the largest
     # |a_1[b, i]| exactly to -a_1[b, i] (F = c w e_b^T, W_1[i] . (sign F e_b) = -2 a_1[b, i]).
+    # Conv layer 1: the unit's input weights w are its row of the unrolled (Toeplitz) matrix, by
+    # autograd of the oracle's F.conv2d; units that see only padding (w = 0) cannot be moved.
+    import torch
+
     masks = _host_masks(inst)
     e = _oracle_error(inst, masks)
-    Ws, bs = _host_net(inst.net)
-    xh = oracle.to_host(inst.x)
-    a1 = xh @ Ws[0].T + bs[0]
-    kept = np.ones_like(a1) if masks[0] is None else (masks[0] != 0)
-    score = np.where(kept, np.abs(a1), -1.0)
-    b, i = np.unravel_index(int(np.argmax(score)), score.shape)
+    Ws, bs = oracle.torch_params(inst.net, requires_grad=False)
+    xt = torch.tensor(oracle.to_host(inst.x), dtype=torch.float64, requires_grad=True)
+    a1t = oracle.torch_layer(inst.net.layer(1), Ws[0], bs[0], xt)
+    a1 = a1t.detach().numpy()
+    reach = oracle.torch_layer(inst.net.layer(1), Ws[0].abs(), None, torch.ones_like(xt)).numpy() > 0
+    kept = np.ones(a1.shape, dtype=bool) if masks[0] is None else (masks[0] != 0)
+    score = np.where(kept & reach, np.abs(a1), -1.0)
+    idx = np.unravel_index(int(np.argmax(score)), score.shape)
+    b = idx[0]
+    (g,) = torch.autograd.grad(a1t[idx], xt)
+    wv = g[b].reshape(-1).numpy()
     sign = inst.params["sign"]
-    w = Ws[0][i] / float(Ws[0][i] @ Ws[0][i])
-    F = (-2.0 * a1[b, i] * sign) * np.outer(w, e[b]) / float(e[b] @ e[b])
+    w = wv / float(wv @ wv)
+    F = (-2.0 * a1[idx] * sign) * np.outer(w, e[b]) / float(e[b] @ e[b])
     ev = _activity_vs_jvp(inst, F, e @ F.T, 1.0)
-    return Evidence(ev.holds, ev.error, ev.tolerance, f"unit {i} of sample {b} flipped; {ev.detail}")
+    return Evidence(ev.holds, ev.error, ev.tolerance, f"unit {tuple(int(i) for i in idx[1:])} of sample {b} "
+                    f"flipped; {ev.detail}")
 
 
 # --- pepita.smooth_activity_first_order --------------------------------------------------------
@@ -330,17 +433,20 @@ def _draw_smooth(d, xp, dtype):
 def _activity_order(inst, s):
     masks = _host_masks(inst)
     F0, e = _unit_F0(inst, masks)
-    _, us = oracle.forward_tangents(inst.net, inst.x, e @ F0.T, masks)
+    v = e @ F0.T
+    _, us, _, uzs = oracle.forward_tangents(inst.net, inst.x, v, masks, units=True)
     L = inst.net.depth
-    tangent = np.concatenate([us[l].ravel() for l in range(1, L)])
+    tangent = np.concatenate([u.ravel() for l in range(1, L) for u in _tangents(inst, v, masks, l, us, uzs)])
+    k = _base_scale(inst, F0)  # 1 unless a max pooling's argmax moves on the grid
 
-    def diff(eps):
+    def diff(t):
+        eps = k * t
         upd, _ = _run(inst, eps * F0)
-        d = np.concatenate([(oracle.to_host(upd.record["h"][l]) - oracle.to_host(upd.record["h_mod"][l])).ravel()
-                            for l in range(1, L)])
+        d = np.concatenate([(h - hm).ravel() for l in range(1, L) for _, h, hm in _activities(inst, upd, l)])
         return d / eps - s * tangent
 
-    return order_check(diff, STEPS, 1, scale=float(np.linalg.norm(tangent)), dtype=inst.net.dtype, depth=L)
+    return order_check(diff, STEPS, 1, scale=float(np.linalg.norm(tangent)), dtype=inst.net.dtype, depth=L,
+                       limit_factor=_limit_factor(k))
 
 
 def _check_smooth(inst):
@@ -359,16 +465,24 @@ def _draw_afa(d, xp, dtype):
 
 
 def _afa_order(inst, use_bp: bool):
+    import torch
+
     masks = _host_masks(inst)
     F0, e = _unit_F0(inst, masks)
-    hs, us = oracle.forward_tangents(inst.net, inst.x, e @ F0.T, masks)
+    hs, us, _, uzs = oracle.forward_tangents(inst.net, inst.x, e @ F0.T, masks, units=True)
     L, B = inst.net.depth, inst.x.shape[0]
     s = -inst.params["sign"]
     if use_bp:
         gW, gb, _ = _masked_bp(inst, masks)
         exp = [gW[l - 1] for l in range(1, L)] + [gb[l - 1] for l in range(1, L)]
     else:
-        exp = [s * us[l].T @ hs[l - 1] / B for l in range(1, L)] + [s * us[l].mean(axis=0) for l in range(1, L)]
+        # U_l^T h_{l-1} / B for a dense layer; for a conv layer the kernel gradient of the tangent Uz_l of
+        # its pre-pooling units, torch.nn.grad.conv2d_weight(h_{l-1}, W.shape, Uz_l) / B, and
+        # sum_{b,y,x} Uz_l / B for the bias.
+        T = lambda a: torch.tensor(a, dtype=torch.float64)
+        exp = [s * oracle.torch_weight_grad(inst.net.layer(l), tuple(inst.net.weights[l - 1].shape), T(uzs[l]),
+                                            T(hs[l - 1])).numpy() / B for l in range(1, L)]
+        exp += [s * uzs[l].reshape(B, uzs[l].shape[1], -1).sum(axis=(0, 2)) / B for l in range(1, L)]
     expected = np.concatenate([a.ravel() for a in exp])
     k = _base_scale(inst, F0)
 
@@ -542,7 +656,7 @@ THEOREMS = (
         statement="F = 0: x_mod = x, every hidden update (dW_l, db_l, l < L) is exactly 0, and the output "
                   "update equals autograd's output-layer gradient of the batch-mean CE (masked network)",
         source="Dellaferrera & Kreiman, ICML 2022, Alg. 1; spec pepita_fa.md §3a-4",
-        conditions="F = 0",
+        conditions="F = 0 (MLP or conv)",
         draw=_draw_any, check=_check_zero, control=_control_zero,
         control_breaks="F of relative modulation size 1e-3: hidden updates become nonzero",
         dtypes=("float64",),
@@ -552,8 +666,9 @@ THEOREMS = (
         statement="piecewise-linear hidden layers, no unit crossing its kink: h_l - h_l' = s * J_l(x) (F e) "
                   "exactly (to rounding), s = -sign, J_l by torch.func.jvp, dropout masks shared",
         source="derivation, spec pepita_fa.md §3b (activity; ReLU exact)",
-        conditions="ReLU / leaky ReLU hidden layers; the largest eps in {1e-2..1e-6} with no kept unit "
-                   "changing the sign of its pre-activation",
+        conditions="ReLU / leaky ReLU hidden layers (MLP or conv, pooled layers: z_l too); the largest eps in "
+                   "{1e-2..1e-6} with no kept unit changing the sign of its pre-activation and no max-pooling "
+                   "window changing its argmax",
         draw=_draw_relu, check=_check_relu, control=_control_relu,
         control_breaks="F built so that the kept layer-1 unit with the largest |a| moves to -a (crosses the kink)",
         dtypes=("float64",),
@@ -563,7 +678,8 @@ THEOREMS = (
         statement="C^2 hidden activations: (h_l - h_l') / eps = s * J_l(x) (F0 e) + O(eps), s = -sign "
                   "(order 1, Richardson limit 0)",
         source="derivation, spec pepita_fa.md §3b (activity), recipe (ii)",
-        conditions="tanh / sigmoid / softplus hidden layers; F = eps F0",
+        conditions="tanh / sigmoid / softplus hidden layers (MLP or conv); F = eps F0; max pooling: no argmax "
+                   "change on the grid",
         draw=_draw_smooth, check=_check_smooth, control=_control_smooth,
         control_breaks="the other sign convention (s = +sign)",
         dtypes=("float64",),
@@ -573,7 +689,8 @@ THEOREMS = (
         statement="dW_l / eps = s * U_l^T h_{l-1} / B + O(eps), db_l / eps = s * mean_b U_l + O(eps) for every "
                   "hidden layer (adaptive feedback alignment: U_l = D_l W_l ... D_1 W_1 F0 e, by jvp)",
         source="Srinivasan et al., ICLR 2024 (PEPITA ~ AFA); derivation spec pepita_fa.md §3b (update), recipe (iii)",
-        conditions="F = eps F0 small; ReLU: kink-free grid",
+        conditions="F = eps F0 small; ReLU / max pooling: kink-free grid; MLP or conv (conv: kernel gradient "
+                   "of the pre-pooling tangent by torch.nn.grad.conv2d_weight)",
         draw=_draw_afa, check=_check_afa, control=_control_afa,
         control_breaks="BP's hidden gradients in place of the AFA update (F is not the BP-aligned F*)",
         dtypes=("float64",),
@@ -583,7 +700,8 @@ THEOREMS = (
         statement="L = 2, n_1 <= n_0, W_1 full row rank, F = -sign * eps * pinv(W_1) W_2^T: "
                   "(dW_1 / eps, db_1 / eps, dW_2, db_2) = BP's gradients of the batch-mean CE + O(eps)",
         source="derivation, spec pepita_fa.md §3b ('PEPITA = BP to first order for one hidden layer')",
-        conditions="one hidden layer, W_1 W_1^+ = I, F = F*, no dropout",
+        conditions="one dense hidden layer, W_1 W_1^+ = I, F = F*, no dropout (dense only: F* = pinv(W_1) W_2^T "
+                   "is a dense construction)",
         draw=_draw_bp, check=_check_bp, control=_control_bp,
         control_breaks="a random F of the same Frobenius norm as F*",
         dtypes=("float64",),
@@ -593,7 +711,7 @@ THEOREMS = (
         statement="(dW_l(sign=+1) + dW_l(sign=-1)) / eps = O(eps) for hidden layers (biases too): flipping "
                   "the modulation sign flips the first-order update",
         source="derivation, spec pepita_fa.md §3b recipe (iv)",
-        conditions="same F, masks and batch for both signs; ReLU: kink-free grid",
+        conditions="same F, masks and batch for both signs; ReLU / max pooling: kink-free grid; MLP or conv",
         draw=_draw_afa, check=_check_sign, control=_control_sign,
         control_breaks="the sign is not flipped (the update added to itself)",
         dtypes=("float64",),
@@ -604,7 +722,8 @@ THEOREMS = (
                   f"angle(F, (W_2 W_1)^T) with x + F e exceeds the one with x - F e by > {ALIGN_MARGIN} deg "
                   f"on each of {ALIGN_SEEDS} paired seeds",
         source="Dellaferrera & Kreiman 2022 ('antialignment angle'); Srinivasan et al. 2024; spec §3c-2 (a)/(b)",
-        conditions="same seed, init, F and data stream for both signs; F used in training",
+        conditions="same seed, init, F and data stream for both signs; F used in training; dense (the angle "
+                   "to the product W_2 W_1)",
         draw=_draw_align, check=lambda inst: _align_evidence(inst, False),
         control=lambda inst: _align_evidence(inst, True),
         control_breaks="the angle of an independent F' (never used in training): no systematic gap",

@@ -17,6 +17,19 @@ Exact identities (tolerance table, ``exact_identity`` / ``oracle_grad``):
 * ``feedback_gradients_match_autograd``: every written-out feedback-loss gradient equals autograd's
   on the same noise.
 
+* ``ldrl_optimum_of_linear_conv_block_is_transpose`` (issue 16): the stationary point of the exact
+  expected L-DRL gradient of a linear conv block (none / average pooling) is ``Q = W``.
+
+Convolutional networks (issue 16): ``linear_symmetric_dtp_equals_bp`` (DTP, DRL or L-DRL targets),
+``exact_inverse_dtp_equals_tp``, ``linear_exact_inverse_tp_equals_gn``,
+``feedback_gradients_match_autograd``, ``ldrl_feedback_bias_gradient_is_zero``,
+``jmc_dtp_equals_bp_first_order`` (no or max pooling: exact JMC) draw a convnet half
+the time (conv layers with stride, padding, 2x2 max/average pooling, then dense layers; exact
+inverses on 1x1 and space-to-depth convs), and ``ldrl_optimum_of_linear_conv_block_is_transpose``
+always; ``params["layers"]`` names the layer types in campaign records. Their oracle is a local
+torch functional forward (``conv2d``, ``conv_transpose2d`` with ``output_padding``,
+``max_unpool2d`` through the forward indices), independent of :mod:`refimpl.layers`.
+
 Order checks (:func:`proofs.theorem.order_check`, beta grid 1e-2 .. 1.25e-3):
 
 * ``tp_exact_inverse_is_gn_second_order`` (A2): ``t^TP - t^GN = O(beta^2)``, smooth activations.
@@ -42,6 +55,7 @@ from refimpl.backend import to_numpy, from_numpy, rng as host_rng
 from refimpl.rules import target_prop as tp
 from refimpl.rules.target_prop import TP, DTP, DRL, LDRL, TPState
 from . import oracle
+from refimpl.network import haar_orthogonal
 from .strategies import draw_network, draw_batch, NetInstance, network_from_matrices
 from .theorem import Theorem, Evidence, compare, order_check, relative_error
 from .tolerances import tolerance
@@ -68,6 +82,184 @@ def _h(a):
 
 def _beta_eff(rule, B):
     return rule.beta if rule.reduction == "sum" else rule.beta / B
+
+
+# --- layer-aware torch oracle and conv draws (issue 16) ------------------------------------------
+#
+# Written here with torch.nn.functional only (conv2d, conv_transpose2d with output_padding,
+# max_pool2d/max_unpool2d through the forward indices as the E-code's MaxUnpool2d, avg_pool2d and
+# its transpose as nearest upsampling / (kh kw)), independent of refimpl.layers' im2col code.
+# Autograd gradients come from the shared layer-aware proofs.oracle.bp_gradients (issue 15); the
+# feedback operations (unpool, transposed conv) and the Gauss-Newton targets of image-shaped
+# layers (proofs.oracle.gauss_newton_targets takes vector-shaped h_l) are here.
+
+def _is_conv(lay):
+    return isinstance(lay, ri.layers.Conv2d)
+
+
+def _arch(net):
+    return ri.layers.describe_layers(net.layers) if not net.is_dense else "dense"
+
+
+def _t_pre(lay, W, b, h):
+    import torch.nn.functional as F
+    if _is_conv(lay):
+        return F.conv2d(h, W, b, stride=lay.stride, padding=lay.padding)
+    return F.linear(h.flatten(1), W, b)
+
+
+def _t_post(lay, z):
+    import torch.nn.functional as F
+    if lay.pool is None:
+        return z
+    k, s = lay.pool.kernel_size, lay.pool.stride
+    if isinstance(lay.pool, ri.layers.MaxPool2d):
+        return F.max_pool2d(z, k, s)
+    return F.avg_pool2d(z, k, s)
+
+
+def _t_unpool(lay, y, z):
+    """``P^T y`` at the forward ``z``: torch's ``max_unpool2d`` with the forward argmax indices (the
+    E-code's MaxUnpool2d) or nearest upsampling / (kh kw) (average pooling); non-overlapping windows."""
+    import torch.nn.functional as F
+    if lay.pool is None:
+        return y
+    k, s = lay.pool.kernel_size, lay.pool.stride
+    assert tuple(k) == tuple(s), "the oracle's unpool needs non-overlapping windows"
+    if isinstance(lay.pool, ri.layers.MaxPool2d):
+        _, idx = F.max_pool2d(z, k, s, return_indices=True)
+        return F.max_unpool2d(y, idx, k, s, output_size=list(z.shape[-2:]))
+    return y.repeat_interleave(k[0], dim=2).repeat_interleave(k[1], dim=3) / (k[0] * k[1])
+
+
+def _t_transpose(lay, M, u):
+    """The input-gradient map with ``M`` (``W``'s layout) in ``W``'s place: ``conv_transpose2d``
+    with ``output_padding = (H + 2p - k) mod s`` (torch's way to pick the input size), or ``u @ M``."""
+    import torch.nn.functional as F
+    if _is_conv(lay):
+        C, H, Wd = lay.in_shape
+        (kh, kw), (sh, sw), (ph, pw) = lay.kernel_size, lay.stride, lay.padding
+        op = ((H + 2 * ph - kh) % sh, (Wd + 2 * pw - kw) % sw)
+        return F.conv_transpose2d(u, M, stride=(sh, sw), padding=(ph, pw), output_padding=op)
+    return (u @ M).reshape((u.shape[0],) + tuple(lay.in_shape))
+
+
+def _t_fb_bias(lay, c):
+    return c.reshape((1, -1, 1, 1)) if _is_conv(lay) else c.reshape((1,) + tuple(lay.in_shape))
+
+
+def _t_forward(net, Ws, bs, h, frm=0, to=None):
+    """Torch forward from ``h_frm`` through layers ``frm+1..to``: lists ``(a, z, h)`` indexed by layer."""
+    to = net.depth if to is None else to
+    a, z, hs = {frm: h}, {frm: h}, {frm: h}
+    for l in range(frm + 1, to + 1):
+        lay = net.layer(l)
+        a[l] = _t_pre(lay, Ws[l - 1], bs[l - 1], hs[l - 1])
+        z[l] = oracle.torch_activation(net.activations[l - 1])(a[l])
+        hs[l] = _t_post(lay, z[l])
+    return a, z, hs
+
+
+def _t(a):
+    import torch
+    return torch.tensor(_h(a), dtype=torch.float64)
+
+
+def _torch_gn_targets(net, x, y, loss, layer, beta, reduction="sum"):
+    """Per-sample Gauss-Newton targets ``h_l - beta Jbar^+ e`` on any layer types (jacrev of the
+    torch forward from the flattened ``h_l``); host array in ``h_l``'s shape."""
+    import torch
+    from torch.func import jacrev, vmap
+
+    Ws = [_t(W) for W in net.weights]
+    bs = [_t(b) for b in net.biases]
+    hs = _t_forward(net, Ws, bs, _t(x))[2]
+    L = net.depth
+    hL = hs[L].detach().requires_grad_(True)
+    Lm = oracle.torch_loss(loss, hL, oracle._torch_y(y))
+    (e,) = torch.autograd.grad(Lm * hL.shape[0] if reduction == "sum" else Lm, hL)
+    shape = tuple(hs[layer].shape[1:])
+
+    def tail(v):  # one sample, flattened h_layer -> h_L
+        return _t_forward(net, Ws, bs, v.reshape((1,) + shape), layer, L)[2][L][0]
+
+    hl = hs[layer].reshape(hs[layer].shape[0], -1)
+    J = vmap(jacrev(tail))(hl)                      # (B, n_L, n_l)
+    step = (torch.linalg.pinv(J) @ e[:, :, None])[:, :, 0]
+    return (hl - beta * step).reshape(hs[layer].shape).numpy().copy()
+
+
+def _draw_conv_net(d, xp, dtype, activations, output_activations=("linear",), pools=("none", "max", "avg"),
+                   convs=(1, 2), linears=(1, 2), out_width=(1, 4), hw=(4, 7), channels=(1, 3)):
+    """A small convnet: 1-2 conv layers (kernel 1-3, stride 1-2, padding 0..k//2, optional 2x2
+    max/avg pooling when it tiles), then 1-2 dense layers (the last is the output)."""
+    C, H = d.integer(1, 2), d.integer(*hw)
+    specs, Wd = [], H
+    for _ in range(d.integer(*convs)):
+        k = d.integer(1, min(3, Wd))
+        p = d.integer(0, k // 2)
+        s = d.integer(1, 2)
+        Ho = ri.layers.conv_output_size(Wd, k, s, p)
+        pk = d.choice(pools)
+        pool = None
+        if pk != "none" and Ho >= 2 and Ho % 2 == 0:
+            pool = ri.layers.MaxPool2d(2) if pk == "max" else ri.layers.AvgPool2d(2)
+            Ho //= 2
+        specs.append(ri.layers.Conv2d(stride=s, padding=p, pool=pool, out_channels=d.integer(*channels), kernel_size=k))
+        Wd = Ho
+    nl = d.integer(*linears)
+    for i in range(nl):
+        specs.append(ri.layers.Linear(out_features=d.integer(*out_width) if i == nl - 1 else d.integer(2, 5)))
+    acts = [d.choice(activations) for _ in range(len(specs) - 1)]
+    return ri.Network.build((C, H, H), specs, activation=acts, output_activation=d.choice(output_activations),
+                            seed=d.seed(), dtype=dtype, xp=xp, bias_scale=0.1)
+
+
+def _draw_conv_batch(d, net, loss, batch=(1, 4), x_scale=1.0):
+    B = d.integer(*batch)
+    gen = host_rng(d.seed())
+    x = from_numpy(x_scale * gen.standard_normal((B,) + tuple(net.input_shape)), net.xp, net.dtype)
+    nL = net.sizes[-1]
+    if loss == "mse":
+        y = from_numpy(gen.standard_normal((B, nL)), net.xp, net.dtype)
+    else:
+        y = from_numpy(np.eye(nL)[gen.integers(0, nL, size=B)], net.xp, net.dtype)
+    return x, y
+
+
+def _invertible_matrix(gen, n, cond_max=3.0):
+    U, V = haar_orthogonal(gen, n, n), haar_orthogonal(gen, n, n)
+    return U @ np.diag(np.exp(gen.uniform(-0.5, 0.5, size=n) * np.log(cond_max))) @ V.T
+
+
+def _draw_invertible_conv(d, xp, dtype, activations, output_activations=("linear",)):
+    """A convnet that is a bijection layer by layer: 1x1 convs (C -> C, with bias) and
+    space-to-depth convs (kernel = stride = 2, C -> 4C, no bias: a per-channel feedback bias cannot
+    hold its inverse's offset), then square dense layers; cond(W_mat) <= 3."""
+    gen = host_rng(d.seed())
+    C, H = d.integer(1, 2), d.choice((2, 4))
+    shape, specs, Ws, bs = (C, H, H), [], [], []
+    for _ in range(d.integer(1, 2)):
+        c, h = shape[0], shape[1]
+        if h % 2 == 0 and d.boolean():
+            specs.append(ri.layers.Conv2d(stride=2, out_channels=4 * c, kernel_size=2))
+            Ws.append(_invertible_matrix(gen, 4 * c).reshape(4 * c, c, 2, 2))
+            bs.append(np.zeros(4 * c))
+            shape = (4 * c, h // 2, h // 2)
+        else:
+            specs.append(ri.layers.Conv2d(out_channels=c, kernel_size=1))
+            Ws.append(_invertible_matrix(gen, c).reshape(c, c, 1, 1))
+            bs.append(0.1 * gen.standard_normal(c))
+    n = int(np.prod(shape))
+    for _ in range(d.integer(1, 2)):
+        specs.append(ri.layers.Linear(out_features=n))
+        Ws.append(_invertible_matrix(gen, n))
+        bs.append(0.1 * gen.standard_normal(n))
+    acts = tuple(d.choice(activations) for _ in range(len(specs) - 1)) + (d.choice(output_activations),)
+    ns = ri.backend.resolve_namespace(xp)
+    dt = ri.backend.resolve_dtype(ns, dtype)
+    return ri.Network(tuple(from_numpy(W, ns, dt) for W in Ws), tuple(from_numpy(b, ns, dt) for b in bs), acts,
+                      layers=tuple(specs), input_shape=(C, H, H))
 
 
 # --- target_prop.affine_feedback_cancels_offsets -------------------------------------------------
@@ -119,11 +311,18 @@ def _draw_linear_sym(d, xp, dtype):
     loss = d.choice(("mse", "ce"))
     # depth >= 3: the layer under the output is exact for any activation (t_{L-1} - h_{L-1} = -beta e W_L),
     # so only layers <= L-2 can tell a linear net from a nonlinear one (the control).
-    net = draw_network(d, xp, dtype, depth=(3, 4), width=(1, 8), activations=("linear",),
-                       output_width=(2, 6) if loss == "ce" else None)
-    x, y = draw_batch(d, net, loss, batch=(1, 8))
-    rule = DTP(beta=d.real(0.05, 2.0), loss=loss, reduction=d.choice(("sum", "mean")))
-    return NetInstance(net, x, y, loss, params={"rule": rule, "seed": d.seed()})
+    if d.boolean():  # a convnet: Q_l = W_l is the transposed convolution; max/avg pooling unpooled by P^T
+        net = _draw_conv_net(d, xp, dtype, ("linear",), ("linear",), linears=(2, 2),
+                             out_width=(2, 4) if loss == "ce" else (1, 4))
+        x, y = _draw_conv_batch(d, net, loss)
+    else:
+        net = draw_network(d, xp, dtype, depth=(3, 4), width=(1, 8), activations=("linear",),
+                           output_width=(2, 6) if loss == "ce" else None)
+        x, y = draw_batch(d, net, loss, batch=(1, 8))
+    # DTP, DRL and L-DRL share the difference-corrected targets; they differ in feedback training only
+    cls = d.choice((DTP, LDRL, DRL))
+    rule = cls(beta=d.real(0.05, 2.0), loss=loss, reduction=d.choice(("sum", "mean")))
+    return NetInstance(net, x, y, loss, params={"rule": rule, "seed": d.seed(), "layers": _arch(net)})
 
 
 def _sym_evidence(net, inst):
@@ -147,11 +346,12 @@ def _control_linear_sym(inst):
     # Break "linear layers": the same weights with tanh hidden layers (Q = W^T, affine feedback).
     net = inst.net
     L = net.depth
-    tanh_net = ri.Network(net.weights, net.biases, ("tanh",) * (L - 1) + (net.activations[-1],))
+    tanh_net = ri.Network(net.weights, net.biases, ("tanh",) * (L - 1) + (net.activations[-1],), layers=net.layers,
+                          input_shape=net.input_shape)
     rule = inst.params["rule"]
     inst2 = NetInstance(tanh_net, inst.x, inst.y, inst.loss,
-                        params=dict(inst.params, rule=DTP(beta=rule.beta, loss=rule.loss, reduction=rule.reduction,
-                                                                   feedback_activation="linear")))
+                        params=dict(inst.params, rule=type(rule)(beta=rule.beta, loss=rule.loss, reduction=rule.reduction,
+                                                                 feedback_activation="linear")))
     return _sym_evidence(tanh_net, inst2)
 
 
@@ -169,9 +369,14 @@ def _draw_invertible(d, xp, dtype, activations=INVERTIBLE_TP, depth=(2, 4), loss
 
 
 def _draw_inverse(d, xp, dtype):
-    net, x, y, loss = _draw_invertible(d, xp, dtype)
+    if d.boolean():  # a convnet of 1x1 and space-to-depth convs (bijections inverted by transposed convs)
+        loss = d.choice(("mse", "ce"))
+        net = _draw_invertible_conv(d, xp, dtype, INVERTIBLE_TP)
+        x, y = _draw_conv_batch(d, net, loss, x_scale=0.5)
+    else:
+        net, x, y, loss = _draw_invertible(d, xp, dtype)
     beta = d.real(1e-3, 0.05)
-    return NetInstance(net, x, y, loss, params={"beta": beta, "perturb_seed": d.seed()})
+    return NetInstance(net, x, y, loss, params={"beta": beta, "perturb_seed": d.seed(), "layers": _arch(net)})
 
 
 def _safe_beta(rule_cls, net, state, x, y, loss, beta):
@@ -216,9 +421,13 @@ def _control_inverse(inst):
 
 def _draw_linear_inverse(d, xp, dtype):
     loss = d.choice(("mse", "ce"))
-    net = draw_network(d, xp, dtype, kind="invertible", depth=(2, 4), width=(2, 6), activations=("linear",),
-                       cond_max=3.0)
-    x, y = draw_batch(d, net, loss, batch=(1, 6))
+    if d.boolean():  # linear convnet, exact inverses by transposed convolutions
+        net = _draw_invertible_conv(d, xp, dtype, ("linear",))
+        x, y = _draw_conv_batch(d, net, loss)
+    else:
+        net = draw_network(d, xp, dtype, kind="invertible", depth=(2, 4), width=(2, 6), activations=("linear",),
+                           cond_max=3.0)
+        x, y = draw_batch(d, net, loss, batch=(1, 6))
     # control: a non-square depth-3 linear net (spec §3d-3 shapes), layer-wise pinv feedback
     widths = d.choice(((6, 5, 4, 3), (5, 7, 4, 3), (3, 4, 5, 6), (7, 6, 5, 2)))
     gen = host_rng(d.seed())
@@ -228,7 +437,7 @@ def _draw_linear_inverse(d, xp, dtype):
     ox = from_numpy(gen.standard_normal((x.shape[0], widths[0])), net.xp, net.dtype)
     oy = from_numpy(gen.standard_normal((x.shape[0], widths[-1])), net.xp, net.dtype)
     return NetInstance(net, x, y, loss, params={"beta": d.real(0.1, 2.0), "reduction": d.choice(("sum", "mean")),
-                                                "nonsquare": (other, ox, oy)})
+                                                "nonsquare": (other, ox, oy), "layers": _arch(net)})
 
 
 def _gn_evidence(net, x, y, loss, beta, reduction, rule, state):
@@ -237,7 +446,8 @@ def _gn_evidence(net, x, y, loss, beta, reduction, rule, state):
     actual, expected = [], []
     for l in range(1, L):
         actual.append(t[l])
-        expected.append(oracle.gauss_newton_targets(net, x, y, loss, l, beta, reduction=reduction))
+        expected.append(oracle.gauss_newton_targets(net, x, y, loss, l, beta, reduction=reduction) if net.is_dense
+                        else _torch_gn_targets(net, x, y, loss, l, beta, reduction=reduction))
     return compare(actual, expected, "exact_identity", net.dtype, depth=L, labels=[f"t[{l}]" for l in range(1, L)])
 
 
@@ -363,53 +573,60 @@ def _torch_phi(spec, act_name):
 
 
 def _torch_fb_loss(rule, net, state, x, layer, rec):
-    """Batch-mean feedback loss of ``layer`` in torch (same noise), and autograd's (dQ, dc)."""
+    """Batch-mean feedback loss of ``layer`` in torch (same noise), and autograd's (dQ, dc); any
+    layer types (the feedback of layer k: ``conv_transpose2d(phi(unpool(y)), Q) + c``)."""
     import torch
 
-    T = lambda a: torch.tensor(_h(a), dtype=torch.float64)
-    Ws, bs = oracle.torch_params(net, requires_grad=False)
+    T = _t
+    Ws = [T(W) for W in net.weights]
+    bs = [T(b) for b in net.biases]
     L = net.depth
     M = rule.samples
-    xt = T(x).repeat(M, 1)
-    hs = oracle.torch_forward(Ws, bs, net.activations, xt, return_all=True)
-    acts = [oracle.torch_activation(a) for a in net.activations]
-    fwd = lambda h, frm, to: oracle.torch_forward(Ws[frm:to], bs[frm:to], net.activations[frm:to], h)
+    xt = T(x).repeat((M,) + (1,) * (len(net.input_shape)))
+    _, zs, hs = _t_forward(net, Ws, bs, xt)
     spec = rule.feedback_activation
     Qs = [None if q is None else T(q).requires_grad_(True) for q in state.Q]
     cs = [None if c is None else T(c).requires_grad_(True) for c in state.c]
     phi = lambda k: _torch_phi(spec, net.activations[k - 1])
-    g = lambda k, y: phi(k)(y) @ Qs[k - 1].T + cs[k - 1]
+
+    def g(k, y, z):  # sequential feedback of layer k, unpooled at the forward z
+        lay = net.layer(k)
+        Mk = Qs[k - 1] if _is_conv(lay) else Qs[k - 1].T
+        return _t_transpose(lay, Mk, phi(k)(_t_unpool(lay, y, z))) + _t_fb_bias(lay, cs[k - 1])
+
+    rows = lambda v: v.flatten(1).sum(1)
     eps = T(rec["eps"])
     sig = tp._per_layer(rule.sigma, rule.trained_layers(net), L, "sigma")[layer - 1]
     if isinstance(rule, LDRL):
         eta = T(rec["eta"])
-        x0, y0 = hs[layer - 1], hs[layer]
-        r = g(layer, y0)
-        dr = g(layer, fwd(x0 + eps, layer - 1, layer)) - r
-        dry = g(layer, y0 + eta) - r
-        lb = -2 * (eps * dr).sum(1) + (dry ** 2).sum(1)
+        x0, y0, z0 = hs[layer - 1], hs[layer], zs[layer]
+        r = g(layer, y0, z0)
+        _, zn, hn = _t_forward(net, Ws, bs, x0 + eps, layer - 1, layer)
+        dr = g(layer, hn[layer], zn[layer]) - r
+        dry = g(layer, y0 + eta, z0) - r
+        lb = -2 * rows(eps * dr) + rows(dry ** 2)
     elif isinstance(rule, DRL) and rule.feedback != "sequential":
         ht = hs[layer] + sig * eps
-        Wl, bl = Ws[L - 1], bs[L - 1]
-        pre = lambda h: torch.nn.functional.linear(fwd(h, layer, L - 1) if layer < L - 1 else h, Wl, bl)
-        at, a0 = pre(ht), pre(hs[layer])
+        at = _t_forward(net, Ws, bs, ht, layer, L)[0][L]
+        a0 = _t_forward(net, Ws, bs, hs[layer], layer, L)[0][L]
         if rule.feedback == "direct_rhl" and layer < L - 1:
             R = T(state.R)
-            z = lambda a: torch.tanh(a @ R.T)
+            zf = lambda a: torch.tanh(a @ R.T)
         else:
-            z = lambda a: a
-        r = hs[layer] + (z(at) - z(a0)) @ Qs[layer - 1].T + cs[layer - 1] - cs[layer - 1]
-        lb = ((r - ht) ** 2).sum(1) / sig ** 2
+            zf = lambda a: a
+        r = hs[layer] + ((zf(at) - zf(a0)) @ Qs[layer - 1].T + cs[layer - 1] - cs[layer - 1]).reshape(ht.shape)
+        lb = rows((r - ht) ** 2) / sig ** 2
     elif isinstance(rule, DRL):
         xt_ = hs[layer - 1] + sig * eps
-        r = fwd(xt_, layer - 1, L)
+        r = _t_forward(net, Ws, bs, xt_, layer - 1, L)[2][L]
         for k in range(L, layer - 1, -1):
-            r = g(k, r) + hs[k - 1] - g(k, hs[k])
-        lb = ((r - xt_) ** 2).sum(1) / sig ** 2
+            r = g(k, r, zs[k]) + hs[k - 1] - g(k, hs[k], zs[k])
+        lb = rows((r - xt_) ** 2) / sig ** 2
     else:  # reconstruction
         xt_ = hs[layer - 1] + sig * eps
-        r = g(layer, fwd(xt_, layer - 1, layer))
-        lb = ((r - xt_) ** 2).sum(1)
+        _, zn, hn = _t_forward(net, Ws, bs, xt_, layer - 1, layer)
+        r = g(layer, hn[layer], zn[layer])
+        lb = rows((r - xt_) ** 2)
     loss = lb.mean()
     gQ, gc = torch.autograd.grad(loss, [Qs[layer - 1], cs[layer - 1]], allow_unused=True)
     gc = torch.zeros_like(cs[layer - 1]) if gc is None else gc
@@ -476,16 +693,21 @@ def _make_rule(kind, **kw):
 def _draw_fbgrad(d, xp, dtype):
     kind = d.choice(RULE_KINDS)
     spec = d.choice(("same", "jmc"))
-    net = draw_network(d, xp, dtype, depth=(2, 4), width=(1, 7),
-                       activations=("tanh", "sigmoid", "softplus", "elu", "leaky_relu(0.2)", "linear"),
-                       output_activations=("linear", "tanh"))
-    x, _ = draw_batch(d, net, "mse", batch=(1, 6))
+    acts = ("tanh", "sigmoid", "softplus", "elu", "leaky_relu(0.2)", "linear")
+    if d.boolean():  # convnet: transposed-conv feedback, unpooling through the forward argmax / avg transpose
+        net = _draw_conv_net(d, xp, dtype, acts, ("linear", "tanh"))
+        x, _ = _draw_conv_batch(d, net, "mse")
+    else:
+        net = draw_network(d, xp, dtype, depth=(2, 4), width=(1, 7), activations=acts,
+                           output_activations=("linear", "tanh"))
+        x, _ = draw_batch(d, net, "mse", batch=(1, 6))
     rule = _make_rule(kind, sigma=d.real(0.01, 0.5), samples=d.integer(1, 3), feedback_activation=spec)
     state = rule.init(net, seed=d.seed())
     gen = host_rng(d.seed())
     c = tuple(None if ci is None else from_numpy(gen.standard_normal(tuple(ci.shape)), net.xp, net.dtype) for ci in state.c)
     state = TPState(state.Q, c, state.R)
-    return NetInstance(net, x, x, "mse", params={"rule": rule, "state": state, "key": d.integer(0, 1000)})
+    return NetInstance(net, x, x, "mse", params={"rule": rule, "state": state, "key": d.integer(0, 1000),
+                                                 "layers": _arch(net)})
 
 
 def _fbgrad_evidence(inst, shift):
@@ -633,10 +855,16 @@ def _draw_c3(d, xp, dtype):
     loss = d.choice(("mse", "ce"))
     # depth >= 3: under the JMC the layer below the output is exact (t_{L-1} - h_{L-1} = -beta e W_L), so
     # a depth-2 net has no O(beta) term to measure. C^2 activations (elu is only C^1 at 0).
-    net = draw_network(d, xp, dtype, depth=(3, 4), width=(2, 8), activations=("tanh", "sigmoid", "softplus"),
-                       output_activations=("linear",))
-    x, y = draw_batch(d, net, loss, batch=(1, 8))
-    return NetInstance(net, x, y, loss, params={"reduction": d.choice(("sum", "mean")), "seed": d.seed()})
+    if d.boolean():  # convnet; max pooling keeps the JMC exact (phi' read at the argmax only), avg does not
+        net = _draw_conv_net(d, xp, dtype, ("tanh", "sigmoid", "softplus"), ("linear",), pools=("none", "max"),
+                             linears=(2, 2), out_width=(2, 4))
+        x, y = _draw_conv_batch(d, net, loss)
+    else:
+        net = draw_network(d, xp, dtype, depth=(3, 4), width=(2, 8), activations=("tanh", "sigmoid", "softplus"),
+                           output_activations=("linear",))
+        x, y = draw_batch(d, net, loss, batch=(1, 8))
+    return NetInstance(net, x, y, loss, params={"reduction": d.choice(("sum", "mean")), "seed": d.seed(),
+                                                "layers": _arch(net)})
 
 
 def _c3_evidence(inst, random_feedback):
@@ -668,7 +896,7 @@ def _c3_evidence(inst, random_feedback):
     # it exceeds the table's. The slope test is unaffected.
     H = [_h(a) for a in net.forward(inst.x).h]
     B = H[0].shape[0]
-    chain = max(1.0, float(np.prod([np.linalg.norm(_h(q), 2) for q in state.Q[1:]])))
+    chain = max(1.0, float(np.prod([_opnorm_bound(_h(q)) for q in state.Q[1:]])))
     size = sum(np.linalg.norm(H[l]) * np.linalg.norm(H[l - 1]) for l in range(1, L + 1)) + sum(
         np.linalg.norm(H[l]) for l in range(1, L + 1))
     floor = np.finfo(np.float64).eps * chain * size / (min(C3_BETAS) * (B if red == "sum" else 1))
@@ -677,6 +905,14 @@ def _c3_evidence(inst, random_feedback):
     factor = max(1.0, 10 * floor / (rtol + atol))
     return order_check(diff, C3_BETAS, 1, scale=float(np.linalg.norm(ref)), dtype=net.dtype, depth=L,
                        limit_factor=factor)
+
+
+def _opnorm_bound(q):
+    """Operator 2-norm of a dense feedback matrix; for a conv kernel the bound ||Q||_F sqrt(kh kw)
+    of its transposed convolution (every output sums at most kh kw kernel taps)."""
+    if q.ndim == 2:
+        return float(np.linalg.norm(q, 2))
+    return float(np.linalg.norm(q)) * math.sqrt(q.shape[2] * q.shape[3])
 
 
 #: C3's grid: 4 points suffice for a first-order check (remainder beta^4 on 2e-3 .. 2.5e-4, < 1e-11
@@ -1047,6 +1283,82 @@ def _control_c2(inst):
     return _c2_evidence(inst, "elu")
 
 
+# --- target_prop.ldrl_optimum_of_linear_conv_block_is_transpose (issue 16) ---------------------
+
+def _draw_ldrl_conv_opt(d, xp, dtype):
+    # linear conv blocks without pooling or with 2x2 average pooling (max pooling: the noisy pass's
+    # argmax moves with the noise, so the loss is not quadratic in it and the identity is not exact)
+    net = _draw_conv_net(d, xp, dtype, ("linear",), ("linear",), pools=("none", "avg"), convs=(1, 2),
+                         linears=(1, 1), out_width=(1, 2), hw=(4, 6), channels=(1, 2))
+    x, y = _draw_conv_batch(d, net, "mse", batch=(1, 2))
+    return NetInstance(net, x, y, "mse", params={"layers": _arch(net)})
+
+
+def _ldrl_expected_grad(net, layer, x, Q, c):
+    """``E_{eps, eta}[dQ]`` of :func:`refimpl.rules.target_prop.ldrl_loss` with ``eps, eta ~ N(0, I)``
+    (sigma = 1), host float64: for a linear block both terms of dQ are quadratic forms in the noise,
+    so their expectation is exactly the sum over a basis, ``E[q(eps)] = sum_k q(e_k)``; each basis
+    direction is a row (``n`` rows per sample), ``ldrl_loss``'s batch mean is undone by the factor n."""
+    xp = net.xp
+    tr = net.forward(x)
+    B = x.shape[0]
+    phi = tp.feedback_phi("linear", net.activations[layer - 1])
+    sx, sy = tuple(tr.h[layer - 1].shape[1:]), tuple(tr.h[layer].shape[1:])
+    nx, ny = int(np.prod(sx)), int(np.prod(sy))
+
+    def rep(n):
+        return type(tr)(*(tuple(xp.concat([v] * n, axis=0) for v in arrs) for arrs in (tr.a, tr.h, tr.z)))
+
+    def basis(n, shape):
+        return from_numpy(np.repeat(np.eye(n).reshape((n,) + shape), B, axis=0), net.xp, net.dtype)
+
+    zx = from_numpy(np.zeros((nx * B,) + sy), net.xp, net.dtype)
+    zy = from_numpy(np.zeros((ny * B,) + sx), net.xp, net.dtype)
+    _, g_eps, _, _ = tp.ldrl_loss(net, rep(nx), phi, Q, c, layer, basis(nx, sx), zx)
+    _, g_eta, _, _ = tp.ldrl_loss(net, rep(ny), phi, Q, c, layer, zy, basis(ny, sy))
+    return nx * _h(g_eps) + ny * _h(g_eta)
+
+
+def _ldrl_conv_opt_evidence(net, inst):
+    actual, expected, labels = [], [], []
+    for l in range(1, net.depth + 1):
+        lay = net.layer(l)
+        if not _is_conv(lay):
+            continue
+        W = _h(net.weights[l - 1])
+        c = net.xp.zeros((lay.in_shape[0],), dtype=net.dtype)
+        to = lambda q: from_numpy(q.reshape(W.shape), net.xp, net.dtype)
+        g0 = _ldrl_expected_grad(net, l, inst.x, to(np.zeros(W.size)), c).ravel()
+        A = np.empty((W.size, W.size))
+        for i in range(W.size):  # the expected gradient is affine in Q: its columns
+            e = np.zeros(W.size)
+            e[i] = 1.0
+            A[:, i] = _ldrl_expected_grad(net, l, inst.x, to(e), c).ravel() - g0
+        # A = 2 x the Gram matrix of Q -> J_g(Q) = T_Q^T P^T. It is singular when that map is not
+        # injective (average pooling that sums two taps of the kernel onto the same pooled unit, e.g.
+        # k3 s2 p1 on 3x3 then avgpool2): the optimum is then W plus its null space, and the
+        # comparison is on the row space (projector pinv(A) A; rcond 1e-9 relative: A's nonzero
+        # singular values are O(||x||^0), rounding in the columns ~1e-15).
+        Pr = np.linalg.pinv(A, rcond=1e-9) @ A
+        q = np.linalg.lstsq(A, -g0, rcond=1e-9)[0]
+        actual.append(q.reshape(W.shape))
+        expected.append((Pr @ W.ravel()).reshape(W.shape))
+        labels.append(f"Q*[{l - 1}] vs W[{l - 1}] (rank {np.linalg.matrix_rank(A, tol=1e-9 * np.abs(A).max())}/{W.size})")
+    return compare(actual, expected, "exact_identity", net.dtype, depth=net.depth, labels=labels)
+
+
+def _check_ldrl_conv_opt(inst):
+    return _ldrl_conv_opt_evidence(inst.net, inst)
+
+
+def _control_ldrl_conv_opt(inst):
+    # Break "linear block": tanh conv blocks with the same weights and linear feedback (no JMC possible).
+    net = inst.net
+    acts = ("tanh",) * (net.depth - 1) + (net.activations[-1],)
+    return _ldrl_conv_opt_evidence(ri.Network(net.weights, net.biases, acts, layers=net.layers,
+                                              input_shape=net.input_shape), inst)
+
+
 THEOREMS = (
     Theorem(
         name="target_prop.affine_feedback_cancels_offsets",
@@ -1140,6 +1452,20 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
+        name="target_prop.ldrl_optimum_of_linear_conv_block_is_transpose",
+        statement="linear conv block (no pooling or 2x2 average pooling) with feedback transpose(Q, P^T y) + c: the "
+                  "stationary points of the exact Gaussian expectation of L-DRL's written-out gradient are Q = W, the "
+                  "transposed convolution with the forward kernel (the JMC J_g = J_f^T), plus the null space of "
+                  "Q -> J_g(Q) (empty unless pooling sums two kernel taps onto one unit)",
+        source="Ernoult et al. 2022 (L-DRL, JMC; E-code feedback_loss.py, backward_layers.invert_conv); spec "
+               "target_prop.md §3c C1/C2 (affine case) carried to conv blocks; issue 16",
+        conditions="linear block (the loss is quadratic in the noise: expectation = sum over a noise basis); "
+                   "pooling linear in its input (none or average)",
+        draw=_draw_ldrl_conv_opt, check=_check_ldrl_conv_opt, control=_control_ldrl_conv_opt,
+        control_breaks="tanh conv blocks with the same weights and linear feedback",
+        dtypes=("float64",),
+    ),
+    Theorem(
         name="target_prop.tp_exact_inverse_is_gn_second_order",
         statement="invertible smooth network, g_l = f_l^{-1}: t^TP_l = h_l - beta Jbar_l^{-1} e + O(beta^2) "
                   "(TP's targets are Gauss-Newton targets to second order)",
@@ -1161,8 +1487,8 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.jmc_dtp_equals_bp_first_order",
-        statement="feedback satisfying the JMC J_g = J_f^T at every sample (phi-feedback, Q_l = W_l^T, any c): "
-                  "DTP's update / beta = BP gradient + O(beta)",
+        statement="feedback satisfying the JMC J_g = J_f^T at every sample (phi-feedback, Q_l = W_l^T, any c; on "
+                  "convnets Q_l = W_l with no or max pooling): DTP's update / beta = BP gradient + O(beta)",
         source="spec target_prop.md §3c C3; Ernoult et al. 2022 (GMP, Thm. 4.2/4.3 per theorem_test.py)",
         conditions="JMC (phi with phi'(s(a)) = s'(a)); smooth activations; beta -> 0",
         draw=_draw_c3, check=_check_c3, control=_control_c3,

@@ -22,6 +22,38 @@ stored as ``state.Q[l-1]``, ``state.c[l-1]``. ``phi_l`` is set by ``feedback_act
 Meulemans et al.'s form ``g(h) = t(Q h + d)`` (nonlinearity *after* the linear map) is not
 implemented: every theorem below is about feedback Jacobians, which both forms reach.
 
+**Any layer type** (:mod:`refimpl.layers`; issue 16). Written with the layer operations, the
+sequential feedback of layer ``l`` is
+
+    g_l(y) = transpose_l(Q_l, phi_l(P_l^T y)) + c_l
+
+* dense layer: ``transpose(Q^T, u) = u @ Q^T`` (``Q_l`` keeps ``W_l^T``'s shape), ``P = I``: the
+  formula above; a dense layer after a convolution returns its feedback in the image shape of
+  ``h_{l-1}`` (torch's flatten order) with ``c_l`` per input unit ``(C*H*W,)``;
+* conv layer: ``transpose(Q, u)`` is the transposed convolution ``conv_transpose2d(u, Q)`` with the
+  layer's stride and padding, cropped to the known input size ``(H, W)`` of ``h_{l-1}`` (what
+  torch's ``output_padding = (H + 2p - k) mod s`` selects), ``Q_l`` in ``W_l``'s own layout
+  ``(C_out, C_in, kh, kw)`` = ``ConvTranspose2d(C_out -> C_in)``'s weight, so ``Q_l = W_l`` is the
+  exact transpose (adjoint); ``c_l: (C_in,)``, one bias per input channel (``ConvTranspose2d``'s);
+* pooled conv block ``h_l = P_l(f_l(conv(h_{l-1})))``: ``g_l`` first unpools ``y`` (shape of
+  ``h_l``) to the pre-pool shape of ``z_l`` with ``P_l^T`` -- max pooling: each value goes to the
+  position of its window's forward argmax, zeros elsewhere (E-code ``MaxUnpool2d`` through the
+  forward indices; summed where windows overlap, where ``MaxUnpool2d`` overwrites); average pooling:
+  its transpose, ``y / (kh kw)`` on every position of the window (E-code upsamples with
+  ``AdaptiveAvgPool2d`` instead, ``kh kw`` times this) -- then applies ``phi_l`` and the transposed
+  convolution. This is the E-code's inverted block ``[MaxUnpool, ELU, ConvTranspose2d]``.
+  ``Q_l = W_l`` with ``phi_l`` linear is then ``J_f^T`` exactly; with the JMC ``phi_l`` and max
+  pooling too (``phi'`` is only read at the argmax positions, where ``P^T h_l = s(a_l)``), not with
+  average pooling of a nonlinear layer (``phi'`` at ``h/(kh kw)`` is not ``s'(a)``).
+
+The argmax that ``P_l^T`` routes through is the forward pass's that produced the argument: the
+clean pass (``trace.z``) for targets, ``g(h_l)``, ``g(h_l + eta)`` and DRL's corrected path; the
+noisy pass for ``g(f(x + eps))`` (the E-code's "magic bridge" holds the indices of the last forward
+call). Every feedback map is linear in ``Q_l``, so each feedback-loss gradient below is one
+``weight_grad_l(u, d) = d/dQ <d, transpose_l(Q, u)>`` (dense: ``d^T u`` in ``Q``'s layout) with
+``u`` the feedback input and ``d`` the loss's residual; ``dc_l`` sums ``d`` over the batch (and the
+positions, conv). Direct feedback reaches the flattened units of any layer (``Q_l: (n_l, n_L)``).
+
 Direct feedback (``DRL(feedback="direct_linear")``, DDTP-linear of Meulemans et al. 2020) maps the
 linear output ``a_L`` straight to hidden layer ``l``: ``g_l(a_L) = a_L @ Q_l^T (+ c_l)`` with
 ``state.Q[l-1]`` of shape ``(n_l, n_L)`` (the direct analogue of ``W^T``), ``state.Q[L-1] = None``.
@@ -45,6 +77,10 @@ batch-mean loss ``e / B`` (``reduction="mean"``: Meulemans' convention; his ``et
 (``"sum"``) or ``beta`` (``"mean"``):
 
     dW_l = (s_l'(a_l) * (h_l - t_l))^T @ h_{l-1} / (beta B),    db_l = sum_b (...) / (beta B)
+
+(any layer: ``delta_l = s_l'(a_l) P_l^T(h_l - t_l) / (beta B)``, ``dW_l = weight_grad_l(delta_l,
+h_{l-1})``, ``db_l = bias_grad_l(delta_l)``; the targets of a pooled block are on its pooled output,
+as the E-code's block-wise local loss).
 
 so that the output layer's update is exactly BP's gradient of the batch-mean loss, and every layer's
 update equals BP's (JMC feedback, spec C3) or the Gauss-Newton-target regression (exact inverses,
@@ -96,10 +132,11 @@ import numpy as np
 from .. import activations as _act
 from .. import losses as _losses
 from .. import optim as _optim
+from .. import layers as _layers
 from ..backend import namespace, from_numpy, rng as host_rng, device_of, to_numpy
 from .base import Updates, check_batch, check_state_shapes
 
-__all__ = ["TP", "DTP", "DRL", "LDRL", "TPState", "FeedbackUpdates", "FeedbackPhi", "feedback_phi",
+__all__ = ["TP", "DTP", "DRL", "LDRL", "TPState", "FeedbackUpdates", "FeedbackPhi", "feedback_phi", "apply_feedback",
            "JMC_PHI", "output_target", "forward_updates", "reconstruction_loss", "drl_sequential_loss",
            "drl_direct_loss", "ldrl_loss", "feedback_jacobian", "output_jacobians", "drl_direct_optimum"]
 
@@ -221,9 +258,64 @@ class FeedbackUpdates:
 
 # --- shared equations -------------------------------------------------------------------------
 
-def _g(phi: FeedbackPhi, Q, c, y):
-    """``g(y) = phi(y) @ Q^T + c``."""
-    return phi.f(y) @ Q.T + c
+def _fb_weight(layer, Q):
+    """``Q`` in the forward weight's layout (what ``layer.transpose`` takes in ``W``'s place): a
+    dense feedback is stored with the shape of ``W^T`` (``Q.T`` has ``W``'s), a conv feedback in
+    ``W``'s own (``ConvTranspose2d``) layout ``(C_out, C_in, kh, kw)``."""
+    return Q.T if isinstance(layer, _layers.Linear) else Q
+
+
+def _fb_layout(layer, G):
+    """A gradient in ``W``'s layout (``layer.weight_grad``) back in the layout of ``Q``."""
+    return G.T if isinstance(layer, _layers.Linear) else G
+
+
+def _fb_bias(xp, layer, c):
+    """``c`` broadcast over ``h_{l-1}``: per input unit (dense, reshaped to the input's shape) or
+    per input channel (conv: ``ConvTranspose2d``'s bias)."""
+    if isinstance(layer, _layers.Linear):
+        return xp.reshape(c, (1,) + tuple(layer.in_shape))
+    return xp.reshape(c, (1, c.shape[0], 1, 1))
+
+
+def _fb_bias_grad(xp, layer, d):
+    """``sum`` of ``d`` (shape of ``h_{l-1}``) over what ``c`` is broadcast over: the batch (dense,
+    flattened) or batch and positions (conv)."""
+    if isinstance(layer, _layers.Linear):
+        return xp.reshape(xp.sum(d, axis=0), (layer.in_features,))
+    return xp.sum(d, axis=(0, 2, 3))
+
+
+def _rowsum(xp, v):
+    """Per-sample sum over every non-batch axis."""
+    return xp.sum(v, axis=tuple(range(1, v.ndim)))
+
+
+def _feedback_input(xp, layer, phi: FeedbackPhi, y, z):
+    """``phi_l(P_l^T y)``: the unpooling at the forward pre-pool activation ``z`` (the identity
+    without pooling), then the feedback nonlinearity."""
+    return phi.f(layer.unpool(xp, y, z))
+
+
+def _g(xp, layer, phi: FeedbackPhi, Q, c, y, z):
+    """``g_l(y) = transpose_l(Q_l, phi_l(P_l^T y)) + c_l`` (dense: ``phi(y) @ Q^T + c``)."""
+    return layer.transpose(xp, _fb_weight(layer, Q), _feedback_input(xp, layer, phi, y, z)) + _fb_bias(xp, layer, c)
+
+
+def apply_feedback(net, phi: FeedbackPhi, Q, c, layer: int, y, z=None):
+    """``g_layer(y) = transpose(Q, phi(P^T y)) + c`` (module docstring): layer ``layer``'s
+    sequential feedback at ``y`` (shape of ``h_layer``), unpooled through the argmax of the
+    pre-pool activation ``z`` (needed only for a max-pooled layer; ``P^T`` of average pooling does
+    not depend on it)."""
+    lay = net.layer(layer)
+    xp = namespace(y)
+    if z is None:
+        if lay.pool is not None and isinstance(lay.pool, _layers.MaxPool2d):
+            raise ValueError(f"z: layer {layer} ({lay.describe()}) is max-pooled; its feedback unpools through the "
+                             "argmax of the forward pre-pool activation z (trace.z[layer])")
+        if lay.pool is not None:
+            z = xp.zeros((y.shape[0],) + tuple(lay.out_shape), dtype=y.dtype)
+    return _g(xp, lay, phi, Q, c, y, z)
 
 
 def output_target(loss, trace, y, beta, reduction):
@@ -235,15 +327,17 @@ def output_target(loss, trace, y, beta, reduction):
 
 
 def forward_updates(net, trace, targets, beta, reduction):
-    """``dW_l = (s_l'(a_l) (h_l - t_l))^T h_{l-1} / (beta B)`` (sum) or ``/ beta`` (mean); ``db`` alike."""
+    """``delta_l = s_l'(a_l) P_l^T(h_l - t_l) / (beta B)`` (sum) or ``/ beta`` (mean);
+    ``dW_l = weight_grad_l(delta_l, h_{l-1})`` (dense: ``delta_l^T h_{l-1}``), ``db_l = bias_grad_l(delta_l)``."""
     xp = namespace(trace.h[0])
     B = trace.h[0].shape[0]
     scale = beta * B if reduction == "sum" else beta
     dW, db, local = [], [], []
     for l in range(1, net.depth + 1):
-        r = net.activation(l).df(trace.a[l]) * (trace.h[l] - targets[l]) / scale
-        dW.append(r.T @ trace.h[l - 1])
-        db.append(xp.sum(r, axis=0))
+        lay = net.layer(l)
+        r = net.activation(l).df(trace.a[l]) * lay.unpool(xp, trace.h[l] - targets[l], trace.z[l]) / scale
+        dW.append(lay.weight_grad(xp, r, trace.h[l - 1]))
+        db.append(lay.bias_grad(xp, r))
         local.append(r)
     return tuple(dW), tuple(db), tuple(local)
 
@@ -257,7 +351,10 @@ def output_jacobians(net, trace, frm: int):
     """Per-sample ``dh_L/dh_frm`` by the chain rule, shape ``(B, n_L, n_frm)`` (``0 <= frm < L``).
 
     ``J = D_L W_L D_{L-1} W_{L-1} ... D_{frm+1} W_{frm+1}`` with ``D_l = diag(s_l'(a_l))``.
+    Dense networks only (a conv layer's Jacobian is its unrolled Toeplitz matrix, which the rules
+    never form).
     """
+    net.require_dense("output_jacobians (per-sample Jacobians as products of dense weight matrices)")
     xp = namespace(trace.h[0])
     L = net.depth
     if not 0 <= frm < L:
@@ -290,31 +387,42 @@ def drl_direct_optimum(J):
 
 
 def _forward_from(net, h, frm: int, to: int):
-    """``h_to`` from ``h_frm`` through layers ``frm+1..to``; returns (pre-activation, activation)."""
-    a = None
+    """``h_to`` from ``h_frm`` through layers ``frm+1..to``; returns ``(a_to, z_to, h_to)``
+    (pre-activation, pre-pooling activation, layer output)."""
+    a = z = None
+    xp = namespace(h)
     for l in range(frm + 1, to + 1):
-        a = h @ net.weights[l - 1].T + net.biases[l - 1]
-        h = net.activation(l).f(a)
-    return a, h
+        a = net.pre_activation(l, h)
+        z = net.activation(l).f(a)
+        h = net.layer(l).post(xp, z)
+    return a, z, h
 
 
 # --- the feedback losses (per-sample value and the written-out gradient) ----------------------
+#
+# Every feedback map is linear in its weight: g_l(y) = transpose_l(Q_l, u) + c_l with
+# u = phi_l(P_l^T y). Hence <d, transpose_l(Q, u)> = <Q, weight_grad_l(u, d)> for any d of the shape
+# of h_{l-1}: the gradient of a loss sum_b <d_b, g_l(y_b)> w.r.t. Q_l is weight_grad_l(u, d) (dense:
+# u^T d, returned as d^T u in Q's layout) and w.r.t. c_l the sum of d over what c is broadcast over.
 
 def reconstruction_loss(net, trace, phi, Q, c, layer, eps, sigma):
     """Lee et al.'s denoising reconstruction loss for ``g_layer`` (module docstring).
 
-    ``eps``: standard normal, shape of ``h_{layer-1}``. Returns ``(l_b (B,), dQ, dc, record)``.
+    ``eps``: standard normal, shape of ``h_{layer-1}``. The noisy forward pass's own pooling
+    indices unpool its output (``g`` inverts the forward pass that produced its argument).
+    Returns ``(l_b (B,), dQ, dc, record)``.
     """
     xp = namespace(eps)
     B = eps.shape[0]
+    lay = net.layer(layer)
     xt = trace.h[layer - 1] + sigma * eps
-    _, yt = _forward_from(net, xt, layer - 1, layer)
-    p = phi.f(yt)
-    r = p @ Q.T + c
+    _, zt, yt = _forward_from(net, xt, layer - 1, layer)
+    p = _feedback_input(xp, lay, phi, yt, zt)
+    r = lay.transpose(xp, _fb_weight(lay, Q), p) + _fb_bias(xp, lay, c)
     d = r - xt
-    lb = xp.sum(d * d, axis=1)
-    dQ = (2 / B) * (d.T @ p)
-    dc = (2 / B) * xp.sum(d, axis=0)
+    lb = _rowsum(xp, d * d)
+    dQ = (2 / B) * _fb_layout(lay, lay.weight_grad(xp, p, d))
+    dc = (2 / B) * _fb_bias_grad(xp, lay, d)
     return lb, dQ, dc, {"x_noisy": xt, "reconstruction": r}
 
 
@@ -322,20 +430,26 @@ def drl_sequential_loss(net, trace, phis, Qs, cs, layer, eps, sigma):
     """Meulemans et al.'s DRL for the sequential feedback ``g_layer`` (module docstring).
 
     ``Qs, cs``: all layers' feedback (``Qs[l-1]`` for ``g_l``); ``eps`` shape of ``h_{layer-1}``.
+    Only the output ``r_L`` comes from the noisy forward pass; the difference-corrected path below
+    it unpools through the clean forward pass's indices (``trace.z``), as the targets do.
     """
     xp = namespace(eps)
     B = eps.shape[0]
     L = net.depth
+    lay = net.layer(layer)
     xt = trace.h[layer - 1] + sigma * eps
-    _, r = _forward_from(net, xt, layer - 1, L)
+    _, _, r = _forward_from(net, xt, layer - 1, L)
     r_above = r
     for k in range(L, layer - 1, -1):  # r_{k-1} = g_k(r_k) + h_{k-1} - g_k(h_k)
         r_above = r
-        r = _g(phis[k], Qs[k - 1], cs[k - 1], r) + trace.h[k - 1] - _g(phis[k], Qs[k - 1], cs[k - 1], trace.h[k])
+        lk = net.layer(k)
+        r = (_g(xp, lk, phis[k], Qs[k - 1], cs[k - 1], r, trace.z[k]) + trace.h[k - 1]
+             - _g(xp, lk, phis[k], Qs[k - 1], cs[k - 1], trace.h[k], trace.z[k]))
     d = r - xt
-    lb = xp.sum(d * d, axis=1) / sigma ** 2
-    u = phis[layer].f(r_above) - phis[layer].f(trace.h[layer])
-    dQ = (2 / (sigma ** 2 * B)) * (d.T @ u)
+    lb = _rowsum(xp, d * d) / sigma ** 2
+    u = (_feedback_input(xp, lay, phis[layer], r_above, trace.z[layer])
+         - _feedback_input(xp, lay, phis[layer], trace.h[layer], trace.z[layer]))
+    dQ = (2 / (sigma ** 2 * B)) * _fb_layout(lay, lay.weight_grad(xp, u, d))
     dc = xp.zeros_like(cs[layer - 1])
     return lb, dQ, dc, {"x_noisy": xt, "reconstruction": r}
 
@@ -347,31 +461,42 @@ def _direct_features(trace_aL, R, use_rhl: bool):
     return xp.tanh(trace_aL @ R.T)
 
 
+def _unflatten(xp, v, like):
+    """``v`` (B, n) in the shape of ``like`` (a direct feedback reaches a conv layer's units in
+    torch's flatten order)."""
+    return v if like.ndim == 2 else xp.reshape(v, tuple(like.shape))
+
+
+def _flatten(xp, v):
+    return v if v.ndim == 2 else xp.reshape(v, (v.shape[0], -1))
+
+
 def drl_direct_loss(net, trace, Q, layer, eps, sigma, R=None, difference: bool = True):
     """Meulemans et al.'s DRL for the direct feedback of hidden ``layer`` (module docstring).
 
     ``R`` given: DDTP-RHL features ``tanh(a_L R^T)``. ``difference=False`` is DDTP-control (the
     ablation without the difference correction: ``r = g(a~_L)``), whose gradient is
     ``(2/(sigma^2 B)) (r - h~)^T z(a~_L)`` (a bias ``c`` would be needed to reconstruct ``h``;
-    direct maps carry none, as in DDTP-linear).
+    direct maps carry none, as in DDTP-linear). On an image-shaped layer the direct map reaches
+    the flattened units (``Q_l: (n_l, n_L)``, torch's flatten order).
     """
     xp = namespace(eps)
     B = eps.shape[0]
     L = net.depth
     ht = trace.h[layer] + sigma * eps
-    at, _ = _forward_from(net, ht, layer, L)
+    at, _, _ = _forward_from(net, ht, layer, L)
     use_rhl = R is not None
     zt = _direct_features(at, R, use_rhl)
     z0 = _direct_features(trace.a[L], R, use_rhl)
     if difference:
         u = zt - z0
-        r = trace.h[layer] + u @ Q.T
+        r = trace.h[layer] + _unflatten(xp, u @ Q.T, ht)
     else:
         u = zt
-        r = zt @ Q.T
+        r = _unflatten(xp, zt @ Q.T, ht)
     d = r - ht
-    lb = xp.sum(d * d, axis=1) / sigma ** 2
-    dQ = (2 / (sigma ** 2 * B)) * (d.T @ u)
+    lb = _rowsum(xp, d * d) / sigma ** 2
+    dQ = (2 / (sigma ** 2 * B)) * (_flatten(xp, d).T @ u)
     return lb, dQ, None, {"h_noisy": ht, "reconstruction": r}
 
 
@@ -379,18 +504,22 @@ def ldrl_loss(net, trace, phi, Q, c, layer, eps, eta):
     """Ernoult et al.'s local difference reconstruction loss for ``g_layer`` (module docstring).
 
     ``eps`` (shape of ``h_{layer-1}``) and ``eta`` (shape of ``h_layer``) are the noises *with*
-    their scale sigma (``N(0, sigma^2)``), as in the E-code.
+    their scale sigma (``N(0, sigma^2)``), as in the E-code. Unpooling indices as in the E-code's
+    "magic bridge": ``g(f(x + eps))`` through the noisy forward pass's own argmax, ``g(y)`` and
+    ``g(y + eta)`` through the clean pass's (``trace.z``).
     """
     xp = namespace(eps)
     B = eps.shape[0]
-    x, y = trace.h[layer - 1], trace.h[layer]
-    _, yx = _forward_from(net, x + eps, layer - 1, layer)
-    py = phi.f(y)
-    U = phi.f(yx) - py
-    V = phi.f(y + eta) - py
-    dr, dry = U @ Q.T, V @ Q.T
-    lb = -2 * xp.sum(eps * dr, axis=1) + xp.sum(dry * dry, axis=1)
-    dQ = (2 / B) * (dry.T @ V - eps.T @ U)
+    lay = net.layer(layer)
+    x, y, z = trace.h[layer - 1], trace.h[layer], trace.z[layer]
+    _, zx, yx = _forward_from(net, x + eps, layer - 1, layer)
+    py = _feedback_input(xp, lay, phi, y, z)
+    U = _feedback_input(xp, lay, phi, yx, zx) - py
+    V = _feedback_input(xp, lay, phi, y + eta, z) - py
+    M = _fb_weight(lay, Q)
+    dr, dry = lay.transpose(xp, M, U), lay.transpose(xp, M, V)
+    lb = -2 * _rowsum(xp, eps * dr) + _rowsum(xp, dry * dry)
+    dQ = (2 / B) * _fb_layout(lay, lay.weight_grad(xp, V, dry) - lay.weight_grad(xp, U, eps))
     dc = xp.zeros_like(c)
     return lb, dQ, dc, {"dr": dr, "dr_y": dry}
 
@@ -426,6 +555,35 @@ def _per_layer(value, trained, L, name):
         for l in trained:
             out[l - 1] = value
     return tuple(out)
+
+
+def _fb_fan_in(shape):
+    """Fan-in of a feedback map with weight of ``shape``: dense ``(n_in, n_out)`` -> ``n_out``;
+    transposed conv ``(C_out, C_in, kh, kw)`` -> ``C_out kh kw``."""
+    return shape[1] if len(shape) == 2 else shape[0] * shape[2] * shape[3]
+
+
+def _check_sequential_shapes(net, state, Qs, cs):
+    """ValueError naming the layer, its type and the layout rule when ``state.Q[i]`` / ``state.c[i]``
+    do not fit layer ``i+1``'s feedback (bad input, issue 16 item 5)."""
+    for name, arrays, shapes in (("state.Q", state.Q, Qs), ("state.c", state.c, cs)):
+        if not isinstance(arrays, (tuple, list)) or len(arrays) != len(shapes):
+            got = len(arrays) if isinstance(arrays, (tuple, list)) else type(arrays).__name__
+            raise ValueError(f"{name}: expected {len(shapes)} arrays (one per layer), got {got}")
+        for i, (a, s) in enumerate(zip(arrays, shapes)):
+            if a is not None and tuple(a.shape) == tuple(s):
+                continue
+            lay = net.layers[i]
+            if isinstance(lay, _layers.Linear):
+                rule = ("a dense layer's feedback weight has the shape of W^T, (in_features, out_features)"
+                        if name == "state.Q" else "a dense layer's feedback bias has one entry per input unit")
+            else:
+                rule = ("a conv layer's feedback is a transposed convolution with its weight in W's layout "
+                        "(out, in, kh, kw) (ConvTranspose2d's)" if name == "state.Q"
+                        else "a conv layer's feedback bias has one entry per input channel")
+            got = None if a is None else tuple(a.shape)
+            raise ValueError(f"{name}[{i}]: layer {i + 1} ({lay.describe()}): {rule}: expected shape {tuple(s)}, "
+                             f"got {got}")
 
 
 # --- the rules --------------------------------------------------------------------------------
@@ -489,7 +647,10 @@ class _TargetProp:
         return tuple(range(1, L)) if self._direct else tuple(range(2, L + 1))
 
     def feedback_shapes(self, net):
-        net.require_dense(f"{type(self).__name__} (conv layers: not implemented yet)")
+        """Shapes of ``state.Q`` and ``state.c``: sequential ``g_l`` of a dense layer ``Q_l:
+        (n_in, n_out)`` (``W_l^T``'s), ``c_l: (n_in,)``; of a conv layer ``Q_l`` in ``W_l``'s layout
+        ``(C_out, C_in, kh, kw)`` (``ConvTranspose2d``'s), ``c_l: (C_in,)`` (per channel). Direct:
+        ``Q_l: (n_l, n_features)`` onto the flattened units of layer ``l``."""
         n = net.sizes
         L = net.depth
         if self._direct:
@@ -497,7 +658,15 @@ class _TargetProp:
             Qs = tuple((n[l], nf[l - 1]) for l in range(1, L)) + (None,)
             cs = tuple((n[l],) for l in range(1, L)) + (None,)
             return Qs, cs
-        return tuple((n[l - 1], n[l]) for l in range(1, L + 1)), tuple((n[l - 1],) for l in range(1, L + 1))
+        Qs, cs = [], []
+        for lay in net.layers:
+            if isinstance(lay, _layers.Linear):
+                Qs.append((lay.in_features, lay.out_features))
+                cs.append((lay.in_features,))
+            else:
+                Qs.append(tuple(lay.weight_shape()))
+                cs.append((lay.in_shape[0],))
+        return tuple(Qs), tuple(cs)
 
     def _feature_width(self, net):
         return tuple(net.sizes[-1] for _ in range(net.depth))
@@ -511,13 +680,15 @@ class _TargetProp:
     # -- state --
 
     def init(self, net, seed=0):
-        """Random feedback ``Q ~ N(0, init_scale^2 / fan_in)``, ``c = 0`` (from ``seed``)."""
+        """Random feedback ``Q ~ N(0, init_scale^2 / fan_in)``, ``c = 0`` (from ``seed``); the
+        fan-in of a feedback map is ``n_out`` (dense) or ``C_out kh kw`` (transposed convolution)."""
         xp, dt = net.xp, net.dtype
         dev = device_of(net.weights[0])
         gen = host_rng(seed)
         R = self._draw_R(gen, net)
         Qs, cs = self.feedback_shapes(net)
-        Q = tuple(None if s is None else from_numpy(gen.standard_normal(s) * self.init_scale / math.sqrt(s[1]), xp, dt, dev)
+        Q = tuple(None if s is None else from_numpy(gen.standard_normal(s) * self.init_scale / math.sqrt(_fb_fan_in(s)),
+                                                    xp, dt, dev)
                   for s in Qs)
         c = tuple(None if s is None else xp.zeros(s, dtype=dt, device=dev) for s in cs)
         return TPState(Q, c, R)
@@ -526,27 +697,59 @@ class _TargetProp:
         return None
 
     def symmetric_state(self, net, state=None):
-        """``Q_l = W_l^T``, ``c_l = 0`` (Ernoult's ``init_symetric_weights``); sequential feedback only."""
+        """The exact transpose ``Q_l = W_l^T`` (dense) / ``Q_l = W_l`` (conv: the transposed
+        convolution with the forward kernel), ``c_l = 0`` (Ernoult's ``init_symetric_weights``);
+        sequential feedback only."""
         if self._direct:
             raise ValueError("symmetric_state: direct feedback has no W^T (use a state with Q set by hand)")
         xp = net.xp
         base = state if state is not None else self.init(net)
-        return replace(base, Q=tuple(W.T for W in net.weights), c=tuple(xp.zeros_like(W[0, :]) for W in net.weights))
+        _, cs = self.feedback_shapes(net)
+        Q = tuple(_fb_layout(lay, W) for lay, W in zip(net.layers, net.weights))
+        c = tuple(xp.zeros(s, dtype=net.dtype, device=device_of(net.weights[0])) for s in cs)
+        return replace(base, Q=Q, c=c)
 
     def exact_inverse_state(self, net, state=None):
-        """``Q_l = W_l^{-1}``, ``c_l = -b_l W_l^{-T}`` (square layers): with ``feedback_activation
-        ="inverse"``, ``g_l = f_l^{-1}`` exactly (``g_l(y) = (s_l^{-1}(y) - b_l) W_l^{-T}``)."""
+        """Feedback with ``transpose_l(Q_l, a) + c_l = f_l``'s affine part inverted; with
+        ``feedback_activation="inverse"``, ``g_l = f_l^{-1}`` exactly.
+
+        Dense (square ``W_l``): ``Q_l = W_l^{-1}``, ``c_l = -b_l W_l^{-T}``. Conv: defined when the
+        convolution is a bijection whose inverse is itself a transposed convolution, i.e.
+        non-overlapping windows that tile the input (``stride = kernel``, padding 0, no pooling)
+        with ``C_out = C_in kh kw``: per window ``a_p = W_mat x_p + b`` with the square
+        ``W_mat = W.reshape(C_out, C_in kh kw)``, so ``Q_l = reshape(W_mat^{-T}, W.shape)``
+        (``transpose`` multiplies each window by ``Q_mat^T``) and ``c_l = -W_mat^{-1} b``, which a
+        per-channel feedback bias holds only for 1x1 kernels or ``b = 0`` (ValueError otherwise).
+        """
         if self._direct:
             raise ValueError("exact_inverse_state: needs sequential feedback")
         xp = net.xp
         Q, c = [], []
-        for i, (W, b) in enumerate(zip(net.weights, net.biases)):
-            if W.shape[0] != W.shape[1]:
-                raise ValueError(f"exact_inverse_state: weights[{i}] has shape {tuple(W.shape)}; an exact "
-                                 "inverse needs square layers")
-            Wi = xp.linalg.inv(W)
-            Q.append(Wi)
-            c.append(-(b @ Wi.T))
+        for i, (lay, W, b) in enumerate(zip(net.layers, net.weights, net.biases)):
+            where = f"exact_inverse_state: layer {i + 1} ({lay.describe()})"
+            if isinstance(lay, _layers.Linear):
+                if W.shape[0] != W.shape[1]:
+                    raise ValueError(f"{where}: weights[{i}] has shape {tuple(W.shape)}; an exact inverse needs "
+                                     "square layers")
+                Wi = xp.linalg.inv(W)
+                Q.append(Wi)
+                c.append(-(b @ Wi.T))
+                continue
+            Co, Ci, kh, kw = (int(n) for n in W.shape)
+            tiles = (tuple(lay.stride) == (kh, kw) and tuple(lay.padding) == (0, 0)
+                     and lay.in_shape[1] % kh == 0 and lay.in_shape[2] % kw == 0)
+            if lay.pool is not None or not tiles or Co != Ci * kh * kw:
+                raise ValueError(f"{where}: an exact inverse by a transposed convolution needs non-overlapping "
+                                 f"windows that tile the input (stride = kernel, padding 0, no pooling) and "
+                                 f"C_out = C_in*kh*kw = {Ci * kh * kw}; got C_out {Co}, stride {lay.stride}, "
+                                 f"padding {lay.padding}, pool {lay.pool}")
+            if kh * kw > 1 and bool(xp.any(b != 0)):
+                raise ValueError(f"{where}: the inverse's offset -W^{{-1}} b varies inside the {kh}x{kw} window, but a "
+                                 f"transposed-convolution feedback bias is per channel (c: ({Ci},)); use a zero "
+                                 f"forward bias or 1x1 kernels")
+            Wi = xp.linalg.inv(xp.reshape(W, (Co, Ci * kh * kw)))       # (Ci kh kw, Co)
+            Q.append(xp.reshape(Wi.T, (Co, Ci, kh, kw)))
+            c.append(xp.reshape(-(Wi @ b), (Ci, kh * kw))[:, 0])
         base = state if state is not None else self.init(net)
         return replace(base, Q=tuple(Q), c=tuple(c))
 
@@ -554,8 +757,11 @@ class _TargetProp:
         if not isinstance(state, TPState):
             raise TypeError(f"state: expected a TPState (from rule.init), got {type(state).__name__}")
         Qs, cs = self.feedback_shapes(net)
-        check_state_shapes(state.Q, Qs, "state.Q")
-        check_state_shapes(state.c, cs, "state.c")
+        if self._direct:
+            check_state_shapes(state.Q, Qs, "state.Q")
+            check_state_shapes(state.c, cs, "state.c")
+        else:
+            _check_sequential_shapes(net, state, Qs, cs)
         if getattr(self, "feedback", None) == "direct_rhl":
             # without R the RHL layers would silently fall back to linear features (when
             # rhl_width == n_L the Q shapes cannot tell the two apart)
@@ -577,13 +783,15 @@ class _TargetProp:
             for l in range(1, L):
                 R = self._rhl(state, l, L)
                 u = _direct_features(aL + dL, R, R is not None) - _direct_features(aL, R, R is not None)
-                t[l] = trace.h[l] + u @ state.Q[l - 1].T
+                t[l] = trace.h[l] + _unflatten(namespace(u), u @ state.Q[l - 1].T, trace.h[l])
             return tuple(t)
         phis = self.phis(net)
+        xp = namespace(tL)
         for l in range(L, 1, -1):
-            g_t = _g(phis[l], state.Q[l - 1], state.c[l - 1], t[l])
+            lay, Q, c, z = net.layer(l), state.Q[l - 1], state.c[l - 1], trace.z[l]
+            g_t = _g(xp, lay, phis[l], Q, c, t[l], z)
             if self._difference:
-                t[l - 1] = g_t + trace.h[l - 1] - _g(phis[l], state.Q[l - 1], state.c[l - 1], trace.h[l])
+                t[l - 1] = g_t + trace.h[l - 1] - _g(xp, lay, phis[l], Q, c, trace.h[l], z)
             else:
                 t[l - 1] = g_t
         return tuple(t)
@@ -640,7 +848,8 @@ class _TargetProp:
         if M > 1:  # replicate rows: M independent draws per sample
             xp = namespace(trace.h[0])
             trace = type(trace)(tuple(xp.concat([a] * M, axis=0) for a in trace.a),
-                                tuple(xp.concat([h] * M, axis=0) for h in trace.h))
+                                tuple(xp.concat([h] * M, axis=0) for h in trace.h),
+                                tuple(xp.concat([z] * M, axis=0) for z in trace.z))
         dQ, dc, lo = [None] * L, [None] * L, [None] * L
         rec = {}
         for l in self.trained_layers(net):

@@ -66,3 +66,72 @@ def test_ce_instances_have_two_classes_for_every_kind():
         for _ in range(40):
             inst = draw_instance(RngDrawer(gen), losses=("ce",), kind=kind, width=(1, 3))
             assert inst.net.sizes[-1] >= 2
+
+
+# --- convolutional draws ---------------------------------------------------------------------------
+
+def test_conv_networks_respect_ranges_and_describe_their_layers():
+    from proofs.strategies import draw_conv_network, describe_network
+    from proofs.theorem import RngDrawer
+
+    gen = np.random.default_rng(5)
+    pools, strides, pads, kernels = set(), set(), set(), set()
+    for _ in range(150):
+        net = draw_conv_network(RngDrawer(gen))
+        kinds = [l.kind for l in net.layers]
+        n_conv = kinds.count("conv2d")
+        assert 1 <= n_conv <= 3 and 1 <= kinds.count("linear") <= 2
+        assert kinds == ["conv2d"] * n_conv + ["linear"] * (len(kinds) - n_conv)
+        C, H, W = net.input_shape
+        assert 1 <= C <= 2 and 3 <= H <= 7 and 3 <= W <= 7
+        for lay in net.layers[:n_conv]:
+            kernels.add(lay.kernel_size[0])
+            strides.add(lay.stride[0])
+            pads.add(lay.padding[0])
+            pools.add(None if lay.pool is None else lay.pool.kind)
+        desc = describe_network(net)
+        assert desc.startswith(f"input={C}x{H}x{W} layers=[conv2d(") and "linear(" in desc
+    assert kernels == {1, 2, 3} and strides == {1, 2} and pads == {0, 1}
+    assert pools == {None, "maxpool", "avgpool"}
+
+
+def test_conv_batches_are_nchw():
+    from proofs.strategies import draw_instance
+    from proofs.theorem import RngDrawer
+
+    gen = np.random.default_rng(2)
+    for _ in range(20):
+        inst = draw_instance(RngDrawer(gen), architectures=("conv",))
+        assert tuple(inst.x.shape[1:]) == tuple(inst.net.input_shape)
+        assert "conv2d(" in inst.describe()
+        if inst.loss == "ce":
+            assert inst.net.sizes[-1] >= 2
+
+
+#: Theorems that must draw conv networks (issue 15), and those that are dense by construction.
+CONV_THEOREMS = ("bp.matches_autograd", "bp.matches_finite_differences", "bp.conv_equals_toeplitz",
+                 "feedback_alignment.matches_torch_custom_autograd", "feedback_alignment.fa_equals_bp_when_B_is_W",
+                 "feedback_alignment.fa_equals_bp_conv", "feedback_alignment.fa_last_layer_is_bp",
+                 "feedback_alignment.dfa_equals_bp_one_hidden_layer",
+                 "feedback_alignment.frsf_equals_bp_with_magnitudes_of_W",
+                 "feedback_alignment.usf_equals_bp_with_equal_magnitudes",
+                 "pepita.zero_feedback_is_delta_rule", "pepita.relu_activity_is_jvp",
+                 "pepita.smooth_activity_first_order", "pepita.hidden_update_is_afa", "pepita.sign_flip")
+DENSE_THEOREMS = ("feedback_alignment.dfa_equals_bp_linear_product_feedback", "pepita.equals_bp_one_hidden_layer")
+
+
+def test_theorems_draw_conv_networks():
+    import proofs
+    from proofs.theorem import RngDrawer
+
+    for name in CONV_THEOREMS + DENSE_THEOREMS:
+        thm = proofs.get(name)
+        gen = np.random.default_rng(0)
+        nets = [thm.draw(RngDrawer(gen), "numpy", "float64").net for _ in range(25)]
+        n_conv = sum(not n.is_dense for n in nets)
+        if name in DENSE_THEOREMS:
+            assert n_conv == 0, name
+        else:
+            assert n_conv >= 5, (name, n_conv)
+        if name == "feedback_alignment.fa_equals_bp_conv":
+            assert n_conv == 25

@@ -68,3 +68,29 @@ def test_tp_weight_step_is_the_gn_weight_step_for_linear_layers():
     for l in (1, 2, 3):
         step = -0.7 * upd.dW[l - 1] / float(np.sum(np.asarray(h[l - 1]) ** 2))
         np.testing.assert_allclose(step, _gn_weight_step(net, x, y, "mse", l, 0.7), rtol=1e-10, atol=1e-13)
+
+
+def test_local_conv_oracle_agrees_with_the_dense_oracle_and_from_torch():
+    """proofs.target_prop's Gauss-Newton targets on image-shaped layers agree with proofs.oracle's on
+    a dense net; the shared oracle's gradients (used by the conv draws) are autograd of the torch
+    module a convnet came from."""
+    from proofs import target_prop as P
+
+    net = ri.Network.init([4, 5, 3], activation="tanh", seed=0, bias_scale=0.2)
+    g = np.random.default_rng(0)
+    x, y = g.standard_normal((3, 4)), g.standard_normal((3, 3))
+    np.testing.assert_allclose(P._torch_gn_targets(net, x, y, "mse", 1, 0.3),
+                               oracle.gauss_newton_targets(net, x, y, "mse", 1, 0.3), rtol=1e-12, atol=1e-14)
+    nn = torch.nn
+    torch.manual_seed(0)
+    mod = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.Tanh(), nn.MaxPool2d(2), nn.Conv2d(2, 2, 1),
+                        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(2, 3)).double()
+    cnet = ri.Network.from_torch(mod, (1, 8, 8))
+    xc = g.standard_normal((2, 1, 8, 8))
+    yc = g.standard_normal((2, 3))
+    dW, db, _ = oracle.bp_gradients(cnet, xc, yc, "mse")
+    (0.5 * ((mod(torch.tensor(xc)) - torch.tensor(yc)) ** 2).sum(1).mean()).backward()
+    mods = [m for m in mod if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for i, m in enumerate(mods):
+        np.testing.assert_allclose(dW[i], m.weight.grad.numpy(), rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(db[i], m.bias.grad.numpy(), rtol=1e-13, atol=1e-15)

@@ -110,3 +110,12 @@ def test_every_theorem_record_is_a_pure_function_of_its_task():
     again = _strip([V.check_task(dict(t)) for t in tasks])
     bad = [a["theorem"] for a, b in zip(first, again) if a != b]
     assert bad == []
+
+
+def test_records_name_the_layer_types_of_conv_instances():
+    from proofs import verify as V
+
+    rec = V.check_task({"theorem": "feedback_alignment.fa_equals_bp_conv", "seed": 0, "index": 0,
+                        "backend": "numpy", "dtype": "float64"})
+    assert rec["holds"] is True and rec["control_holds"] is False, rec
+    assert rec["instance"].startswith("input=") and "conv2d(" in rec["instance"] and "linear(" in rec["instance"]

@@ -190,7 +190,8 @@ def test_exact_inverse_state_inverts_every_layer():
     h = net.forward(np.random.default_rng(0).standard_normal((5, 4)) * 0.5).h
     phis = rule.phis(net)
     for l in range(1, 4):
-        np.testing.assert_allclose(tp._g(phis[l], s.Q[l - 1], s.c[l - 1], h[l]), h[l - 1], rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(tp.apply_feedback(net, phis[l], s.Q[l - 1], s.c[l - 1], l, h[l]), h[l - 1],
+                                   rtol=1e-12, atol=1e-13)
 
 
 # --- feedback training ----------------------------------------------------------------------------
@@ -339,3 +340,160 @@ def test_drl_train_feedback_reaches_the_gauss_newton_condition(init_seed):
             s = rule.train_feedback(net, s, x)
         paths = (s.Q[0], s.Q[1]) if fb == "direct_linear" else (s.Q[1] @ s.Q[2], s.Q[2])
         assert rel(paths[0], P[1]) < 0.15 and rel(paths[1], P[2]) < 0.15, fb
+
+
+# --- convolutional networks (issue 16) -------------------------------------------------------------
+
+def _torch_convnet(kind, act=None):
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(3)
+    A = (lambda: act()) if act else (lambda: nn.Identity())
+    if kind == "max":
+        mods = [nn.Conv2d(2, 3, 3, padding=1), A(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 3, stride=2, padding=1), A(),
+                nn.Flatten(), nn.Linear(16, 5), A(), nn.Linear(5, 3)]
+    elif kind == "avg":
+        mods = [nn.Conv2d(2, 3, 3, padding=1), A(), nn.AvgPool2d(2), nn.Conv2d(3, 2, 2, stride=2), A(),
+                nn.Flatten(), nn.Linear(8, 3)]
+    else:  # a stride that does not divide (output_padding ambiguity resolved by the known input size)
+        mods = [nn.Conv2d(2, 3, 3, stride=2, padding=1), A(), nn.Conv2d(3, 2, 2, stride=2), A(),
+                nn.Flatten(), nn.Linear(2 * 2 * 2, 3)]
+    mods = [m for m in mods if not isinstance(m, nn.Identity)]
+    return torch, nn.Sequential(*mods).double()
+
+
+@pytest.mark.parametrize("kind", ["max", "avg", "stride"])
+@pytest.mark.parametrize("make", [lambda: DTP(beta=0.7), lambda: LDRL(beta=0.2, reduction="mean"),
+                                  lambda: DRL(beta=1.5)], ids=["DTP", "LDRL", "DRL"])
+def test_linear_conv_net_with_forward_kernels_as_feedback_is_autograd(kind, make):
+    """Issue 16's done-criterion: linear convnet, Q = W (the transposed convolution), zero feedback
+    biases: the updates are torch autograd's gradients (1e-8 asked; measured ~1e-14 relative)."""
+    torch, mod = _torch_convnet(kind)
+    H = 8 if kind != "stride" else 7
+    net = ri.Network.from_torch(mod, (2, H, H))
+    g = np.random.default_rng(4)
+    x, y = g.standard_normal((5, 2, H, H)), g.standard_normal((5, 3))
+    rule = make()
+    upd, _ = rule.updates(net, rule.symmetric_state(net), x, y)
+    xt = torch.tensor(x)
+    loss = 0.5 * ((mod(xt) - torch.tensor(y)) ** 2).sum(1).mean()
+    loss.backward()
+    mods = [m for m in mod if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    for i, m in enumerate(mods):
+        # rounding only: g(t) - g(h) cancels ~1e-16 / beta_eff relative (beta_eff = 0.2/5 for L-DRL)
+        np.testing.assert_allclose(upd.dW[i], m.weight.grad.numpy(), rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(upd.db[i], m.bias.grad.numpy(), rtol=1e-8, atol=1e-12)
+
+
+def test_conv_feedback_shapes_and_layouts():
+    net = ri.Network.build((2, 6, 6), "c3k3p1+mp2 c4k2s2 l5 l3", seed=0)
+    s = DTP().init(net)
+    assert [tuple(q.shape) for q in s.Q] == [(3, 2, 3, 3), (4, 3, 2, 2), (4, 5), (5, 3)]
+    assert [tuple(c.shape) for c in s.c] == [(2,), (3,), (4,), (5,)]
+    sym = DTP().symmetric_state(net)
+    np.testing.assert_array_equal(sym.Q[0], net.weights[0])  # conv: W's own layout
+    np.testing.assert_array_equal(sym.Q[2], np.asarray(net.weights[2]).T)  # dense: W^T
+    d = DRL(feedback="direct_linear").init(net)
+    assert [None if q is None else tuple(q.shape) for q in d.Q] == [(27, 3), (4, 3), (5, 3), None]
+
+
+@pytest.mark.parametrize("which, bad, match", [
+    (0, (2, 3, 3, 3), r"state\.Q\[0\]: layer 1 \(conv2d\(2->3,k3,s1,p1\)\+maxpool2\): a conv layer's feedback is a "
+                      r"transposed convolution with its weight in W's layout \(out, in, kh, kw\).*expected shape "
+                      r"\(3, 2, 3, 3\), got \(2, 3, 3, 3\)"),
+    (2, (5, 4), r"state\.Q\[2\]: layer 3 \(linear\(4->5\)\): a dense layer's feedback weight has the shape of W\^T"),
+])
+def test_conv_feedback_of_the_wrong_shape_is_named(which, bad, match):
+    net = ri.Network.build((2, 6, 6), "c3k3p1+mp2 c4k2s2 l5 l3", seed=0)
+    x = np.zeros((2, 2, 6, 6))
+    y = np.zeros((2, 3))
+    for rule in (DTP(), LDRL()):
+        s = rule.init(net)
+        Q = list(s.Q)
+        Q[which] = np.zeros(bad)
+        with pytest.raises(ValueError, match=match):
+            rule.updates(net, dataclasses.replace(s, Q=tuple(Q)), x, y)
+        with pytest.raises(ValueError, match=match):
+            rule.train_feedback(net, dataclasses.replace(s, Q=tuple(Q)), x, y)
+    s = DTP().init(net)
+    with pytest.raises(ValueError, match=r"state\.c\[0\]: layer 1 .*one entry per input channel.*\(2,\)"):
+        DTP().targets(net, dataclasses.replace(s, c=(np.zeros(5),) + s.c[1:]), x, y)
+
+
+def test_conv_max_pool_feedback_needs_the_forward_activation():
+    net = ri.Network.build((1, 4, 4), "c2k3p1+mp2 l3", seed=0)
+    s = DTP().init(net)
+    with pytest.raises(ValueError, match="max-pooled.*trace.z"):
+        tp.apply_feedback(net, DTP().phis(net)[1], s.Q[0], s.c[0], 1, np.zeros((1, 2, 2, 2)))
+
+
+def test_max_pool_feedback_unpools_through_the_forward_argmax():
+    """g_l(y) = conv_transpose(Q, phi(P^T y)): with Q = W, linear phi, y = h_l it is W^T applied to
+    z_l restricted to its window maxima (E-code MaxUnpool2d with the forward indices)."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    net = ri.Network.build((2, 6, 6), "c3k3p1+mp2 l3", activation="tanh", seed=1, bias_scale=0.3)
+    x = np.random.default_rng(0).standard_normal((3, 2, 6, 6))
+    tr = net.forward(x)
+    s = DTP(feedback_activation="linear").symmetric_state(net)
+    got = tp.apply_feedback(net, DTP(feedback_activation="linear").phis(net)[1], s.Q[0], s.c[0], 1, tr.h[1], tr.z[1])
+    z = torch.tensor(np.asarray(tr.z[1]))
+    h, idx = F.max_pool2d(z, 2, return_indices=True)
+    un = F.max_unpool2d(h, idx, 2, output_size=z.shape[-2:])
+    want = F.conv_transpose2d(un, torch.tensor(np.asarray(net.weights[0])), padding=1)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-12, atol=1e-13)
+
+
+def test_exact_inverse_of_conv_layers():
+    g = np.random.default_rng(5)
+    W1 = np.linalg.qr(g.standard_normal((8, 8)))[0].reshape(8, 2, 2, 2)     # space-to-depth 2 -> 8 channels
+    W2 = (np.eye(8) + 0.2 * g.standard_normal((8, 8))).reshape(8, 8, 1, 1)  # 1x1 conv with bias
+    W3 = np.eye(32) + 0.1 * g.standard_normal((32, 32))
+    layers = (ri.layers.Conv2d(stride=2), ri.layers.Conv2d(), ri.layers.Linear())
+    net = ri.Network((W1, W2, W3), (np.zeros(8), 0.3 * g.standard_normal(8), 0.1 * g.standard_normal(32)),
+                     ("tanh", "leaky_relu(0.2)", "linear"), layers=layers, input_shape=(2, 4, 4))
+    rule = TP(feedback_activation="inverse")
+    s = rule.exact_inverse_state(net)
+    h = net.forward(0.5 * g.standard_normal((3, 2, 4, 4))).h
+    phis = rule.phis(net)
+    for l in range(1, 4):
+        np.testing.assert_allclose(tp.apply_feedback(net, phis[l], s.Q[l - 1], s.c[l - 1], l, h[l]), h[l - 1],
+                                   rtol=1e-12, atol=1e-13)
+    bad = net.replace(biases=(0.1 * np.ones(8),) + net.biases[1:])
+    with pytest.raises(ValueError, match=r"layer 1 .*per channel"):
+        rule.exact_inverse_state(bad)
+    pooled = ri.Network.build((1, 4, 4), "c4k2s2+mp2 l4", seed=0)
+    with pytest.raises(ValueError, match=r"layer 1 \(conv2d.*\+maxpool2\).*stride = kernel, padding 0, no pooling"):
+        rule.exact_inverse_state(pooled)
+
+
+@pytest.mark.parametrize("make", RULES, ids=RULE_IDS)
+def test_train_feedback_on_a_convnet(make):
+    net = ri.Network.build((1, 6, 6), "c2k3p1+mp2 c3k2s1+ap2 l4 l3", activation="elu", seed=2, bias_scale=0.1)
+    g = np.random.default_rng(1)
+    x, y = g.standard_normal((4, 1, 6, 6)), g.standard_normal((4, 3))
+    rule = make(iterations=3, samples=2, lr_fb=1e-2)
+    s0 = rule.init(net)
+    s1 = rule.train_feedback(net, s0, x, y)
+    again = rule.train_feedback(net, s0, x, y)
+    assert s1.step == 1
+    for l in rule.trained_layers(net):
+        assert tuple(s1.Q[l - 1].shape) == tuple(s0.Q[l - 1].shape)
+        assert not np.allclose(s1.Q[l - 1], s0.Q[l - 1])
+        np.testing.assert_array_equal(s1.Q[l - 1], again.Q[l - 1])
+    upd, _ = rule.updates(net, s1, x, y)
+    assert all(np.all(np.isfinite(d)) for d in upd.dW)
+
+
+def test_ldrl_training_on_a_linear_conv_block_approaches_the_kernel():
+    """The L-DRL optimum of a linear conv block is Q = W (theorem
+    ldrl_optimum_of_linear_conv_block_is_transpose): SGD on the Monte-Carlo loss gets there."""
+    net = ri.Network.build((1, 5, 5), "c2k3p1 c2k3p1 l2", activation="linear", seed=0)
+    x = np.random.default_rng(0).standard_normal((8, 1, 5, 5))
+    rule = LDRL(sigma=0.3, iterations=300, samples=4, lr_fb=(3e-3, 1e-3), momentum=0.9)
+    s = rule.train_feedback(net, rule.init(net, seed=1), x)
+    Q, W = np.asarray(s.Q[1]), np.asarray(net.weights[1])
+    cos = float(np.sum(Q * W) / np.linalg.norm(Q) / np.linalg.norm(W))
+    assert cos > 0.99, cos
+    cos0 = float(np.sum(np.asarray(rule.init(net, seed=1).Q[1]) * W) / np.linalg.norm(rule.init(net, seed=1).Q[1]) / np.linalg.norm(W))
+    assert abs(cos0) < 0.6
