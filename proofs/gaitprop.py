@@ -268,6 +268,8 @@ def bp_reference(net, x, y, loss, outputs):
     if k == n_L:
         dW, db, _ = oracle.bp_gradients(net, x, y, loss)
         return dW, db
+    # layers=None: the bound output spec says n_L outputs; the cut network (dense: GAIT-prop's
+    # networks are) re-derives its Linear specs from the weights
     cut = net.replace(weights=net.weights[:-1] + (net.weights[-1][:k, :],),
                       biases=net.biases[:-1] + (net.biases[-1][:k],), layers=None)
     dW, db, _ = oracle.bp_gradients(cut, x, y, loss)

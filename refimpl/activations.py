@@ -147,8 +147,10 @@ def _sigmoid():
 
 def _relu():
     def f(x):
+        # max(x, 0): the same numbers as where(x > 0, x, 0) on finite x, several times faster in
+        # NumPy (a where on a data-dependent mask branches per element; measured in issue 15's conv bench)
         xp = namespace(x)
-        return xp.where(x > 0, x, xp.zeros_like(x))
+        return xp.maximum(x, xp.zeros_like(x))
 
     def df(x):
         xp = namespace(x)

@@ -356,6 +356,30 @@ def add_arguments(p):
     p.add_argument("--backend", choices=("numpy", "cupy", "torch"), default="numpy")
     p.add_argument("--repeats", type=int, default=7, help="interleaved repeats (medians are reported)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the records with absolute times and versions")
+    p.add_argument("--conv", action="store_true",
+                   help="the conv rows instead: BP step of a CIFAR-shaped convnet (3x32x32, conv 32 - pool - conv 64 "
+                        "- pool - linear 10, batch 64, float32) against a torch eager step with the same threads "
+                        "(refimpl/bench_conv.py; needs torch)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="--conv: torch threads (default OMP_NUM_THREADS, else 1; pin NumPy's BLAS with "
+                        "OMP_NUM_THREADS / OPENBLAS_NUM_THREADS before starting)")
+
+
+def _run_conv(args) -> int:
+    from . import bench_conv
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ValueError("--conv: the conv rows compare against torch, which is not installed") from None
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads: expected >= 1, got {args.threads}")
+    rec = bench_conv.measure(args.repeats, args.threads)
+    print(bench_conv.format_record(rec))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"versions": versions(), "results": [rec]}, fh, indent=2)
+    return 0
 
 
 def run(args) -> int:
@@ -363,6 +387,8 @@ def run(args) -> int:
 
     if args.repeats < 1:
         raise ValueError(f"--repeats: expected >= 1, got {args.repeats}")
+    if getattr(args, "conv", False):
+        return _run_conv(args)
     missing = backend_unavailable(args.backend)
     if missing:
         raise ValueError(missing)

@@ -153,7 +153,10 @@ def _add_train(sub):
     p.add_argument("--rule", action="append", metavar="NAME[:K=V,...]", default=None,
                    help="a rule to train (repeat for a comparison), e.g. bp, fa, dfa, gaitprop:gamma=0.001")
     p.add_argument("--list-rules", action="store_true", help="list the rule names found and exit")
-    p.add_argument("--data", choices=("digits", "mnist1d", "teacher", "idx"), default="digits")
+    p.add_argument("--data", choices=("digits", "mnist1d", "teacher", "teacher-images", "idx"), default="digits",
+                   help="digits (8x8 images: 1x8x8 with a convolutional --arch, 64 inputs otherwise), mnist1d, "
+                        "teacher (dense teacher-student), teacher-images (3x32x32 images labelled by a random conv "
+                        "teacher, 10000/2000), idx (MNIST files)")
     p.add_argument("--data-path", metavar="DIR", default=None,
                    help="directory with the four MNIST IDX files (--data idx)")
     p.add_argument("--data-seed", type=int, default=None, metavar="S",
@@ -173,6 +176,13 @@ def _add_train(sub):
     p.add_argument("--schedule", default="constant",
                    help="constant | cosine[:MIN] | step:M1,M2[:GAMMA] | exp:GAMMA (factor per 0-based epoch)")
     p.add_argument("--hidden", default="64,64", metavar="N,N", help="hidden widths (default 64,64)")
+    from .layers import ARCHITECTURE_HELP
+
+    p.add_argument("--arch", default=None, metavar="SPEC",
+                   help="the network's layers instead of --hidden/--sizes, for convolutional networks: "
+                        + ARCHITECTURE_HELP.replace("%", "%%") + ". The last layer's width must be the data's "
+                        "number of classes. A convolutional first layer loads the data as images (digits: "
+                        "1x8x8). Rules defined for dense networks only refuse it (exit 2)")
     p.add_argument("--sizes", default=None, metavar="N,...,N",
                    help="all layer widths n_0,...,n_L (overrides --hidden; e.g. 64,64,64,64,64 with --outputs 10 "
                         "for GAIT-prop's square networks)")
@@ -226,7 +236,22 @@ def _train(args) -> int:
         for spec in args.rule:  # fail fast on unknown rules, before loading any data
             T.get_rule(T.parse_rule_spec(spec)[0])
         kw = {"path": args.data_path} if args.data == "idx" else {}
+        layers = None
+        if args.arch is not None:
+            from .layers import Conv2d, parse_architecture
+
+            layers = parse_architecture(args.arch)
+            if isinstance(layers[0], Conv2d):
+                if args.data not in ("digits", "teacher-images"):
+                    raise ValueError(f"--arch: a convolutional network needs image data (--data digits or "
+                                     f"teacher-images), got --data {args.data}")
+                if args.data == "digits":
+                    kw["images"] = True
+            if args.sizes:
+                raise ValueError("--arch: give either --arch or --sizes, not both")
         data = D.load(args.data, seed=args.data_seed, xp=args.backend, dtype=args.dtype, **kw)
+        if data.is_images and (layers is None or not isinstance(layers[0], Conv2d)):
+            data = data.flat()  # a dense first layer reads the flattened image
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"refimpl train: {exc}", file=sys.stderr)
         return 2
@@ -235,12 +260,24 @@ def _train(args) -> int:
     if not args.quiet:
         print(f"refimpl train: {data.describe()}; rules {', '.join(args.rule)}; {args.epochs} epochs, "
               f"batch {args.batch_size}, {opt!r}, seed {args.seed}, backend {args.backend}", flush=True)
+    net = None
+    if layers is not None:  # build the network and let every rule refuse it now, not after training others
+        try:
+            net = T.build_network(data, layers=layers, activation=args.activation,
+                                  output_activation=args.output_activation, init=args.init, seed=args.seed)
+            loss = args.loss or ("ce" if data.task == "classification" else "mse")
+            T.check_rules_support(T.build_rules(args.rule, loss), net, data, seed=args.seed)
+        except (ValueError, TypeError) as exc:
+            print(f"refimpl train: {exc}", file=sys.stderr)
+            return 2
+        if not args.quiet:
+            print(f"network: {net.describe()}", flush=True)
     progress = T.Progress(len(args.rule) * args.epochs, quiet=args.quiet)
     try:
         if sizes is not None and sizes[0] != data.n_inputs:
             raise ValueError(f"--sizes: the first width must be the {data.n_inputs} inputs of {data.name!r}, "
                              f"got {sizes[0]}")
-        result = T.compare(args.rule, data, hidden=hidden, sizes=sizes, outputs=args.outputs,
+        result = T.compare(args.rule, data, hidden=hidden, sizes=sizes, outputs=args.outputs, net=net,
                            activation=args.activation,
                            output_activation=args.output_activation, init=args.init, optimizer=opt,
                            epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, schedule=schedule,

@@ -85,16 +85,26 @@ def _windows(xp, z, kh, kw, sh, sw, Ho, Wo):
 
 
 def _scatter(xp, parts, shape, kh, kw, sh, sw, Ho, Wo, dtype, device):
-    """The adjoint of :func:`_windows`: a fresh zero array of ``shape`` with each window's part added back."""
+    """The adjoint of :func:`_windows`: a fresh zero array of ``shape`` with each window's part added back.
+
+    When no two windows share an entry (``s_h >= k_h`` and ``s_w >= k_w``: offsets ``i != i'``
+    differ modulo the stride), each part is written without the read-add (the same numbers)."""
     out = xp.zeros(shape, dtype=dtype, device=device)
+    disjoint = sh >= kh and sw >= kw
     k = 0
     for i in range(kh):
         for j in range(kw):
             si = slice(i, i + sh * (Ho - 1) + 1, sh)
             sj = slice(j, j + sw * (Wo - 1) + 1, sw)
-            out[:, :, si, sj] = out[:, :, si, sj] + parts[k]
+            out[:, :, si, sj] = parts[k] if disjoint else out[:, :, si, sj] + parts[k]
             k += 1
     return out
+
+
+def _cm(xp, a):
+    """``(B, C, H, W) <-> (C, B, H, W)`` (an involution; a view): the pooling ops work channel-major
+    because the conv layer's activations are channel-major in memory (see ``Conv2d.apply``)."""
+    return xp.permute_dims(a, (1, 0, 2, 3))
 
 
 def _device(x):
@@ -158,20 +168,23 @@ class MaxPool2d(_Pool):
         return out
 
     def backward(self, xp, g, z):
-        """``P^T g``: the gradient ``g`` of ``h`` routed to the argmax entries of ``z``."""
+        """``P^T g``: the gradient ``g`` of ``h`` routed to the argmax entries of ``z``.
+
+        The routing multiplies by the 0/1 mask of the first maximum (a ``where`` on a data-dependent
+        mask is several times slower in NumPy; ``g`` is finite, so the values are the same)."""
         kh, kw, sh, sw, Ho, Wo = self._geometry(z)
-        ws = _windows(xp, z, kh, kw, sh, sw, Ho, Wo)
+        zc, gc = _cm(xp, z), _cm(xp, g)
+        ws = _windows(xp, zc, kh, kw, sh, sw, Ho, Wo)
         m = ws[0]
         for w in ws[1:]:
             m = xp.maximum(m, w)
         taken = xp.zeros(m.shape, dtype=xp.bool, device=_device(z))
         parts = []
-        zero = xp.zeros_like(g)
         for w in ws:  # first maximum in row-major window order wins (torch's tie rule)
             sel = xp.logical_and(w == m, xp.logical_not(taken))
             taken = xp.logical_or(taken, sel)
-            parts.append(xp.where(sel, g, zero))
-        return _scatter(xp, parts, z.shape, kh, kw, sh, sw, Ho, Wo, g.dtype, _device(g))
+            parts.append(gc * xp.astype(sel, g.dtype))
+        return _cm(xp, _scatter(xp, parts, zc.shape, kh, kw, sh, sw, Ho, Wo, g.dtype, _device(g)))
 
 
 @dataclass(frozen=True)
@@ -195,8 +208,9 @@ class AvgPool2d(_Pool):
     def backward(self, xp, g, z):
         """``P^T g = g / (kh kw)`` on every entry of each window."""
         kh, kw, sh, sw, Ho, Wo = self._geometry(z)
-        part = g / (kh * kw)
-        return _scatter(xp, [part] * (kh * kw), z.shape, kh, kw, sh, sw, Ho, Wo, g.dtype, _device(g))
+        part = _cm(xp, g) / (kh * kw)
+        return _cm(xp, _scatter(xp, [part] * (kh * kw), _cm(xp, z).shape, kh, kw, sh, sw, Ho, Wo, g.dtype,
+                                _device(g)))
 
 
 POOL_TYPES = (MaxPool2d, AvgPool2d)
@@ -403,37 +417,56 @@ class Conv2d:
         return int(math.prod(self.in_shape))
 
     # the operations
-    def _pad(self, xp, h):
+    #
+    # Layout: the patches are gathered channel-major, ``cols_t(h): (C_in*kh*kw, B*H'*W')`` (the
+    # transpose of the textbook im2col matrix), so that every copy moves whole ``H'*W'`` image rows:
+    # the input is permuted once to ``(C, B, H, W)`` (padding in the same copy), each of the
+    # ``kh*kw`` windows is then a ``(C, B, H', W')`` view and one ``stack`` writes them contiguously.
+    # ``apply``'s product ``W2 @ cols_t`` comes out as ``(C_out, B, H', W')`` and is returned as
+    # the NCHW view ``permute_dims(., (1, 0, 2, 3))`` without a copy; the elementwise operations
+    # downstream keep that memory order, so the next layer's permute to channel-major is free.
+    # The row-major im2col (B*H'*W' rows) needed a strided transposition copy of the 9x larger
+    # patch matrix and a scatter from non-contiguous slices (3.3x a torch step -> see
+    # docs/notes/issue-15-conv-data-train-bench.md).
+
+    def _padded_cm(self, xp, h):
+        """``h (B, C, H, W)`` as channel-major ``(C, B, H + 2p_h, W + 2p_w)`` (zero padding), one copy."""
         ph, pw = self.padding
+        hc = xp.permute_dims(h, (1, 0, 2, 3))
         if ph == 0 and pw == 0:
-            return h
-        B, C, H, W = h.shape
-        out = xp.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=h.dtype, device=_device(h))
-        out[:, :, ph:ph + H, pw:pw + W] = h
+            return hc
+        C, B, H, W = hc.shape
+        out = xp.zeros((C, B, H + 2 * ph, W + 2 * pw), dtype=h.dtype, device=_device(h))
+        out[:, :, ph:ph + H, pw:pw + W] = hc
         return out
 
-    def cols(self, xp, h):
-        """im2col: the patches of ``h`` as a ``(B*H'*W', C_in*kh*kw)`` matrix, columns in ``(c, i, j)`` order."""
+    def cols_t(self, xp, h):
+        """Transposed im2col: the patches of ``h`` as a ``(C_in*kh*kw, B*H'*W')`` matrix, rows in
+        ``(c, i, j)`` order, columns in ``(b, y, x)`` order: ``cols_t[(c,i,j), (b,y,x)] =
+        h_pad[b, c, s_h*y + i, s_w*x + j]``."""
         B = h.shape[0]
         C = self.in_shape[0]
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         _, Ho, Wo = self.out_shape
-        ws = _windows(xp, self._pad(xp, h), kh, kw, sh, sw, Ho, Wo)       # kh*kw of (B, C, Ho, Wo)
-        st = xp.stack(ws, axis=2)                                          # (B, C, kh*kw, Ho, Wo)
-        st = xp.permute_dims(st, (0, 3, 4, 1, 2))                          # (B, Ho, Wo, C, kh*kw)
-        return xp.reshape(st, (B * Ho * Wo, C * kh * kw))
+        ws = _windows(xp, self._padded_cm(xp, h), kh, kw, sh, sw, Ho, Wo)  # kh*kw of (C, B, Ho, Wo)
+        return xp.reshape(xp.stack(ws, axis=1), (C * kh * kw, B * Ho * Wo))  # (C, kh*kw, B, Ho, Wo)
 
-    def _to_rows(self, xp, delta):
-        """``(B, C_out, H', W') -> (B*H'*W', C_out)``."""
+    def cols(self, xp, h):
+        """im2col: the patches of ``h`` as a ``(B*H'*W', C_in*kh*kw)`` matrix, columns in ``(c, i, j)``
+        order (the transpose of :meth:`cols_t`)."""
+        return self.cols_t(xp, h).T
+
+    def _rows_t(self, xp, delta):
+        """``(B, C_out, H', W') -> (C_out, B*H'*W')`` (channel-major; free when ``delta`` came from :meth:`apply`)."""
         B, Co, Ho, Wo = delta.shape
-        return xp.reshape(xp.permute_dims(delta, (0, 2, 3, 1)), (B * Ho * Wo, Co))
+        return xp.reshape(xp.permute_dims(delta, (1, 0, 2, 3)), (Co, B * Ho * Wo))
 
     def apply(self, xp, W, h):
-        """``conv2d(h, W)`` without bias: ``cols(h) @ W.reshape(C_out, -1).T``, back to NCHW."""
+        """``conv2d(h, W)`` without bias: ``W.reshape(C_out, -1) @ cols_t(h)``, as an NCHW view."""
         B = h.shape[0]
         Co, Ho, Wo = self.out_shape
-        a = self.cols(xp, h) @ xp.reshape(W, (Co, -1)).T                    # (B*Ho*Wo, Co)
-        return xp.permute_dims(xp.reshape(a, (B, Ho, Wo, Co)), (0, 3, 1, 2))
+        a = xp.reshape(W, (Co, -1)) @ self.cols_t(xp, h)                   # (Co, B*Ho*Wo)
+        return xp.permute_dims(xp.reshape(a, (Co, B, Ho, Wo)), (1, 0, 2, 3))
 
     def add_bias(self, xp, a, b, inplace: bool = False):
         """``a + b`` per channel; ``inplace``: ``a += ...`` (only for an ``a`` the caller just computed)."""
@@ -446,22 +479,24 @@ class Conv2d:
     def transpose(self, xp, M, delta):
         """The input-gradient of the convolution with ``M`` (shape of ``W``) in ``W``'s place:
         ``conv_transpose2d(delta, M, stride, padding)`` cropped to the input size ``(H, W)``
-        (col2im of ``rows(delta) @ M.reshape(C_out, -1)``; the input size removes the ambiguity
-        that ``output_padding`` resolves in torch when the stride does not divide)."""
+        (col2im of ``M.reshape(C_out, -1).T @ rows_t(delta)``: each of the ``kh*kw`` offsets adds
+        its ``(C, B, H', W')`` block to its strided window of the padded input; the input size
+        removes the ambiguity that ``output_padding`` resolves in torch when the stride does not
+        divide)."""
         B = delta.shape[0]
         C, H, W = self.in_shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         Co, Ho, Wo = self.out_shape
-        g = self._to_rows(xp, delta) @ xp.reshape(M, (Co, C * kh * kw))    # (B*Ho*Wo, C*kh*kw)
-        g = xp.reshape(g, (B, Ho, Wo, C, kh * kw))
-        g = xp.permute_dims(g, (0, 3, 4, 1, 2))                            # (B, C, kh*kw, Ho, Wo)
-        parts = [g[:, :, k, :, :] for k in range(kh * kw)]
-        full = _scatter(xp, parts, (B, C, H + 2 * ph, W + 2 * pw), kh, kw, sh, sw, Ho, Wo, delta.dtype, _device(delta))
-        return full[:, :, ph:ph + H, pw:pw + W]
+        g = xp.reshape(M, (Co, C * kh * kw)).T @ self._rows_t(xp, delta)   # (C*kh*kw, B*Ho*Wo)
+        g = xp.reshape(g, (C, kh * kw, B, Ho, Wo))
+        parts = [g[:, k, ...] for k in range(kh * kw)]                      # contiguous (C, B, Ho, Wo) blocks
+        full = _scatter(xp, parts, (C, B, H + 2 * ph, W + 2 * pw), kh, kw, sh, sw, Ho, Wo, delta.dtype,
+                        _device(delta))
+        return xp.permute_dims(full[:, :, ph:ph + H, pw:pw + W], (1, 0, 2, 3))
 
     def weight_grad(self, xp, delta, h):
-        """``dW = (rows(delta).T @ cols(h)).reshape(W.shape)``: autograd's ``W.grad`` when ``delta = dL/da``."""
-        return xp.reshape(self._to_rows(xp, delta).T @ self.cols(xp, h), self.weight_shape())
+        """``dW = (rows_t(delta) @ cols_t(h).T).reshape(W.shape)``: autograd's ``W.grad`` when ``delta = dL/da``."""
+        return xp.reshape(self._rows_t(xp, delta) @ self.cols_t(xp, h).T, self.weight_shape())
 
     def bias_grad(self, xp, delta):
         """``sum_{b, y, x} delta[b, :, y, x]``."""

@@ -52,9 +52,10 @@ from . import losses as _losses
 from . import optim as _optim
 from .backend import namespace, rng as _rng, from_numpy, device_of
 from .data import Dataset, targets as _targets
+from .layers import describe_layers
 from .metrics import layer_angles
 
-__all__ = ["train", "evaluate", "TrainResult", "NonFiniteLossError", "get_rule", "parse_rule_spec",
+__all__ = ["train", "evaluate", "build_network", "build_rules", "check_rules_support", "TrainResult", "NonFiniteLossError", "get_rule", "parse_rule_spec",
            "available_rules", "rule_names", "derived_seeds", "rule_loss", "Constant", "StepDecay", "Cosine", "Exponential",
            "parse_schedule", "RULE_MODULES"]
 
@@ -269,8 +270,9 @@ def train(rule, net, data: Dataset, *, optimizer="adam", epochs: int, batch_size
 
     Arguments:
         rule: a rule instance (or a name/spec for :func:`get_rule`).
-        net: the initial :class:`~refimpl.network.Network`; sizes must fit the data
-            (``n_0 = data.n_inputs``, ``n_L = data.n_outputs``), same backend and dtype.
+        net: the initial :class:`~refimpl.network.Network`; it must fit the data
+            (``net.input_shape = data.input_shape``: ``(n_0,)``, or ``(C, H, W)`` for a convolutional
+            network on image data; ``n_L = data.n_outputs``), same backend and dtype.
         data: a :class:`~refimpl.data.Dataset`. Classification targets are the integer labels for
             ``loss="ce"`` and one-hot rows for ``loss="mse"``.
         optimizer: an optimiser from :mod:`refimpl.optim` (``SGD``, ``Adam``) or its name (default
@@ -318,6 +320,12 @@ def train(rule, net, data: Dataset, *, optimizer="adam", epochs: int, batch_size
     k = n_out if k is None else k
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_out:
         raise ValueError(f"outputs: expected an integer in [1, {n_out}] (the network's output width), got {k!r}")
+    if tuple(net.input_shape) != tuple(data.input_shape) and (len(net.input_shape) > 1 or data.is_images):
+        hint = ("; image data for a dense network: data.flat()" if data.is_images else
+                "; flat data for a convolutional network: data.images((C, H, W)) or an image loader "
+                "(digits(images=True), teacher_images)")
+        raise ValueError(f"net: expected input shape {tuple(data.input_shape)} (the samples of {data.name!r}), got "
+                         f"{tuple(net.input_shape)}{hint if len(net.input_shape) != len(data.input_shape) else ''}")
     if net.sizes[0] != data.n_inputs or k != data.n_outputs:
         extra = f" (in its first {k} output units)" if k < n_out else ""
         raise ValueError(f"net: expected input width {data.n_inputs} and output width {data.n_outputs}{extra} for "
@@ -445,39 +453,38 @@ def versions() -> dict:
     return out
 
 
-def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="tanh",
-            output_activation="linear", init="xavier", optimizer="adam", epochs: int = 20,
-            batch_size: int = 32, seed: int = 0, schedule=None, loss: str | None = None,
-            angles: bool = True, progress=None, net=None, keep_going: bool = True,
-            outputs: int | None = None) -> dict:
-    """Train several rules side by side from the same initial weights; returns the metrics dict.
+def build_network(data: Dataset, *, layers=None, sizes=None, hidden=(64, 64), activation="tanh",
+                  output_activation="linear", init="xavier", seed: int = 0):
+    """The initial network for ``data`` (its backend, dtype and device).
 
-    ``rules``: rule specs (``"bp"``, ``"gaitprop:gamma=0.001"``), rule instances, or a dict
-    ``{key: rule}``. The network is ``Network.init([n_in, *hidden, n_out], activation,
-    output_activation, init, seed=seed)`` on the data's backend and dtype (or ``net``, given), and
-    every rule starts from that very network. ``loss`` (default ``"ce"`` for classification,
-    ``"mse"`` for regression) is given to every rule that has a ``loss`` parameter and whose spec
-    does not set it. ``progress(key, record)`` is called after every epoch of every rule.
-    ``sizes`` (full widths) overrides ``hidden``; ``outputs`` is passed to :func:`train` (task
-    units of a wider output layer).
-
-    The result follows ``metrics.json``'s schema: ``{"data", "seed", "rules": {key: {"epochs":
-    [records], "initial": {...}, "rule": class name, "hyper": {...}, "seconds": total}}, "config",
-    "network", "dataset", "versions"}``. With ``keep_going``, a rule that diverges or raises a
-    ``ValueError``/``TypeError`` gets an ``"error"`` entry (its epochs so far are kept) and the others
-    still run; otherwise the error propagates.
+    ``layers``: an architecture string (:func:`refimpl.layers.parse_architecture`, e.g.
+    ``"c8k3p1+mp2 c16k3p1+mp2 l10"``) or layer specs, built by ``Network.build(data.input_shape,
+    ...)``; the last layer must output ``data.n_outputs`` units. Without ``layers``, a dense
+    ``Network.init([n_0, *hidden, n_out])`` (or ``sizes``) on the flattened inputs.
     """
     from .network import Network
 
-    if loss is None:
-        loss = "ce" if data.task == "classification" else "mse"
-    # arguments shared by every rule are checked once, up front (train() checks them again)
-    for nm, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if nm == "seed" else 1):
-            raise ValueError(f"{nm}: expected an integer >= {0 if nm == 'seed' else 1}, got {v!r}")
-    if batch_size > data.n_train:
-        raise ValueError(f"batch_size: expected at most the {data.n_train} training samples of "
-                         f"{data.name!r}, got {batch_size}")
+    dt = "float64" if data.dtype == data.xp.float64 else "float32"
+    common = dict(activation=activation, output_activation=output_activation, init=init, seed=seed, dtype=dt,
+                  xp=data.xp, device=device_of(data.x_train))
+    if layers is not None:
+        net = Network.build(data.input_shape, layers, **common)
+        if net.sizes[-1] != data.n_outputs:
+            raise ValueError(f"layers: the last layer must have the {data.n_outputs} outputs of {data.name!r}, "
+                             f"got {net.sizes[-1]}")
+        return net
+    if data.is_images:
+        raise ValueError(f"data: {data.name!r} has image samples {tuple(data.input_shape)}; give a convolutional "
+                         "architecture (layers=...) or flatten them for a dense network (data.flat())")
+    if sizes is None:
+        sizes = [data.n_inputs, *[int(h) for h in hidden], data.n_outputs]
+    return Network.init(list(sizes), **common)
+
+
+def build_rules(rules, loss: str) -> dict:
+    """``{key: rule instance}`` from rule specs (``"bp"``, ``"gaitprop:gamma=0.001"``), instances, or a
+    dict ``{key: spec or rule}``; ``loss`` is given to every rule that has a ``loss`` parameter and
+    whose spec does not set it. ValueError on a duplicate key or an unknown rule."""
     if isinstance(rules, dict):
         items = list(rules.items())
     else:
@@ -489,7 +496,7 @@ def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="ta
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
         raise ValueError(f"rules: each rule must appear once (use distinct hyper-parameters), got {dup} twice")
-    built = []
+    built = {}
     for key, r in items:
         if isinstance(r, str):
             name, hyper = parse_rule_spec(r)
@@ -499,24 +506,74 @@ def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="ta
                 r = get_rule(r, loss=loss)
             else:
                 r = get_rule(r)
-        built.append((key, r))
+        built[key] = r
+    return built
+
+
+def check_rules_support(rules: dict, net, data: Dataset, seed: int = 0) -> None:
+    """ValueError naming the first rule of ``{key: rule}`` that refuses ``net`` (e.g. a dense-only
+    rule on a convolutional network): each rule is initialised and takes one update on two training
+    samples, nothing is kept. Lets a command line fail fast, before any training."""
+    k = min(2, data.n_train)
+    x = data.x_train[:k, ...]
+    for key, rule in rules.items():
+        y = _targets(data, rule_loss(rule), "train")[:k, ...]
+        try:
+            rule.updates(net, rule.init(net, seed=derived_seeds(seed)[1]), x, y)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"rule {key!r} does not run on this network ({exc})") from None
+
+
+def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="tanh",
+            output_activation="linear", init="xavier", optimizer="adam", epochs: int = 20,
+            batch_size: int = 32, seed: int = 0, schedule=None, loss: str | None = None,
+            angles: bool = True, progress=None, net=None, keep_going: bool = True,
+            outputs: int | None = None, layers=None) -> dict:
+    """Train several rules side by side from the same initial weights; returns the metrics dict.
+
+    ``rules``: rule specs (``"bp"``, ``"gaitprop:gamma=0.001"``), rule instances, or a dict
+    ``{key: rule}``. The network is ``Network.init([n_in, *hidden, n_out], activation,
+    output_activation, init, seed=seed)`` on the data's backend and dtype (or ``net``, given), and
+    every rule starts from that very network. ``loss`` (default ``"ce"`` for classification,
+    ``"mse"`` for regression) is given to every rule that has a ``loss`` parameter and whose spec
+    does not set it. ``progress(key, record)`` is called after every epoch of every rule.
+    ``sizes`` (full widths) overrides ``hidden``; ``outputs`` is passed to :func:`train` (task
+    units of a wider output layer). ``layers`` (an architecture string such as
+    ``"c8k3p1+mp2 c16k3p1+mp2 l10"``, or layer specs) builds a convolutional network on image data
+    instead (:func:`build_network`).
+
+    The result follows ``metrics.json``'s schema: ``{"data", "seed", "rules": {key: {"epochs":
+    [records], "initial": {...}, "rule": class name, "hyper": {...}, "seconds": total}}, "config",
+    "network", "dataset", "versions"}``. With ``keep_going``, a rule that diverges or raises a
+    ``ValueError``/``TypeError`` gets an ``"error"`` entry (its epochs so far are kept) and the others
+    still run; otherwise the error propagates.
+    """
+    if loss is None:
+        loss = "ce" if data.task == "classification" else "mse"
+    # arguments shared by every rule are checked once, up front (train() checks them again)
+    for nm, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if nm == "seed" else 1):
+            raise ValueError(f"{nm}: expected an integer >= {0 if nm == 'seed' else 1}, got {v!r}")
+    if batch_size > data.n_train:
+        raise ValueError(f"batch_size: expected at most the {data.n_train} training samples of "
+                         f"{data.name!r}, got {batch_size}")
+    built = build_rules(rules, loss)
     if net is None:
-        if sizes is None:
-            sizes = [data.n_inputs, *[int(h) for h in hidden], data.n_outputs]
-        dt = "float64" if data.dtype == data.xp.float64 else "float32"
-        net = Network.init(list(sizes), activation=activation, output_activation=output_activation, init=init,
-                           seed=seed, dtype=dt, xp=data.xp, device=device_of(data.x_train))
+        net = build_network(data, layers=layers, sizes=sizes, hidden=hidden, activation=activation,
+                            output_activation=output_activation, init=init, seed=seed)
     opt = _optim.get(optimizer) if isinstance(optimizer, str) else optimizer
     result = {"data": data.name, "seed": seed, "rules": {},
               "config": {"epochs": epochs, "batch_size": batch_size, "optimizer": repr(opt),
                          "schedule": repr(schedule if schedule is not None else Constant()), "loss": loss,
                          "angles": angles},
               "network": {"sizes": list(net.sizes), "activations": list(net.activations), "init": init,
-                          "dtype": str(net.dtype)},
+                          "dtype": str(net.dtype), "input_shape": list(net.input_shape),
+                          "layers": None if net.is_dense else describe_layers(net.layers)},
               "dataset": {"name": data.name, "task": data.task, "n_train": data.n_train, "n_test": data.n_test,
-                          "n_inputs": data.n_inputs, "n_classes": data.n_classes},
+                          "n_inputs": data.n_inputs, "input_shape": list(data.input_shape),
+                          "n_classes": data.n_classes},
               "versions": versions()}
-    for key, rule in built:
+    for key, rule in built.items():
         k = outputs if outputs is not None else getattr(rule, "outputs", None)
         entry = {"rule": type(rule).__name__, "hyper": rule_hyper(rule), "loss": rule_loss(rule),
                  "readout": "predict" if callable(getattr(rule, "predict", None)) else "forward", "epochs": []}

@@ -58,3 +58,24 @@ def test_floor_counts():
     assert [o[0] for o in ops].count("lu") == 2 and [o[0] for o in ops].count("trs") == 2
     with pytest.raises(ValueError, match="no floor"):
         bench._floor_ops(c, object(), {})
+
+
+def test_bench_conv_reports_the_ratio_and_checks_gradients(tmp_path, monkeypatch, capsys):
+    """The conv rows run (a smaller convnet and batch keep the test cheap), and the refimpl step's
+    gradients agree with torch's before anything is timed."""
+    import pytest
+
+    pytest.importorskip("torch")
+    from refimpl import bench_conv
+
+    monkeypatch.setattr(bench_conv, "INPUT", (3, 8, 8))
+    monkeypatch.setattr(bench_conv, "BATCH", 4)
+    monkeypatch.setattr(bench_conv, "ARCH", "c4k3p1+mp2 c6k3p1+mp2 l10")
+    out = tmp_path / "c.json"
+    assert main(["bench", "--conv", "--repeats", "2", "--threads", "1", "--json", str(out)]) == 0
+    rec = json.loads(out.read_text())["results"][0]
+    assert rec["threads"] == 1 and rec["refimpl_over_torch"] > 0
+    assert rec["ratio_min"] <= rec["ratio_median"] <= rec["ratio_max"]
+    assert rec["grad_rel_error_vs_torch"] < 1e-5  # float32 sums over 4*8*8 terms: ~1e-7 relative
+    assert "refimpl/torch" in capsys.readouterr().out
+    assert main(["bench", "--conv", "--threads", "0"]) == 2

@@ -225,3 +225,121 @@ def test_idx_dataset_from_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="t10k"):
         (tmp_path / "t10k-images-idx3-ubyte").unlink()
         D.idx(tmp_path)
+
+
+# --- image-shaped data -------------------------------------------------------------------------
+
+def test_digits_images_are_the_flat_digits_reshaped():
+    pytest.importorskip("sklearn")
+    flat, img = D.digits(seed=0), D.digits(seed=0, images=True)
+    assert img.input_shape == (1, 8, 8) and img.is_images and img.n_inputs == 64 and img.name == "digits-images"
+    assert flat.input_shape == (64,) and not flat.is_images
+    assert to_numpy(img.x_train).shape == (1437, 1, 8, 8)
+    # same numbers and split, row-major pixels: the image of a sample is its 64 values as an 8x8 grid
+    assert np.array_equal(to_numpy(img.x_train).reshape(1437, 64), to_numpy(flat.x_train))
+    assert np.array_equal(to_numpy(img.y_test), to_numpy(flat.y_test))
+    from sklearn.datasets import load_digits
+
+    d = load_digits()  # sklearn's own images array is (N, 8, 8): the layout we claim
+    assert np.array_equal(d.images.reshape(-1, 64), d.data)
+    assert np.array_equal(to_numpy(img.flat().x_test), to_numpy(flat.x_test))
+    assert np.array_equal(to_numpy(flat.images((1, 8, 8)).x_test), to_numpy(img.x_test))
+    with pytest.raises(ValueError, match="shape"):
+        flat.images((1, 8, 7))
+    with pytest.raises(TypeError, match="images"):
+        D.digits(images=1)
+    assert "1x8x8 images" in img.describe()
+    s = img.to("array_api_strict", "float32") if _has("array_api_strict") else img
+    assert s.input_shape == (1, 8, 8)
+
+
+def _has(mod):
+    import importlib.util
+
+    return importlib.util.find_spec(mod) is not None
+
+
+def test_dataset_accepts_images_and_checks_their_shape():
+    x = np.zeros((4, 1, 2, 2))
+    y = np.array([0, 1, 0, 1])
+    d = D.Dataset(x, y, x[:2], y[:2], 2, "classification", "t")
+    assert d.input_shape == (1, 2, 2) and d.n_inputs == 4
+    with pytest.raises(ValueError, match="per-sample shape"):
+        D.Dataset(x, y, np.zeros((2, 1, 2, 3)), y[:2], 2, "classification", "t")
+    with pytest.raises(ValueError, match="4-d image batch"):
+        D.Dataset(np.zeros((4, 2, 2)), y, np.zeros((2, 2, 2)), y[:2], 2, "classification", "t")
+
+
+def test_teacher_images_shape_labels_and_seeding():
+    sh = (2, 12, 12)  # small images keep the test fast; the default (3, 32, 32) is tested below
+    d, teacher = D.teacher_images(n_train=300, n_test=100, seed=3, shape=sh, return_teacher=True)
+    assert d.input_shape == sh and d.n_classes == 10 and d.x_train.dtype == np.float32
+    assert teacher.input_shape == sh and not teacher.is_dense
+    # labels are the argmax of the (calibrated) teacher on the very images (float64 teacher)
+    x = to_numpy(D.teacher_images(n_train=300, n_test=100, seed=3, shape=sh, dtype="float64").x_train)
+    assert np.array_equal(np.argmax(to_numpy(teacher(x)), axis=1), to_numpy(d.y_train))
+    # seeded; sample i depends on (seed, split, i) only: more training images only append, test unchanged
+    d2 = D.teacher_images(n_train=2100, n_test=50, seed=3, shape=sh)  # crosses a 2048-image chunk boundary
+    assert np.array_equal(to_numpy(d2.x_train)[:300], to_numpy(d.x_train))
+    assert np.array_equal(to_numpy(d2.y_train)[:300], to_numpy(d.y_train))
+    assert np.array_equal(to_numpy(d2.x_test), to_numpy(d.x_test)[:50])
+    assert not np.array_equal(to_numpy(d.x_train)[:100], to_numpy(d.x_test))   # separate streams
+    d3 = D.teacher_images(n_train=300, n_test=100, seed=4, shape=sh)
+    assert not np.array_equal(to_numpy(d3.x_train), to_numpy(d.x_train))
+
+
+def test_teacher_images_pixels_have_unit_variance_and_smoothing_correlates_neighbours():
+    for smooth in (0.0, 1.0, 2.0):
+        x = to_numpy(D.teacher_images(n_train=2048, n_test=10, smooth=smooth, shape=(2, 16, 16), seed=1,
+                                      dtype="float64").x_train)
+        # 2048*512 unit-variance draws (correlated within an image for smooth > 0): var within a few %
+        assert abs(x.var() - 1.0) < 0.05 and abs(x.mean()) < 0.05
+        r = np.mean(x[:, :, :, 1:] * x[:, :, :, :-1])  # neighbour correlation
+        # Gaussian blur of width s: correlation exp(-1 / (4 s^2)) between neighbours (0 for white noise)
+        expect = 0.0 if smooth == 0 else np.exp(-1.0 / (4 * smooth ** 2))
+        assert abs(r - expect) < 0.03, (smooth, r, expect)
+
+
+def test_teacher_images_classes_are_balanced():
+    d = D.teacher_images(n_train=4000, n_test=10, seed=0)
+    assert d.input_shape == (3, 32, 32) and d.x_train.dtype == np.float32 and d.n_classes == 10
+    share = np.bincount(to_numpy(d.y_train), minlength=10) / d.n_train
+    # measured 8.8%..10.9% for seeds 0-3 on 20,000-50,000 images; 4000 draws add ~0.5% sampling noise
+    assert share.min() > 0.08 and share.max() < 0.12
+
+
+def test_teacher_images_labels_are_a_function_of_the_images():
+    """A linear read-out of the pixels (least squares on one-hot labels) is far above chance on
+    held-out images; control: the same fit on shuffled labels stays at chance (10%). Small images
+    (3x8x8) keep the fit cheap; measured 0.60 vs 0.10."""
+    d = D.teacher_images(n_train=4000, n_test=10, shape=(3, 8, 8), seed=0, dtype="float64")
+    x = to_numpy(d.x_train).reshape(d.n_train, -1)
+    y = to_numpy(d.y_train)
+    A = np.hstack([x, np.ones((d.n_train, 1))])
+    tr, te = slice(0, 3000), slice(3000, 4000)
+
+    def acc(yy):
+        coef = np.linalg.lstsq(A[tr], np.eye(10)[yy][tr], rcond=None)[0]
+        return np.mean(np.argmax(A[te] @ coef, axis=1) == yy[te])
+
+    assert acc(y) > 0.4
+    assert acc(np.random.default_rng(0).permutation(y)) < 0.15
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"shape": (3, 32)}, "shape"),
+    ({"smooth": -1.0}, "smooth"),
+    ({"n_classes": 1}, "n_classes"),
+    ({"n_train": 0}, "n_train"),
+    ({"teacher": 3}, "teacher"),
+])
+def test_teacher_images_bad_arguments(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        D.teacher_images(**kwargs)
+
+
+def test_load_images_by_name():
+    d = D.load("teacher-images", n_train=20, n_test=10, shape=(1, 8, 8), dtype="float32")
+    assert d.input_shape == (1, 8, 8)
+    pytest.importorskip("sklearn")
+    assert D.load("digits", images=True).input_shape == (1, 8, 8)
