@@ -1,0 +1,187 @@
+"""`refimpl conform` for torch users: refimpl's network as an ``nn.Sequential``, and an adapter that
+turns a torch training-step function into the conform contract.
+
+    from proofs.conform_torch import torch_impl
+
+    @torch_impl
+    def my_fa(model, x, y, state, loss="mse"):     # model: nn.Sequential of Linear + activations
+        ...                                         # set .grad on model's Linear parameters
+                                                    # (or return (dW, db) / [grad per parameter])
+
+    proofs.conform.check("fa", my_fa, instances=200)   # or the pytest fixture refimpl_conform
+
+* :func:`to_sequential` builds ``nn.Sequential(Linear, act, Linear, act, ...)`` from the instance
+  (linear layers; convolutional layer descriptions will map here too). Activation names are parsed
+  once, by :func:`activation_module` (through :func:`refimpl.activations.get`), so a user never
+  parses ``"leaky_relu(0.2)"``.
+* The function receives ``model`` (parameters in the instance's dtype, float64 or float32, with
+  ``requires_grad``), ``x``, ``y`` (integer labels stay int64), ``state`` (arrays as tensors,
+  lists as lists of tensors, scalars as they are) and the hyper-parameters it names (all of them
+  with ``**hyper``).
+* It may set ``.grad`` on the ``nn.Linear`` parameters (return ``None``), return ``(dW, db)``
+  (per-layer lists), return one gradient per ``model.parameters()`` entry, or, for ``--targets``,
+  the ``L + 1`` targets.
+
+:func:`loss` is refimpl's loss convention in torch (mse ``0.5 ||h - y||^2`` summed over units,
+every loss averaged over the batch; ce on logits with labels or one-hot rows).
+
+torch is imported when these functions run, never at import of refimpl.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import numpy as np
+
+__all__ = ["activation_module", "to_sequential", "linear_layers", "torch_impl", "loss", "state_to_torch"]
+
+
+def activation_module(name: str):
+    """The ``torch.nn`` module computing refimpl's activation ``name`` (``"tanh"``,
+    ``"leaky_relu(0.2)"``, ``"elu(0.5)"``, ...), parsed by :func:`refimpl.activations.get`."""
+    import torch
+    from torch import nn
+
+    from refimpl.activations import get
+
+    act = get(name)
+    base = act.name.split("(")[0]
+    if base == "linear":
+        return nn.Identity()
+    if base == "tanh":
+        return nn.Tanh()
+    if base == "sigmoid":
+        return nn.Sigmoid()
+    if base == "relu":
+        return nn.ReLU()
+    if base == "leaky_relu":
+        return nn.LeakyReLU(act.param)
+    if base == "elu":
+        return nn.ELU(act.param)
+    if base == "softplus":
+        class ExactSoftplus(nn.Module):
+            """``log(1 + e^a)`` exactly (``nn.Softplus`` returns ``a`` above its threshold 20, 2e-9 off)."""
+
+            def forward(self, a):
+                return torch.logaddexp(a, torch.zeros_like(a))
+
+        return ExactSoftplus()
+    raise ValueError(f"activation: no torch module for {name!r}")  # pragma: no cover - get() validated it
+
+
+def _torch_dtype(a):
+    import torch
+
+    return torch.float32 if np.asarray(a).dtype == np.float32 else torch.float64
+
+
+def to_sequential(weights, biases, activations, dtype=None, requires_grad: bool = True):
+    """``nn.Sequential(Linear_1, act_1, ..., Linear_L, act_L)`` holding copies of ``weights``
+    (``(n_out, n_in)``, the ``nn.Linear`` layout) and ``biases``; ``dtype`` defaults to the arrays'
+    (float32 or float64)."""
+    import torch
+    from torch import nn
+
+    if not (len(weights) == len(biases) == len(activations)):
+        raise ValueError(f"weights, biases, activations: expected one per layer, got {len(weights)}, "
+                         f"{len(biases)}, {len(activations)}")
+    dt = dtype or _torch_dtype(weights[0])
+    mods = []
+    for W, b, a in zip(weights, biases, activations):
+        W = np.asarray(W)
+        lin = nn.Linear(W.shape[1], W.shape[0], bias=True).to(dt)
+        with torch.no_grad():
+            lin.weight.copy_(torch.as_tensor(W, dtype=dt))
+            lin.bias.copy_(torch.as_tensor(np.asarray(b), dtype=dt))
+        lin.weight.requires_grad_(requires_grad)
+        lin.bias.requires_grad_(requires_grad)
+        mods += [lin, activation_module(a)]
+    return nn.Sequential(*mods)
+
+
+def linear_layers(model) -> list:
+    """The ``nn.Linear`` modules of ``model`` in order (the layers refimpl's ``weights`` index)."""
+    from torch import nn
+
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def state_to_torch(state: dict, dtype):
+    """Arrays as tensors (float arrays in ``dtype``), lists element-wise, everything else as is."""
+    import torch
+
+    def conv(v):
+        if isinstance(v, np.ndarray):
+            return torch.as_tensor(v, dtype=dtype) if np.issubdtype(v.dtype, np.floating) else torch.as_tensor(v)
+        if isinstance(v, (list, tuple)):
+            return [conv(a) for a in v]
+        if isinstance(v, dict):
+            return {k: conv(a) for k, a in v.items()}
+        return v
+
+    return {k: conv(v) for k, v in state.items()}
+
+
+def loss(h, y, name: str = "mse"):
+    """refimpl's batch-mean loss in torch: ``mse`` = mean_b 0.5 ||h_b - y_b||^2; ``ce`` = mean_b
+    cross-entropy of the logits ``h`` (``y`` integer labels or one-hot / probability rows)."""
+    import torch.nn.functional as F
+
+    if name == "mse":
+        return 0.5 * ((h - y) ** 2).sum(1).mean()
+    if name == "ce":
+        return F.cross_entropy(h, y.long()) if y.dim() == 1 else F.cross_entropy(h, y)
+    raise ValueError(f"loss: expected 'mse' or 'ce', got {name!r}")
+
+
+def _call_kwargs(fn, hyper: dict) -> dict:
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(hyper)
+    return {k: v for k, v in hyper.items() if k in params}
+
+
+def _np(t):
+    if t is None:
+        return None
+    if hasattr(t, "detach"):
+        return t.detach().cpu().numpy()
+    return np.asarray(t)
+
+
+def torch_impl(fn):
+    """Wrap ``fn(model, x, y, state, **hyper)`` (see the module docstring) into conform's contract
+    ``impl(weights, biases, activations, x, y, state, **hyper) -> (dW, db)``."""
+    import torch  # fail early, with the import error, if torch is missing
+
+    @functools.wraps(fn)
+    def adapter(weights, biases, activations, x, y, state, **hyper):
+        dt = _torch_dtype(weights[0])
+        model = to_sequential(weights, biases, activations, dtype=dt)
+        xt = torch.as_tensor(np.asarray(x), dtype=dt)
+        yn = np.asarray(y)
+        yt = torch.as_tensor(yn) if np.issubdtype(yn.dtype, np.integer) else torch.as_tensor(yn, dtype=dt)
+        out = fn(model, xt, yt, state_to_torch(dict(state), dt), **_call_kwargs(fn, hyper))
+        lins = linear_layers(model)
+        L = len(lins)
+        if out is None:
+            missing = [i for i, m in enumerate(lins) if m.weight.grad is None or m.bias.grad is None]
+            if missing:
+                raise ValueError(f"the torch implementation returned nothing and left .grad unset on layer(s) "
+                                 f"{missing} (expected .grad on every nn.Linear's weight and bias, or a return value)")
+            return [_np(m.weight.grad) for m in lins], [_np(m.bias.grad) for m in lins]
+        if isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(o, (tuple, list)) for o in out):
+            return [_np(g) for g in out[0]], [_np(g) for g in out[1]]
+        if isinstance(out, (tuple, list)) and len(out) == 2 * L and all(hasattr(o, "shape") for o in out):
+            params = list(model.parameters())  # one gradient per parameter, in model.parameters() order
+            by_id = {id(p): g for p, g in zip(params, out)}
+            return [_np(by_id[id(m.weight)]) for m in lins], [_np(by_id[id(m.bias)]) for m in lins]
+        if isinstance(out, (tuple, list)) and len(out) == L + 1:  # targets
+            return [_np(t) for t in out]
+        raise ValueError("the torch implementation must set .grad (return None), return (dW, db), one gradient "
+                         f"per model parameter ({2 * L}), or L + 1 = {L + 1} targets; got {type(out).__name__}")
+
+    adapter.torch_fn = fn
+    return adapter
