@@ -380,8 +380,12 @@ def diagnose(received, expected, *, batch: int = 1, hyper: Optional[dict] = None
 
 
 def _judge(actual, expected, labels, rtol, atol):
-    """Per-label relative errors ``max|a - e| / max|e|``; holds iff every pair has
-    ``max|a - e| <= atol + rtol max|e|``. Returns ``(holds, errors, failing, detail)``."""
+    """Per-label relative errors ``max|a - e| / max(max|e|, atol/rtol)``; holds iff every pair has
+    ``max|a - e| <= atol + rtol max|e|``. Returns ``(holds, errors, failing, detail)``.
+
+    The floor ``atol/rtol`` of the scale: a quantity that is zero in exact arithmetic comes out as
+    ``1e-18`` in float64 and ``0`` in float32, a relative error of 1 (or 1e9) that means nothing;
+    below ``atol/rtol`` a quantity is judged by ``atol``, and its error is reported on that scale."""
     errors, failing, detail = {}, [], {}
     for lab, a, e in zip(labels, actual, expected):
         if a is None and e is None:
@@ -407,7 +411,8 @@ def _judge(actual, expected, labels, rtol, atol):
             raise ReferenceRejected(f"{lab}: the reference produced non-finite values on the drawn instance")
         diff = float(np.max(np.abs(an - en))) if an.size else 0.0
         sc = float(np.max(np.abs(en))) if en.size else 0.0
-        errors[lab] = diff / sc if sc > 0 else diff
+        floor = atol / rtol if rtol > 0 else 0.0
+        errors[lab] = diff / max(sc, floor) if max(sc, floor) > 0 else diff
         if diff > atol + rtol * sc:
             failing.append(lab)
     return not failing, errors, failing, detail
@@ -575,13 +580,16 @@ class ConformResult:
     message: str = ""
     dtype: str = "float64"
     tolerance: Optional[dict] = None
+    #: the largest per-layer relative error over the instances that agreed (the margin to rtol)
+    worst_error: float = 0.0
 
     def summary(self) -> str:
         tol = self.tolerance or {}
         tol_s = f"dtype {self.dtype}, rtol {tol.get('rtol', math.nan):.0e}, atol {tol.get('atol', math.nan):.0e}" \
             + (f" ({tol['source']})" if tol.get("source") else "")
         if self.passed:
-            return f"conform {self.rule}: PASS on {self.examples} random instances ({tol_s})"
+            return (f"conform {self.rule}: PASS on {self.examples} random instances ({tol_s}; worst relative "
+                    f"error {self.worst_error:.2g})")
         return format_counterexample(self.counterexample or {}, header=f"conform {self.rule}: FAIL")
 
 
@@ -667,6 +675,7 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
     failures, rejected = [], []
     count = {"n": 0}
     visible = {"min": None}  # set at the first failure: shrinking keeps the error visible
+    worst = {"err": 0.0}
 
     @settings(max_examples=int(instances), deadline=None, database=None, derandomize=False, print_blob=False,
               suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink])
@@ -727,6 +736,8 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
                                           "y": np.asarray(y).tolist(), "state": _jsonable(state_to_host(state))}})
             raise
         holds, errors = res[0], res[1]
+        if holds:
+            worst["err"] = max([worst["err"]] + [v for v in errors.values()])
         if not holds:
             err = max(errors[lab] for lab in res[2])
             if visible["min"] is None:
@@ -745,7 +756,7 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
         return ConformResult(s.rule_spec, False, count["n"], failures[-1], f"{type(exc).__name__}: {str(exc)[:300]}",
                              s.dtype, {"rtol": s.rtol, "atol": s.atol, "source": s.tol_source})
     return ConformResult(s.rule_spec, True, count["n"], dtype=s.dtype,
-                         tolerance={"rtol": s.rtol, "atol": s.atol, "source": s.tol_source})
+                         tolerance={"rtol": s.rtol, "atol": s.atol, "source": s.tol_source}, worst_error=worst["err"])
 
 
 def _explicit_hyper(rule, hyper: dict) -> dict:
