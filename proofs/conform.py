@@ -213,9 +213,20 @@ def handed_state(rule, net, state, x) -> dict:
 
 
 def layer_specs(net) -> list:
-    """The network as layer descriptions (passed as ``layers`` to an implementation that names it)."""
-    return [{"type": "linear", "in_features": int(W.shape[1]), "out_features": int(W.shape[0]), "bias": True,
-             "activation": a} for W, a in zip(net.weights, net.activations)]
+    """The network as layer descriptions (passed as ``layers`` to an implementation that names it):
+    one dict per layer with ``type`` (``net.layers[i].kind``: ``"linear"``; convolutional kinds when
+    conform draws conv networks), ``activation``, ``spec`` (the layer's one-line description),
+    ``weight_shape``, and for linear layers ``in_features``, ``out_features``."""
+    specs = getattr(net, "layers", None) or (None,) * net.depth
+    out = []
+    for sp, W, a in zip(specs, net.weights, net.activations):
+        kind = getattr(sp, "kind", "linear")
+        d = {"type": kind, "activation": a, "weight_shape": tuple(int(n) for n in W.shape), "bias": True,
+             "spec": sp.describe() if sp is not None else f"linear({W.shape[1]}->{W.shape[0]})"}
+        if kind == "linear":
+            d.update(in_features=int(W.shape[1]), out_features=int(W.shape[0]))
+        out.append(d)
+    return out
 
 
 # --- drawing and rounding states ---------------------------------------------------------------

@@ -39,36 +39,11 @@ __all__ = ["activation_module", "to_sequential", "linear_layers", "torch_impl", 
 
 
 def activation_module(name: str):
-    """The ``torch.nn`` module computing refimpl's activation ``name`` (``"tanh"``,
-    ``"leaky_relu(0.2)"``, ``"elu(0.5)"``, ...), parsed by :func:`refimpl.activations.get`."""
-    import torch
-    from torch import nn
+    """The ``torch.nn`` module of refimpl's activation ``name``: :func:`refimpl.torch_bridge.activation_module`
+    (the one place that maps names to torch modules and back)."""
+    from refimpl.torch_bridge import activation_module as _am
 
-    from refimpl.activations import get
-
-    act = get(name)
-    base = act.name.split("(")[0]
-    if base == "linear":
-        return nn.Identity()
-    if base == "tanh":
-        return nn.Tanh()
-    if base == "sigmoid":
-        return nn.Sigmoid()
-    if base == "relu":
-        return nn.ReLU()
-    if base == "leaky_relu":
-        return nn.LeakyReLU(act.param)
-    if base == "elu":
-        return nn.ELU(act.param)
-    if base == "softplus":
-        class ExactSoftplus(nn.Module):
-            """``log(1 + e^a)`` exactly (``nn.Softplus`` returns ``a`` above its threshold 20, 2e-9 off)."""
-
-            def forward(self, a):
-                return torch.logaddexp(a, torch.zeros_like(a))
-
-        return ExactSoftplus()
-    raise ValueError(f"activation: no torch module for {name!r}")  # pragma: no cover - get() validated it
+    return _am(name)
 
 
 def _torch_dtype(a):
@@ -77,13 +52,19 @@ def _torch_dtype(a):
     return torch.float32 if np.asarray(a).dtype == np.float32 else torch.float64
 
 
-def to_sequential(weights, biases, activations, dtype=None, requires_grad: bool = True):
+def to_sequential(weights, biases, activations, dtype=None, requires_grad: bool = True, layers=None):
     """``nn.Sequential(Linear_1, act_1, ..., Linear_L, act_L)`` holding copies of ``weights``
     (``(n_out, n_in)``, the ``nn.Linear`` layout) and ``biases``; ``dtype`` defaults to the arrays'
-    (float32 or float64)."""
+    (float32 or float64). ``layers``: conform's layer descriptions (:func:`proofs.conform.layer_specs`);
+    only linear layers are mapped so far (conform draws dense networks), others are refused by name.
+    ``Network.from_torch`` maps the result back (:mod:`refimpl.torch_bridge`)."""
     import torch
     from torch import nn
 
+    for i, sp in enumerate(layers or ()):
+        if sp.get("type") != "linear":
+            raise ValueError(f"layers[{i}]: a {sp.get('type')!r} layer ({sp.get('spec')}) is not mapped to torch by "
+                             "to_sequential yet (linear layers only)")
     if not (len(weights) == len(biases) == len(activations)):
         raise ValueError(f"weights, biases, activations: expected one per layer, got {len(weights)}, "
                          f"{len(biases)}, {len(activations)}")
@@ -157,9 +138,11 @@ def torch_impl(fn):
     import torch  # fail early, with the import error, if torch is missing
 
     @functools.wraps(fn)
-    def adapter(weights, biases, activations, x, y, state, **hyper):
+    def adapter(weights, biases, activations, x, y, state, layers=None, **hyper):
         dt = _torch_dtype(weights[0])
-        model = to_sequential(weights, biases, activations, dtype=dt)
+        model = to_sequential(weights, biases, activations, dtype=dt, layers=layers)
+        if layers is not None:
+            hyper = dict(hyper, layers=layers)  # for an fn that names it
         xt = torch.as_tensor(np.asarray(x), dtype=dt)
         yn = np.asarray(y)
         yt = torch.as_tensor(yn) if np.issubdtype(yn.dtype, np.integer) else torch.as_tensor(yn, dtype=dt)

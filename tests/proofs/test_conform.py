@@ -412,6 +412,9 @@ def test_to_sequential_maps_activations_in_one_place():
         got = model(torch.as_tensor(x)).numpy()
     np.testing.assert_allclose(got, net.forward(x).h[-1], rtol=1e-12, atol=1e-14)
     assert model[0].weight.dtype == torch.float64
+    back = ri.Network.from_torch(model, 3)  # and back: the inverse map of refimpl.torch_bridge
+    assert back.activations == net.activations
+    np.testing.assert_array_equal(back.forward(x).h[-1], net.forward(x).h[-1])
 
 
 def test_torch_adapter_accepts_returned_gradients():
