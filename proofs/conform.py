@@ -24,7 +24,11 @@ The adapter contract (README "Checking your own implementation")::
   autograd's ``.grad`` would hold for BP (``W <- W - lr * dW`` descends), batch-mean loss.
 
 With ``targets=True`` the implementation returns the targets instead (a list of length ``L + 1``,
-``None`` where it has none) and they are compared with ``rule.targets(...)``.
+``None`` where it has none) and they are compared with ``rule.targets(...)``. With ``feedback=True``
+(target-propagation rules: TP, DTP, DRL, LDRL) it returns the feedback updates ``(dQ, dc)`` (lists
+of length ``L``, ``None`` where layer ``i+1``'s feedback is not trained), compared with
+``rule.feedback_updates(...)``; the noise the reference draws is in ``state["noise"]``
+(:data:`HANDED_OVER`).
 
 Precision: the instance is drawn in float64, rounded to ``dtype`` and handed over in ``dtype``; the
 reference runs in float64 on the *rounded* values, so the only difference is the implementation's
@@ -88,6 +92,11 @@ HANDED_OVER = {
     "PEPITA": "state['masks'] = the hidden layers' inverted-dropout masks (L-1 arrays (B, n_l) with entries "
               "0 or 1/keep_prob, None entries when keep_prob == 1), shared by both passes",
     "CorInfoMax": "state['signed_beta'] = beta with this batch's random sign (signed_beta(state))",
+    "feedback (TP, DTP, DRL, LDRL)": "with feedback=True: state['noise'][i] = the noise of layer i+1's feedback "
+                                     "loss (None where not trained; rows replicated `samples` times): standard "
+                                     "normal eps for TP/DTP/DRL (the perturbation is sigma * eps), eps ~ N(0, "
+                                     "sigma^2) for LDRL, whose second noise eta ~ N(0, sigma^2) is "
+                                     "state['noise_eta'][i]",
 }
 
 
@@ -196,10 +205,17 @@ def state_to_host(state) -> dict:
     raise TypeError(f"state: expected a dataclass or dict, got {type(state).__name__}")
 
 
-def handed_state(rule, net, state, x) -> dict:
+def handed_state(rule, net, state, x, feedback=None) -> dict:
     """The state as handed to an implementation: :func:`state_to_host` plus what the rule draws
-    inside ``updates`` (:data:`HANDED_OVER`)."""
+    inside ``updates`` (:data:`HANDED_OVER`); ``feedback``: the reference's ``FeedbackUpdates``
+    (its record holds the noise) when feedback updates are compared."""
     out = state_to_host(state)
+    if feedback is not None:
+        L = net.depth
+        rec = feedback.record
+        out["noise"] = [_host(rec[l]["eps"]) if l in rec else None for l in range(1, L + 1)]
+        if any("eta" in r for r in rec.values()):
+            out["noise_eta"] = [_host(rec[l]["eta"]) if l in rec else None for l in range(1, L + 1)]
     kind = type(rule).__name__
     if kind == "SignSymmetry" and rule.mode == "brsf":
         from refimpl.rules.feedback_alignment import brsf_magnitudes
@@ -443,6 +459,7 @@ class _Setup:
     tol_source: str
     targets: bool
     seed: int
+    feedback: bool = False
 
 
 def _impl_kwargs(impl, hyper: dict, net) -> dict:
@@ -466,8 +483,18 @@ def _run_once(s: _Setup, rule, net, x, y, state, impl_hyper: dict):
     L = net.depth
     dt = s.dtype
     try:
-        ref = rule.targets(net, state, x, y) if s.targets else rule.updates(net, state, x, y)[0]
-        handed = handed_state(rule, net, state, x)
+        fb = None
+        if s.feedback:
+            if not callable(getattr(rule, "feedback_updates", None)):
+                raise TypeError(f"{type(rule).__name__} has no feedback_updates to compare")
+            fb = rule.feedback_updates(net, state, x, y, key=(0,))
+            if not hasattr(fb, "record") or not hasattr(fb, "dQ"):
+                raise TypeError(f"feedback comparison needs feedback updates with their noise in a record "
+                                f"(TP, DTP, DRL, LDRL); {type(rule).__name__} has none")
+            ref = fb
+        else:
+            ref = rule.targets(net, state, x, y) if s.targets else rule.updates(net, state, x, y)[0]
+        handed = handed_state(rule, net, state, x, feedback=fb)
     except (ValueError, TypeError) as exc:
         raise ReferenceRejected(f"the reference {type(rule).__name__} rejected the drawn instance (sizes "
                                 f"{list(net.sizes)}, activations {list(net.activations)}): {exc}; restrict the "
@@ -479,7 +506,16 @@ def _run_once(s: _Setup, rule, net, x, y, state, impl_hyper: dict):
             yh if np.issubdtype(yh.dtype, np.integer) else cast(yh),
             _map_arrays(handed, cast) if dt != "float64" else handed)
     out = s.impl(*args, **_impl_kwargs(s.impl, impl_hyper, net))
-    if s.targets:
+    if s.feedback:
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise ValueError("impl must return (dQ, dc): two lists of per-layer arrays (None where untrained)")
+        dQ, dc = out
+        if len(dQ) != L or len(dc) != L:
+            raise ValueError(f"impl returned {len(dQ)} dQ and {len(dc)} dc entries, expected {L} each")
+        labels = [f"dQ[{i}]" for i in range(L)] + [f"dc[{i}]" for i in range(L)]
+        act = list(dQ) + list(dc)
+        exp = list(ref.dQ) + list(ref.dc)
+    elif s.targets:
         if not isinstance(out, (tuple, list)) or len(out) != L + 1:
             raise ValueError(f"impl returned {len(out) if isinstance(out, (tuple, list)) else type(out).__name__} "
                              f"targets, expected a list of {L + 1} (layers 0..L)")
@@ -519,7 +555,7 @@ def _diagnose_instance(s, rule, net, x, y, state, res, origin, hyper):
     i = labels.index(origin)
     if act[i] is None or exp[i] is None:
         return None
-    if s.targets:
+    if s.targets or s.feedback:
         return diagnose(act[i], exp[i], batch=B, hyper=hyper, rtol=tol)
     slip = diagnose(act[i], exp[i], batch=B, hyper=hyper, rtol=tol)
     if slip is None and origin.startswith("db"):  # the weight of the same layer
@@ -555,14 +591,15 @@ def _report(s: _Setup, rule, net, x, y, state, res, state_seed) -> dict:
         slip = _diagnose_instance(s, rule, net, x, y, state, res, origin, hyper)
     except Exception:  # diagnosis is a courtesy; never mask the counterexample
         slip = None
-    handed = handed_state(rule, net, state, x)
+    handed = handed_state(rule, net, state, x,
+                          feedback=rule.feedback_updates(net, state, x, y, key=(0,)) if s.feedback else None)
     host_state = state_to_host(state)
     return {
         "rule": s.rule_spec, "rule_class": type(rule).__name__, "hyper": _jsonable(hyper),
         "hyper_ranges": {k: str(v) for k, v in s.ranges.items()},
         "dtype": s.dtype,
         "tolerance": {"rtol": s.rtol, "atol": s.atol, "source": s.tol_source},
-        "version": ri.__version__, "seed": s.seed, "targets": s.targets,
+        "version": ri.__version__, "seed": s.seed, "targets": s.targets, "feedback": s.feedback,
         "where": origin, "worst": worst, "error": float(errors[worst]), "origin_error": float(errors[origin]),
         "errors": {k: float(v) for k, v in errors.items()}, "failing": failing,
         "detail": detail.get(origin, ""), "slip": slip,
@@ -632,7 +669,7 @@ def format_counterexample(c: dict, header: str = "counterexample") -> str:
     return "\n".join(lines)
 
 
-def _prepare(rule, impl, hyper, impl_hyper, dtype, rtol, atol, targets, seed) -> _Setup:
+def _prepare(rule, impl, hyper, impl_hyper, dtype, rtol, atol, targets, seed, feedback=False) -> _Setup:
     hyper = dict(hyper or {})
     ranges = {k: v for k, v in hyper.items() if isinstance(v, Range)}
     fixed = {k: v for k, v in hyper.items() if not isinstance(v, Range)}
@@ -640,6 +677,8 @@ def _prepare(rule, impl, hyper, impl_hyper, dtype, rtol, atol, targets, seed) ->
     impl = load_impl(impl)
     if dtype not in TOLERANCES:
         raise ValueError(f"dtype: expected 'float64' or 'float32', got {dtype!r}")
+    if targets and feedback:
+        raise ValueError("targets, feedback: compare one thing at a time")
     kind = "oracle_value" if targets else "oracle_grad"
     trtol, tatol = tolerance(kind, dtype)
     source = f"proofs/tolerances.py, {dtype} row ({kind})"
@@ -652,13 +691,13 @@ def _prepare(rule, impl, hyper, impl_hyper, dtype, rtol, atol, targets, seed) ->
     name = rule if isinstance(rule, str) else rule_name(rule)
     return _Setup(name, ref, impl, fixed, ranges, impl_hyper, dtype,
                   float(trtol if rtol is None else rtol), float(tatol if atol is None else atol), source,
-                  bool(targets), int(seed))
+                  bool(targets), int(seed), bool(feedback))
 
 
 def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, impl_hyper: Optional[dict] = None,
           seed: int = 0, losses=("mse", "ce"), activations=ALL_ACTIVATIONS, targets: bool = False,
           network: Optional[dict] = None, dtype: str = "float64", rtol: Optional[float] = None,
-          atol: Optional[float] = None) -> ConformResult:
+          atol: Optional[float] = None, feedback: bool = False) -> ConformResult:
     """Check ``impl`` against the reference ``rule`` on ``instances`` Hypothesis-drawn instances.
 
     ``hyper`` sets the reference rule's hyper-parameters (a :class:`Range` is drawn per instance);
@@ -674,7 +713,7 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
 
     if isinstance(instances, bool) or not isinstance(instances, (int, np.integer)) or instances < 1:
         raise ValueError(f"instances: expected an integer >= 1, got {instances!r}")
-    s = _prepare(rule, impl, hyper, impl_hyper, dtype, rtol, atol, targets, seed)
+    s = _prepare(rule, impl, hyper, impl_hyper, dtype, rtol, atol, targets, seed, feedback)
     ref = s.ref
     net_kwargs = dict(RULE_NETWORKS.get(type(ref).__name__, {}))
     net_kwargs.setdefault("activations", activations)
@@ -738,7 +777,7 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
                              "hyper_ranges": {k: str(v) for k, v in s.ranges.items()}, "dtype": s.dtype,
                              "tolerance": {"rtol": s.rtol, "atol": s.atol, "source": s.tol_source},
                              "version": ri.__version__, "seed": s.seed, "targets": s.targets,
-                             "where": "impl raised", "error": math.inf, "detail": f"{type(exc).__name__}: {exc}",
+                             "feedback": s.feedback, "where": "impl raised", "error": math.inf, "detail": f"{type(exc).__name__}: {exc}",
                              "instance": {"sizes": list(net.sizes), "activations": list(net.activations),
                                           "batch": int(x.shape[0]), "loss": getattr(r, "loss", None),
                                           "state_seed": state_seed,
@@ -816,7 +855,8 @@ def _check_replay_matches(c: dict, rule, hyper: dict):
 
 
 def replay(rule, impl, counterexample: dict, *, hyper: Optional[dict] = None,
-           impl_hyper: Optional[dict] = None, targets: Optional[bool] = None, allow_mismatch: bool = False,
+           impl_hyper: Optional[dict] = None, targets: Optional[bool] = None, feedback: Optional[bool] = None,
+           allow_mismatch: bool = False,
            dtype: Optional[str] = None, rtol: Optional[float] = None, atol: Optional[float] = None) -> Evidence:
     """Run one stored counterexample again; returns the :class:`~proofs.theorem.Evidence`.
 
@@ -853,7 +893,8 @@ def replay(rule, impl, counterexample: dict, *, hyper: Optional[dict] = None,
     tol = c.get("tolerance", {})
     s = _prepare(r, impl, {}, impl_hyper, dtype or c.get("dtype", "float64"),
                  rtol if rtol is not None else tol.get("rtol"), atol if atol is not None else tol.get("atol"),
-                 c.get("targets", False) if targets is None else targets, c.get("seed", 0))
+                 c.get("targets", False) if targets is None else targets, c.get("seed", 0),
+                 c.get("feedback", False) if feedback is None else feedback)
     ih = resolved_hyper(r) if impl_hyper is None else dict(impl_hyper)
     holds, errors, failing, detail, labels, act, exp = _run_once(s, r, net, x, y, state, ih)
     worst = max(errors, key=errors.get) if errors else ""

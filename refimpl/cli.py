@@ -286,6 +286,8 @@ def _add_conform(sub):
     p.add_argument("--atol", type=float, default=None, help="override the table's absolute tolerance (recorded)")
     p.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
     p.add_argument("--targets", action="store_true", help="compare targets (impl returns L+1 targets) instead of updates")
+    p.add_argument("--feedback", action="store_true",
+                   help="compare feedback updates (dQ, dc) of TP/DTP/DRL/LDRL; the noise is in state['noise']")
     p.add_argument("--out", default="conform-counterexample.json", metavar="FILE.json",
                    help="where a counterexample is written (default conform-counterexample.json)")
     p.add_argument("--replay", default=None, metavar="FILE.json", help="run one stored counterexample again "
@@ -358,6 +360,7 @@ def _conform(args) -> int:
                 except json.JSONDecodeError as exc:
                     return fail(f"--replay {args.replay}: not a JSON file ({exc})")
             ev = C.replay(args.rule, impl, cex, hyper=hyper, targets=args.targets or None,
+                          feedback=args.feedback or None,
                           allow_mismatch=args.replay_anyway, rtol=args.rtol, atol=args.atol,
                           dtype=args.dtype if args.dtype != "float64" else None)
             print(f"replay {args.replay} ({cex.get('rule')}, dtype {cex.get('dtype')}): "
@@ -365,7 +368,7 @@ def _conform(args) -> int:
                   f"{ev.error:.3g}, rtol {ev.tolerance:.0e})")
             return 0 if ev.holds else 1
         res = C.check(args.rule, impl, instances=args.instances, hyper=hyper, seed=args.seed, targets=args.targets,
-                      dtype=args.dtype, rtol=args.rtol, atol=args.atol)
+                      dtype=args.dtype, rtol=args.rtol, atol=args.atol, feedback=args.feedback)
     except C.ReplayRefused as exc:
         return fail(f"--replay refused: {exc}")
     except (ValueError, TypeError, ImportError, AttributeError, FileNotFoundError, IsADirectoryError) as exc:
@@ -377,7 +380,8 @@ def _conform(args) -> int:
         json.dump(res.counterexample, fh, indent=1)
     hyper_s = "".join(f" --hyper {h}" for h in args.hyper)
     print(f"counterexample written to {args.out}; replay it with:\n"
-          f"  refimpl conform {args.rule} --impl {args.impl}{hyper_s}{' --targets' if args.targets else ''} "
+          f"  refimpl conform {args.rule} --impl {args.impl}{hyper_s}{' --targets' if args.targets else ''}"
+          f"{' --feedback' if args.feedback else ''} "
           f"--replay {args.out}")
     return 1
 

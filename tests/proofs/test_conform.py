@@ -382,6 +382,68 @@ def test_pepita_independent_implementation_matches_with_dropout():
     assert not bad.passed and "masks" in bad.counterexample["instance"]["handed_over"]
 
 
+def _fb_forward(weights, biases, activations, h, frm, to):
+    for l in range(frm + 1, to + 1):
+        h = act(activations[l - 1]).f(h @ weights[l - 1].T + biases[l - 1])
+    return h
+
+
+def _dtp_feedback(weights, biases, activations, x, y, state, sigma, **hyper):
+    """DTP's reconstruction-loss gradients (Lee et al. 2015, Eq. 8), with the handed-over noise."""
+    L = len(weights)
+    h = [np.asarray(x)]
+    for l in range(1, L + 1):
+        h.append(_fb_forward(weights, biases, activations, h[-1], l - 1, l))
+    dQ, dc = [None] * L, [None] * L
+    for l in range(2, L + 1):
+        eps = state["noise"][l - 1]
+        B = eps.shape[0]
+        xt = h[l - 1] + sigma * eps
+        p = act(activations[l - 1]).f(_fb_forward(weights, biases, activations, xt, l - 1, l))
+        d = p @ state["Q"][l - 1].T + state["c"][l - 1] - xt
+        dQ[l - 1] = 2 / B * d.T @ p
+        dc[l - 1] = 2 / B * d.sum(0)
+    return dQ, dc
+
+
+def _drl_feedback(weights, biases, activations, x, y, state, sigma, **hyper):
+    """DRL's sequential difference-reconstruction gradients (Meulemans et al. 2020), handed-over noise."""
+    L = len(weights)
+    h = [np.asarray(x)]
+    for l in range(1, L + 1):
+        h.append(_fb_forward(weights, biases, activations, h[-1], l - 1, l))
+    phi = lambda l, v: act(activations[l - 1]).f(v)  # noqa: E731
+    g = lambda l, v: phi(l, v) @ state["Q"][l - 1].T + state["c"][l - 1]  # noqa: E731
+    dQ, dc = [None] * L, [None] * L
+    for l in range(2, L + 1):
+        eps = state["noise"][l - 1]
+        B = eps.shape[0]
+        xt = h[l - 1] + sigma * eps
+        r = {L: _fb_forward(weights, biases, activations, xt, l - 1, L)}
+        for k in range(L, l - 1, -1):
+            r[k - 1] = g(k, r[k]) + h[k - 1] - g(k, h[k])
+        d = r[l - 1] - xt
+        dQ[l - 1] = 2 / (sigma ** 2 * B) * d.T @ (phi(l, r[l]) - phi(l, h[l]))
+        dc[l - 1] = np.zeros_like(state["c"][l - 1])
+    return dQ, dc
+
+
+@pytest.mark.parametrize("rule, impl", [("dtp", _dtp_feedback), ("drl", _drl_feedback)])
+def test_feedback_updates_match_with_handed_over_noise(rule, impl):
+    res = C.check(rule, impl, instances=30, feedback=True, hyper={"sigma": C.Range(0.01, 0.5)})
+    assert res.passed, res.summary()
+
+    def own_noise(weights, biases, activations, x, y, state, **hyper):
+        rng = np.random.default_rng(0)
+        noise = [None if n is None else rng.standard_normal(n.shape) for n in state["noise"]]
+        return impl(weights, biases, activations, x, y, {**state, "noise": noise}, **hyper)
+
+    bad = C.check(rule, own_noise, instances=30, feedback=True)
+    assert not bad.passed and bad.counterexample["feedback"] and bad.counterexample["where"].startswith("d")
+    assert "noise" in bad.counterexample["instance"]["handed_over"]
+    assert not C.replay(rule, own_noise, json.loads(json.dumps(bad.counterexample))).holds
+
+
 # --- torch users: the adapter and the pytest fixture ---------------------------------------------------
 
 def test_torch_fa_in_three_lines_of_pytest(refimpl_conform):
