@@ -452,6 +452,25 @@ def test_torch_fa_in_three_lines_of_pytest(refimpl_conform):
     refimpl_conform("fa", fa_updates, instances=30)
 
 
+def test_readme_torch_snippet_runs(refimpl_conform):
+    # the README's "For torch users" block, executed as written (instances capped for the suite)
+    import pathlib
+
+    text = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("**For torch users.**", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    ns = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    calls = []
+
+    def capped(rule, impl, instances=100, **kw):
+        calls.append(rule)
+        return refimpl_conform(rule, impl, instances=min(instances, 30), **kw)
+
+    ns["test_my_fa"](capped)
+    assert calls == ["fa"]
+
+
 def test_fixture_fails_with_the_counterexample(refimpl_conform):
     from proofs.examples.torch_fa import fa_updates_slipped
 
