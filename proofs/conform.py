@@ -630,15 +630,23 @@ class ConformResult:
     tolerance: Optional[dict] = None
     #: the largest per-layer relative error over the instances that agreed (the margin to rtol)
     worst_error: float = 0.0
+    #: per label (``dW[0]``, ``db[0]``, ...) the largest relative error over the agreeing instances
+    layer_errors: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         tol = self.tolerance or {}
         tol_s = f"dtype {self.dtype}, rtol {tol.get('rtol', math.nan):.0e}, atol {tol.get('atol', math.nan):.0e}" \
             + (f" ({tol['source']})" if tol.get("source") else "")
         if self.passed:
+            per = ", ".join(f"{k} {v:.2g}" for k, v in sorted(self.layer_errors.items(),
+                                                               key=lambda kv: (kv[0][:2], _layer_index(kv[0]))))
             return (f"conform {self.rule}: PASS on {self.examples} random instances ({tol_s}; worst relative "
-                    f"error {self.worst_error:.2g})")
+                    f"error {self.worst_error:.2g})" + (f"\n  worst per layer: {per}" if per else ""))
         return format_counterexample(self.counterexample or {}, header=f"conform {self.rule}: FAIL")
+
+
+def _layer_index(label: str) -> int:
+    return int(label[label.index("[") + 1:label.index("]")])
 
 
 def format_counterexample(c: dict, header: str = "counterexample") -> str:
@@ -726,6 +734,7 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
     count = {"n": 0}
     visible = {"min": None}  # set at the first failure: shrinking keeps the error visible
     worst = {"err": 0.0}
+    layer_worst = {}
 
     @settings(max_examples=int(instances), deadline=None, database=None, derandomize=False, print_blob=False,
               suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink])
@@ -788,6 +797,8 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
         holds, errors = res[0], res[1]
         if holds:
             worst["err"] = max([worst["err"]] + [v for v in errors.values()])
+            for k, v in errors.items():
+                layer_worst[k] = max(layer_worst.get(k, 0.0), float(v))
         if not holds:
             err = max(errors[lab] for lab in res[2])
             if visible["min"] is None:
@@ -806,7 +817,8 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
         return ConformResult(s.rule_spec, False, count["n"], failures[-1], f"{type(exc).__name__}: {str(exc)[:300]}",
                              s.dtype, {"rtol": s.rtol, "atol": s.atol, "source": s.tol_source})
     return ConformResult(s.rule_spec, True, count["n"], dtype=s.dtype,
-                         tolerance={"rtol": s.rtol, "atol": s.atol, "source": s.tol_source}, worst_error=worst["err"])
+                         tolerance={"rtol": s.rtol, "atol": s.atol, "source": s.tol_source}, worst_error=worst["err"],
+                         layer_errors=layer_worst)
 
 
 def _explicit_hyper(rule, hyper: dict) -> dict:

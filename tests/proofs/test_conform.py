@@ -117,6 +117,8 @@ def test_float32_implementation_passes_with_dtype_float32_only():
     res = C.check("fa", _fa_in_float32, instances=30, dtype="float32")
     assert res.passed, res.summary()
     assert res.tolerance["rtol"] == 1e-4 and "float32 row" in res.tolerance["source"]
+    assert {"dW[0]", "db[0]"} <= set(res.layer_errors) and 0 < res.worst_error < 1e-4
+    assert "worst per layer" in res.summary()
     bad = C.check("fa", _fa_in_float32, instances=30)
     assert not bad.passed  # float32 arithmetic judged at float64's 1e-10
     assert bad.counterexample["dtype"] == "float64"
