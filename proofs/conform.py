@@ -291,13 +291,14 @@ def _state_from_json(template, stored: dict):
         return template
 
     def rebuild(t, v):
+        """The stored value ``v`` in the structure of the template value ``t``."""
         if v is None:
             return None
-        if isinstance(t, tuple) or (t is None and isinstance(v, list) and v and isinstance(v[0], list)):
-            ts = t if isinstance(t, tuple) else (None,) * len(v)
-            return tuple(rebuild(a, b) for a, b in zip(ts, v)) if len(ts) == len(v) else \
-                tuple(None if b is None else np.asarray(b, dtype=np.float64) for b in v)
-        if hasattr(t, "shape") or isinstance(v, list):
+        if isinstance(t, tuple):  # per-layer tuples (None entries kept)
+            if len(t) != len(v):
+                raise ValueError(f"stored state: expected {len(t)} entries, got {len(v)}")
+            return tuple(rebuild(a, b) for a, b in zip(t, v))
+        if isinstance(v, list):  # an array (the template's may be None: rebuild it as one array)
             return np.asarray(v, dtype=np.float64)
         return v
 

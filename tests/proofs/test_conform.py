@@ -208,6 +208,9 @@ def test_tp_ignoring_feedback_biases_is_caught():
     assert len(c["instance"]["sizes"]) >= 3 and any(np.any(np.asarray(v) != 0) for v in c["instance"]["state"]["c"]
                                                     if v is not None)
     assert "expected:" in res.summary() and "received:" in res.summary()
+    # the drawn c is stored: replayed through JSON, the correct TP agrees and the slip does not
+    c = json.loads(json.dumps(c))
+    assert C.replay("tp", tp, c).holds and not C.replay("tp", tp_no_c, c).holds
 
 
 def test_dtp_ignoring_feedback_biases_is_correct():
@@ -340,6 +343,8 @@ def test_brsf_independent_torch_implementation_matches():
     assert res.passed, res.summary()
     bad = C.check("brsf", brsf_own_draw, instances=40)
     assert not bad.passed and "M" in bad.counterexample["instance"]["handed_over"]
+    c = json.loads(json.dumps(bad.counterexample))  # the step is stored, so M is re-derived exactly
+    assert C.replay("brsf", brsf, c).holds and not C.replay("brsf", brsf_own_draw, c).holds
 
 
 def test_pepita_independent_implementation_matches_with_dropout():
@@ -382,6 +387,8 @@ def test_pepita_independent_implementation_matches_with_dropout():
     assert res.passed, res.summary()
     bad = C.check("pepita", pepita_no_masks, instances=40, hyper=kp)
     assert not bad.passed and "masks" in bad.counterexample["instance"]["handed_over"]
+    c = json.loads(json.dumps(bad.counterexample))  # seed, step and keep_prob stored: the same masks
+    assert C.replay("pepita", pepita, c).holds and not C.replay("pepita", pepita_no_masks, c).holds
 
 
 def _fb_forward(weights, biases, activations, h, frm, to):
