@@ -399,9 +399,9 @@ def diagnose(received, expected, *, batch: int = 1, hyper: Optional[dict] = None
     if ee > 0:
         k = float(np.sum(a * e)) / ee
         if close(a, k * e) and abs(k - 1) > 10 * rtol:
-            for f, name in _factor_names(batch, hyper):
-                if abs(k - f) <= 1e-6 * max(1.0, abs(f)):
-                    return name
+            names = [name for f, name in _factor_names(batch, hyper) if abs(k - f) <= 1e-6 * max(1.0, abs(f))]
+            if names:  # several explanations of one factor (B = 2 and a missing 1/2): all of them
+                return " or ".join(names)
             if e.size > 1:  # one number always fits a factor: only informative for arrays
                 return f"off by a constant factor {k:.6g}"
     return None
