@@ -453,6 +453,15 @@ def test_feedback_updates_match_with_handed_over_noise(rule, impl):
     assert not C.replay(rule, own_noise, json.loads(json.dumps(bad.counterexample))).holds
 
 
+@pytest.mark.parametrize("rule", ["fa", "pepita"])
+def test_feedback_mode_refuses_rules_without_recorded_feedback_noise(rule):
+    def never_called(*args, **kwargs):  # pragma: no cover - must not run
+        raise AssertionError("impl called")
+
+    with pytest.raises(C.ReferenceRejected, match="feedback"):
+        C.check(rule, never_called, instances=3, feedback=True)
+
+
 # --- torch users: the adapter and the pytest fixture ---------------------------------------------------
 
 def test_torch_fa_in_three_lines_of_pytest(refimpl_conform):
