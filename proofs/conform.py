@@ -60,7 +60,7 @@ from .strategies import draw_network, draw_batch, ALL_ACTIVATIONS, INVERTIBLE_AC
 from .theorem import HypothesisDrawer, Evidence
 from .tolerances import tolerance, TOLERANCES
 
-__all__ = ["check", "replay", "load_impl", "resolve_rule", "resolved_hyper", "state_to_host", "handed_state",
+__all__ = ["check", "replay", "replay_details", "format_counterexample", "load_impl", "resolve_rule", "resolved_hyper", "state_to_host", "handed_state",
            "layer_specs", "diagnose", "ConformResult", "Range", "RULE_NETWORKS", "STATE_DRAWS", "HANDED_OVER",
            "ReferenceRejected", "ReplayRefused", "rule_name"]
 
@@ -329,16 +329,17 @@ def _from_json_hyper(v):
 
 # --- judging -----------------------------------------------------------------------------------
 
-def _show(a, limit: int = 16) -> str:
-    """Small arrays in full, large ones summarised."""
+def _show(a, limit: int = 16, precision: int = 6) -> str:
+    """Small arrays in full, large ones summarised (``precision`` significant digits)."""
     if a is None:
         return "None"
     a = np.asarray(a if isinstance(a, (list, tuple, float, int)) else to_numpy(a), dtype=np.float64)
+    fmt = {"float_kind": lambda v: f"{v:.{precision}g}"}
     if a.size <= limit:
-        return np.array2string(a, precision=6, separator=", ", suppress_small=False, max_line_width=110)
+        return np.array2string(a, separator=", ", formatter=fmt, max_line_width=110)
     flat = a.ravel()
-    return (f"shape {a.shape}, max|.| {np.max(np.abs(flat)):.6g}, mean {flat.mean():.6g}, "
-            f"first {np.array2string(flat[:6], precision=6, separator=', ')} ...")
+    return (f"shape {a.shape}, max|.| {np.max(np.abs(flat)):.{precision}g}, mean {flat.mean():.{precision}g}, "
+            f"first {np.array2string(flat[:6], separator=', ', formatter=fmt)} ...")
 
 
 #: Scalar factors recognised by :func:`diagnose` (name -> factor; entries built per instance).
@@ -580,6 +581,18 @@ def _diagnose_instance(s, rule, net, x, y, state, res, origin, hyper):
     return (f"{one} at layer {l} (seen on the first sample alone)" if one else slip)
 
 
+def _plain_relative(a, e) -> Optional[float]:
+    """``max|a - e| / max|e|`` without the atol/rtol floor (None if not comparable, inf if e = 0 != a)."""
+    if a is None or e is None:
+        return None
+    an = np.asarray(to_numpy(a), dtype=np.float64)
+    en = np.asarray(to_numpy(e), dtype=np.float64)
+    if an.shape != en.shape or not an.size:
+        return None
+    diff, sc = float(np.max(np.abs(an - en))), float(np.max(np.abs(en)))
+    return diff / sc if sc > 0 else (math.inf if diff > 0 else 0.0)
+
+
 def _report(s: _Setup, rule, net, x, y, state, res, state_seed) -> dict:
     holds, errors, failing, detail, labels, act, exp = res
     worst = max(failing, key=lambda lab: errors[lab])
@@ -602,6 +615,7 @@ def _report(s: _Setup, rule, net, x, y, state, res, state_seed) -> dict:
         "tolerance": {"rtol": s.rtol, "atol": s.atol, "source": s.tol_source},
         "version": ri.__version__, "seed": s.seed, "targets": s.targets, "feedback": s.feedback,
         "where": origin, "worst": worst, "error": float(errors[worst]), "origin_error": float(errors[origin]),
+        "origin_plain_relative_error": _plain_relative(act[i], exp[i]),
         "errors": {k: float(v) for k, v in errors.items()}, "failing": failing,
         "detail": detail.get(origin, ""), "slip": slip,
         "expected": _jsonable(to_numpy(exp[i])) if exp[i] is not None else None,
@@ -650,7 +664,7 @@ def _layer_index(label: str) -> int:
     return int(label[label.index("[") + 1:label.index("]")])
 
 
-def format_counterexample(c: dict, header: str = "counterexample") -> str:
+def format_counterexample(c: dict, header: str = "counterexample", what: str = "minimal counterexample") -> str:
     """The human-readable form of a counterexample dict (what the CLI prints)."""
     inst = c.get("instance", {})
     hyper = c.get("hyper", {})
@@ -659,7 +673,7 @@ def format_counterexample(c: dict, header: str = "counterexample") -> str:
              f"{c.get('tolerance', {}).get('atol', math.nan):.0e})",
              f"  hyper-parameters: {', '.join(f'{k}={v!r}' for k, v in hyper.items())}"
              + (f"  [drawn from {c['hyper_ranges']}]" if c.get("hyper_ranges") else ""),
-             f"  minimal counterexample: sizes={inst.get('sizes')} activations={inst.get('activations')} "
+             f"  {what}: sizes={inst.get('sizes')} activations={inst.get('activations')} "
              f"batch={inst.get('batch')} loss={inst.get('loss')}"]
     if c.get("where") == "impl raised":
         lines.append(f"  the implementation raised: {c.get('detail')}")
@@ -667,10 +681,15 @@ def format_counterexample(c: dict, header: str = "counterexample") -> str:
     errs = c.get("errors", {})
     lines.append("  per-layer relative errors: " + ", ".join(
         f"{k} {v:.3g}{' *' if k in c.get('failing', []) else ''}" for k, v in errs.items()))
-    lines.append(f"  the mismatch enters at {c.get('where')} (relative error {c.get('origin_error', math.nan):.3g}; "
+    plain = c.get("origin_plain_relative_error")
+    own = "" if plain is None or abs(plain - c.get("origin_error", math.nan)) <= 1e-3 * abs(plain) else \
+        f", {plain:.3g} of its own scale max|expected|"
+    lines.append(f"  the mismatch enters at {c.get('where')} (relative error {c.get('origin_error', math.nan):.3g}{own}; "
                  f"worst {c.get('worst')} {c.get('error', math.nan):.3g})" + (f": {c['detail']}" if c.get("detail") else ""))
-    lines.append(f"    expected: {_show(c.get('expected'))}")
-    lines.append(f"    received: {_show(c.get('received'))}")
+    rel = plain if plain is not None else c.get("origin_error", 0.0)
+    digits = 6 if not rel or not math.isfinite(rel) or rel >= 1e-4 else min(17, int(math.ceil(-math.log10(rel))) + 3)
+    lines.append(f"    expected: {_show(c.get('expected'), precision=digits)}")
+    lines.append(f"    received: {_show(c.get('received'), precision=digits)}")
     if c.get("slip"):
         lines.append(f"  looks like: {c['slip']}")
     if inst.get("handed_over"):
@@ -867,11 +886,18 @@ def _check_replay_matches(c: dict, rule, hyper: dict):
             + "; drop them (the file's are used) or pass allow_mismatch=True (--replay-anyway)")
 
 
-def replay(rule, impl, counterexample: dict, *, hyper: Optional[dict] = None,
+def replay(rule, impl, counterexample: dict, **kwargs) -> Evidence:
+    """Run one stored counterexample again; returns the :class:`~proofs.theorem.Evidence`
+    (:func:`replay_details` for the full report). Keywords as :func:`replay_details`."""
+    return replay_details(rule, impl, counterexample, **kwargs)[0]
+
+
+def replay_details(rule, impl, counterexample: dict, *, hyper: Optional[dict] = None,
            impl_hyper: Optional[dict] = None, targets: Optional[bool] = None, feedback: Optional[bool] = None,
            allow_mismatch: bool = False,
-           dtype: Optional[str] = None, rtol: Optional[float] = None, atol: Optional[float] = None) -> Evidence:
-    """Run one stored counterexample again; returns the :class:`~proofs.theorem.Evidence`.
+           dtype: Optional[str] = None, rtol: Optional[float] = None, atol: Optional[float] = None):
+    """Run one stored counterexample again; returns ``(Evidence, report)``, ``report`` the
+    counterexample dict of this run (:func:`format_counterexample`) or None when it agrees.
 
     The rule's hyper-parameters, dtype and tolerance are the file's. ``rule`` and ``hyper`` must
     agree with the file's rule and hyper-parameters (else :class:`ReplayRefused`) unless
@@ -908,10 +934,19 @@ def replay(rule, impl, counterexample: dict, *, hyper: Optional[dict] = None,
                  rtol if rtol is not None else tol.get("rtol"), atol if atol is not None else tol.get("atol"),
                  c.get("targets", False) if targets is None else targets, c.get("seed", 0),
                  c.get("feedback", False) if feedback is None else feedback)
+    if s.dtype != "float64":  # the values an implementation in s.dtype receives (a no-op on a stored float32 run)
+        net = ri.Network(tuple(_round(W, s.dtype) for W in net.weights),
+                         tuple(_round(b, s.dtype) for b in net.biases), net.activations)
+        x = _round(x, s.dtype)
+        y = y if np.issubdtype(y.dtype, np.integer) else _round(y, s.dtype)
+        state = _round_state(state, s.dtype)
     ih = resolved_hyper(r) if impl_hyper is None else dict(impl_hyper)
-    holds, errors, failing, detail, labels, act, exp = _run_once(s, r, net, x, y, state, ih)
+    res = _run_once(s, r, net, x, y, state, ih)
+    holds, errors, failing, detail, labels, act, exp = res
     worst = max(errors, key=errors.get) if errors else ""
     where = _origin(failing, labels) if failing else worst
-    return Evidence(bool(holds), float(errors.get(worst, 0.0)), s.rtol,
-                    f"worst at {worst}" + (f"; mismatch enters at {where}" if failing else "")
-                    + (f"; {detail[where]}" if where in detail else ""))
+    ev = Evidence(bool(holds), float(errors.get(worst, 0.0)), s.rtol,
+                  f"worst at {worst}" + (f"; mismatch enters at {where}" if failing else "")
+                  + (f"; {detail[where]}" if where in detail else ""))
+    report = None if holds else _report(s, r, net, x, y, state, res, inst.get("state_seed", 0))
+    return ev, report

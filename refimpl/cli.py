@@ -359,13 +359,15 @@ def _conform(args) -> int:
                     cex = json.load(fh)
                 except json.JSONDecodeError as exc:
                     return fail(f"--replay {args.replay}: not a JSON file ({exc})")
-            ev = C.replay(args.rule, impl, cex, hyper=hyper, targets=args.targets or None,
-                          feedback=args.feedback or None,
-                          allow_mismatch=args.replay_anyway, rtol=args.rtol, atol=args.atol,
-                          dtype=args.dtype if args.dtype != "float64" else None)
+            ev, report = C.replay_details(args.rule, impl, cex, hyper=hyper, targets=args.targets or None,
+                                          feedback=args.feedback or None,
+                                          allow_mismatch=args.replay_anyway, rtol=args.rtol, atol=args.atol,
+                                          dtype=args.dtype if args.dtype != "float64" else None)
             print(f"replay {args.replay} ({cex.get('rule')}, dtype {cex.get('dtype')}): "
                   f"{'agrees' if ev.holds else 'MISMATCH'} ({ev.detail}, relative error "
                   f"{ev.error:.3g}, rtol {ev.tolerance:.0e})")
+            if report is not None:
+                print(C.format_counterexample(report, header="  replayed", what="instance"))
             return 0 if ev.holds else 1
         res = C.check(args.rule, impl, instances=args.instances, hyper=hyper, seed=args.seed, targets=args.targets,
                       dtype=args.dtype, rtol=args.rtol, atol=args.atol, feedback=args.feedback)

@@ -72,7 +72,10 @@ def test_cli_accepts_rejects_and_replays(tmp_path, capsys):
         assert key in cex
     assert cex["rule"] == "fa" and cex["hyper"]["feedback_init"] == "xavier" and cex["dtype"] == "float64"
     assert main(["conform", "fa", "--impl", FA_SLIP, "--replay", str(out)]) == 1
+    replayed = capsys.readouterr().out
+    assert "MISMATCH" in replayed and "expected:" in replayed and "missing activation derivative" in replayed
     assert main(["conform", "fa", "--impl", FA_OK, "--replay", str(out)]) == 0
+    assert "agrees" in capsys.readouterr().out
 
 
 def test_bad_arguments(capsys):
