@@ -18,6 +18,8 @@ turns a torch training-step function into the conform contract.
   ``requires_grad``), ``x``, ``y`` (integer labels stay int64), ``state`` (arrays as tensors,
   lists as lists of tensors, scalars as they are) and the hyper-parameters it names (all of them
   with ``**hyper``).
+* ``@torch_impl(model=MyNet)``: your own ``nn.Module`` class (called with conform's layer
+  descriptions) instead of the ``nn.Sequential``; the weights go into its ``nn.Linear`` layers in order.
 * It may set ``.grad`` on the ``nn.Linear`` parameters (return ``None``), return ``(dW, db)``
   (per-layer lists), return one gradient per ``model.parameters()`` entry, or, for ``--targets``,
   the ``L + 1`` targets.
@@ -35,7 +37,8 @@ import inspect
 
 import numpy as np
 
-__all__ = ["activation_module", "to_sequential", "linear_layers", "torch_impl", "loss", "state_to_torch"]
+__all__ = ["activation_module", "to_sequential", "linear_layers", "load_linear_weights", "torch_impl", "loss",
+           "state_to_torch"]
 
 
 def activation_module(name: str):
@@ -132,22 +135,62 @@ def _np(t):
     return np.asarray(t)
 
 
-def torch_impl(fn):
+def load_linear_weights(module, weights, biases, dtype=None):
+    """Copy ``weights``/``biases`` into ``module``'s ``nn.Linear`` layers in order (shapes checked),
+    cast the module to ``dtype`` and make the parameters require gradients; returns ``module``."""
+    import torch
+
+    lins = linear_layers(module)
+    if len(lins) != len(weights):
+        raise ValueError(f"model: expected {len(weights)} nn.Linear layers (one per refimpl layer), found {len(lins)}")
+    dt = dtype or _torch_dtype(weights[0])
+    module.to(dt)
+    with torch.no_grad():
+        for i, (m, W, b) in enumerate(zip(lins, weights, biases)):
+            W, b = np.asarray(W), np.asarray(b)
+            if tuple(m.weight.shape) != W.shape or m.bias is None or tuple(m.bias.shape) != b.shape:
+                raise ValueError(f"model: nn.Linear #{i} has weight {tuple(m.weight.shape)} and bias "
+                                 f"{None if m.bias is None else tuple(m.bias.shape)}, expected {W.shape} and {b.shape}")
+            m.weight.copy_(torch.as_tensor(W, dtype=dt))
+            m.bias.copy_(torch.as_tensor(b, dtype=dt))
+    for p in module.parameters():
+        p.requires_grad_(True)
+        p.grad = None
+    return module
+
+
+def torch_impl(fn=None, *, model=None):
     """Wrap ``fn(model, x, y, state, **hyper)`` (see the module docstring) into conform's contract
-    ``impl(weights, biases, activations, x, y, state, **hyper) -> (dW, db)``."""
+    ``impl(weights, biases, activations, x, y, state, **hyper) -> (dW, db)``.
+
+    ``model``: your own ``nn.Module`` instead of :func:`to_sequential`'s: a callable
+    ``model(layers) -> nn.Module`` receiving conform's layer descriptions (``in_features``,
+    ``out_features``, ``activation`` per layer); the instance's weights are copied into its
+    ``nn.Linear`` layers in order (:func:`load_linear_weights`). Usable as ``@torch_impl`` or
+    ``@torch_impl(model=MyNet)``.
+    """
+    if fn is None:
+        return lambda f: torch_impl(f, model=model)
     import torch  # fail early, with the import error, if torch is missing
 
     @functools.wraps(fn)
     def adapter(weights, biases, activations, x, y, state, layers=None, **hyper):
         dt = _torch_dtype(weights[0])
-        model = to_sequential(weights, biases, activations, dtype=dt, layers=layers)
+        if model is None:
+            net = to_sequential(weights, biases, activations, dtype=dt, layers=layers)
+        else:
+            specs = layers if layers is not None else [
+                {"type": "linear", "in_features": int(np.asarray(W).shape[1]),
+                 "out_features": int(np.asarray(W).shape[0]), "activation": a, "bias": True}
+                for W, a in zip(weights, activations)]
+            net = load_linear_weights(model(specs), weights, biases, dt)
         if layers is not None:
             hyper = dict(hyper, layers=layers)  # for an fn that names it
         xt = torch.as_tensor(np.asarray(x), dtype=dt)
         yn = np.asarray(y)
         yt = torch.as_tensor(yn) if np.issubdtype(yn.dtype, np.integer) else torch.as_tensor(yn, dtype=dt)
-        out = fn(model, xt, yt, state_to_torch(dict(state), dt), **_call_kwargs(fn, hyper))
-        lins = linear_layers(model)
+        out = fn(net, xt, yt, state_to_torch(dict(state), dt), **_call_kwargs(fn, hyper))
+        lins = linear_layers(net)
         L = len(lins)
         if out is None:
             missing = [i for i, m in enumerate(lins) if m.weight.grad is None or m.bias.grad is None]
@@ -158,7 +201,7 @@ def torch_impl(fn):
         if isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(o, (tuple, list)) for o in out):
             return [_np(g) for g in out[0]], [_np(g) for g in out[1]]
         if isinstance(out, (tuple, list)) and len(out) == 2 * L and all(hasattr(o, "shape") for o in out):
-            params = list(model.parameters())  # one gradient per parameter, in model.parameters() order
+            params = list(net.parameters())  # one gradient per parameter, in model.parameters() order
             by_id = {id(p): g for p, g in zip(params, out)}
             return [_np(by_id[id(m.weight)]) for m in lins], [_np(by_id[id(m.bias)]) for m in lins]
         if isinstance(out, (tuple, list)) and len(out) == L + 1:  # targets

@@ -531,6 +531,31 @@ def test_torch_adapter_accepts_returned_gradients():
     assert C.check("bp", bp_returning, instances=15).passed
 
 
+def test_torch_adapter_with_a_users_module_class():
+    import torch
+    from torch import nn
+    from proofs.conform_torch import torch_impl, activation_module, loss as tloss
+    from proofs.examples.torch_fa import FALinear
+
+    class FANet(nn.Module):  # a user's own network class, built from the layer descriptions
+        def __init__(self, layers):
+            super().__init__()
+            self.fcs = nn.ModuleList(nn.Linear(sp["in_features"], sp["out_features"]) for sp in layers)
+            self.acts = nn.ModuleList(activation_module(sp["activation"]) for sp in layers)
+
+        def forward(self, x, B):
+            for fc, a, Bk in zip(self.fcs, self.acts, B):
+                x = a(FALinear.apply(x, fc.weight, fc.bias, Bk))
+            return x
+
+    @torch_impl(model=FANet)
+    def fa(model, x, y, state, loss="mse"):
+        tloss(model(x, state["B"]), y, loss).backward()
+
+    assert C.check("fa", fa, instances=20).passed
+    assert C.check("fa", fa, instances=10, dtype="float32").passed
+
+
 def test_layers_description_is_passed_when_named():
     seen = []
 
