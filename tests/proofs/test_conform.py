@@ -99,6 +99,14 @@ def test_cli_edges_exit_2_with_one_line(argv, capsys):
     assert err and len(err.splitlines()) == 1, err
 
 
+def test_cli_missing_impl_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exc_info:
+        main(["conform", "fa"])
+    assert exc_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--impl" in err and len(err.splitlines()) == 1, err
+
+
 def test_check_rejects_instances_below_one():
     with pytest.raises(ValueError, match="instances"):
         C.check("fa", FA_OK, instances=0)
