@@ -48,7 +48,6 @@ def activation_module(name: str):
     ``"leaky_relu(0.2)"``, ``"elu(0.5)"``, ...; parsed by :func:`refimpl.activations.get`): the
     inverse of :func:`activation_name`. ``softplus`` is an exact ``log(1 + e^a)`` module
     (``nn.Softplus`` returns ``a`` itself above its threshold 20, 2e-9 off)."""
-    import torch
     import torch.nn as nn
 
     from .activations import get
