@@ -402,6 +402,25 @@ def test_pepita_independent_implementation_matches_with_dropout():
     assert C.replay("pepita", pepita, c).holds and not C.replay("pepita", pepita_no_masks, c).holds
 
 
+def test_corinfomax_random_sign_of_beta_is_handed_over():
+    pytest.importorskip("refimpl.rules.corinfomax")
+    import dataclasses
+
+    import refimpl as ri
+
+    rule = ri.rules.get("corinfomax", random_sign=True)
+    net = ri.Network.init([3, 4, 2], activation="linear", output_activation="linear", seed=0)
+    net = ri.Network(net.weights, tuple(np.zeros_like(b) for b in net.biases), net.activations)
+    x = np.random.default_rng(0).uniform(0, 1, (5, 3))
+    signs = set()
+    for step in range(12):
+        st = dataclasses.replace(rule.init(net, seed=3), step=step)
+        handed = C.handed_state(rule, net, st, x)
+        assert handed["signed_beta"] == rule.signed_beta(st)
+        signs.add(np.sign(handed["signed_beta"]))
+    assert signs == {-1.0, 1.0}  # the counter (drawn by conform) reaches both signs
+
+
 def _fb_forward(weights, biases, activations, h, frm, to):
     for l in range(frm + 1, to + 1):
         h = act(activations[l - 1]).f(h @ weights[l - 1].T + biases[l - 1])
