@@ -4,7 +4,13 @@ Structure is drawn (depth, widths, activations, batch size, loss, a seed); weigh
 built from the drawn seed on the host and moved to the requested backend (ENGINEERING.md §2.3).
 The same functions serve Hypothesis (``HypothesisDrawer``: failures shrink to small networks) and
 ``refimpl verify`` (``RngDrawer``). Hypothesis strategies proper are at the bottom
-(:func:`instances`), built on ``st.data()``.
+(:func:`networks`, :func:`instances`), built on ``st.data()``.
+
+Public API for users' own property tests (README "Hypothesis strategies for your own tests"):
+:func:`networks` (a :class:`refimpl.Network`), :func:`instances` (a :class:`NetInstance`: network,
+batch ``x, y`` and loss), and the keyword arguments of :func:`draw_network` / :func:`draw_batch`
+they take; ``ALL_ACTIVATIONS``, ``SMOOTH_ACTIVATIONS``, ``INVERTIBLE_ACTIVATIONS``,
+``PIECEWISE_LINEAR``. A failing property shrinks to a small network (depth, widths, batch).
 
 Network kinds:
 
@@ -41,7 +47,7 @@ from refimpl.network import haar_orthogonal
 from .theorem import Drawer
 
 __all__ = ["ALL_ACTIVATIONS", "SMOOTH_ACTIVATIONS", "INVERTIBLE_ACTIVATIONS", "PIECEWISE_LINEAR",
-           "NetInstance", "draw_network", "draw_conv_network", "draw_batch", "draw_instance", "instances",
+           "NetInstance", "draw_network", "draw_conv_network", "draw_batch", "draw_instance", "instances", "networks",
            "network_from_matrices", "host_like", "describe_network", "ARCHITECTURES", "POOLS"]
 
 ALL_ACTIVATIONS = ("linear", "tanh", "sigmoid", "relu", "leaky_relu", "leaky_relu(0.2)", "elu", "softplus")
@@ -294,8 +300,23 @@ def draw_instance(d: Drawer, xp="numpy", dtype="float64", *, losses=("mse", "ce"
     return NetInstance(net, x, y, loss)
 
 
+def networks(xp="numpy", dtype="float64", **kwargs):
+    """Hypothesis strategy of :class:`refimpl.Network` (:func:`draw_network`'s keyword arguments:
+    ``depth``, ``width``, ``activations``, ``output_activations``, ``kind``, ``bias``, ...)."""
+    from hypothesis import strategies as st
+    from .theorem import HypothesisDrawer
+
+    @st.composite
+    def _net(draw):
+        data = draw(st.data())
+        return draw_network(HypothesisDrawer(data), xp, dtype, **kwargs)
+
+    return _net()
+
+
 def instances(xp="numpy", dtype="float64", **kwargs):
-    """Hypothesis strategy of :class:`NetInstance` (``draw_instance`` under ``st.data()``)."""
+    """Hypothesis strategy of :class:`NetInstance` (``draw_instance`` under ``st.data()``): ``.net``,
+    ``.x``, ``.y``, ``.loss``; keyword arguments ``losses``, ``batch`` and those of :func:`draw_network`."""
     from hypothesis import strategies as st
     from .theorem import HypothesisDrawer
 

@@ -301,45 +301,99 @@ def _train(args) -> int:
     return 1 if any("error" in e for e in result["rules"].values()) else 0
 
 
+def _one_line_errors(p):
+    """argparse errors of this subcommand as one line on stderr, exit 2 (not usage + message)."""
+    def error(message):
+        sys.stderr.write(f"{p.prog}: {message}\n")
+        raise SystemExit(2)
+
+    p.error = error
+    return p
+
+
 def _add_conform(sub):
     p = sub.add_parser("conform", help="check your implementation of a rule against the reference",
-                       description="Hypothesis searches random networks and batches for a mismatch between "
-                                   "IMPL and the reference rule; on a mismatch it shrinks to a minimal "
-                                   "counterexample, prints it, writes it as JSON and exits 1. Adapter contract: "
-                                   "impl(weights, biases, activations, x, y, state, **hyper) -> (dW, db), NumPy "
-                                   "arrays (or torch tensors), gradient convention (see README).")
+                       description="Hypothesis searches random networks, batches, states and hyper-parameter "
+                                   "ranges for a mismatch between IMPL and the reference rule; on a mismatch it "
+                                   "shrinks to a minimal counterexample, prints it (expected and received values, "
+                                   "the slip's name when recognisable), writes it as JSON and exits 1. Adapter "
+                                   "contract: impl(weights, biases, activations, x, y, state, **hyper) -> (dW, db), "
+                                   "NumPy arrays (or torch tensors), gradient convention; hyper = every "
+                                   "hyper-parameter of the reference as resolved (see README).")
     p.add_argument("rule", help="rule name: bp, fa, dfa, usf, brsf, frsf, gaitprop, dtp, ... or a class name")
     p.add_argument("--impl", required=True, metavar="MODULE:FUNCTION", help="your implementation")
     p.add_argument("--instances", type=int, default=100, metavar="N", help="random instances to try (default 100)")
-    p.add_argument("--hyper", action="append", default=[], metavar="K=V",
-                   help="hyper-parameter for both the reference rule and your function (repeatable)")
+    p.add_argument("--hyper", action="append", default=[], metavar="K=V|K=LO:HI",
+                   help="hyper-parameter of the reference (your function receives every resolved one); "
+                        "LO:HI draws it per instance (log-uniform when 0 < LO and HI >= 10 LO; integers if both are); "
+                        "repeatable")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="precision the instance is handed over in; judged against the float64 reference with "
+                        "that row of the tolerance table (default float64)")
+    p.add_argument("--rtol", type=float, default=None, help="override the table's relative tolerance (recorded)")
+    p.add_argument("--atol", type=float, default=None, help="override the table's absolute tolerance (recorded)")
     p.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
     p.add_argument("--targets", action="store_true", help="compare targets (impl returns L+1 targets) instead of updates")
+    p.add_argument("--feedback", action="store_true",
+                   help="compare feedback updates (dQ, dc) of TP/DTP/DRL/LDRL; the noise is in state['noise']")
     p.add_argument("--out", default="conform-counterexample.json", metavar="FILE.json",
                    help="where a counterexample is written (default conform-counterexample.json)")
-    p.add_argument("--replay", default=None, metavar="FILE.json", help="run one stored counterexample again")
+    p.add_argument("--replay", default=None, metavar="FILE.json", help="run one stored counterexample again "
+                   "(its rule, hyper-parameters, dtype and tolerance)")
+    p.add_argument("--replay-anyway", action="store_true",
+                   help="replay under RULE/--hyper even if the file was written for another rule or hyper-parameters")
     p.set_defaults(func=_conform)
+    _one_line_errors(p)
 
 
 def _parse_hyper(items) -> dict:
+    """``k=v`` (a Python literal or a bare string) or ``k=lo:hi`` (a range drawn per instance)."""
     import ast
 
     out = {}
     for item in items:
         key, eq, val = item.partition("=")
         if not eq or not key.strip().isidentifier():
-            raise ValueError(f"--hyper: expected key=value, got {item!r}")
+            raise ValueError(f"--hyper: expected key=value or key=lo:hi, got {item!r}")
+        val = val.strip()
+        lo, colon, hi = val.partition(":")
+        if colon:
+            try:
+                a, b = ast.literal_eval(lo.strip()), ast.literal_eval(hi.strip())
+            except (ValueError, SyntaxError):
+                a = b = None
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
+                from proofs.conform import Range
+
+                try:
+                    out[key.strip()] = Range(a, b)
+                except ValueError as exc:
+                    raise ValueError(f"--hyper {item!r}: {exc}") from None
+                continue
         try:
-            out[key.strip()] = ast.literal_eval(val.strip())
+            out[key.strip()] = ast.literal_eval(val)
         except (ValueError, SyntaxError):
-            out[key.strip()] = val.strip()
+            out[key.strip()] = val
     return out
 
 
 def _conform(args) -> int:
     import json
+    import math
     import os
 
+    def fail(msg) -> int:
+        print(f"refimpl conform: {msg}", file=sys.stderr)
+        return 2
+
+    if args.instances < 1:
+        return fail(f"--instances: expected an integer >= 1, got {args.instances}")
+    for nm in ("rtol", "atol"):
+        v = getattr(args, nm)
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            return fail(f"--{nm}: expected a finite number >= 0, got {v}")
+    if args.replay_anyway and not args.replay:
+        return fail("--replay-anyway needs --replay FILE.json")
     from proofs import conform as C
 
     if os.getcwd() not in sys.path:  # so that --impl can name a module in the current directory
@@ -349,15 +403,26 @@ def _conform(args) -> int:
         impl = C.load_impl(args.impl)
         if args.replay:
             with open(args.replay) as fh:
-                cex = json.load(fh)
-            ev = C.replay(args.rule, impl, cex, hyper=hyper, targets=args.targets)
-            print(f"replay {args.replay}: {'agrees' if ev.holds else 'MISMATCH'} ({ev.detail}, relative error "
-                  f"{ev.error:.3g}, tolerance {ev.tolerance:.0e})")
+                try:
+                    cex = json.load(fh)
+                except json.JSONDecodeError as exc:
+                    return fail(f"--replay {args.replay}: not a JSON file ({exc})")
+            ev, report = C.replay_details(args.rule, impl, cex, hyper=hyper, targets=args.targets or None,
+                                          feedback=args.feedback or None,
+                                          allow_mismatch=args.replay_anyway, rtol=args.rtol, atol=args.atol,
+                                          dtype=args.dtype if args.dtype != "float64" else None)
+            print(f"replay {args.replay} ({cex.get('rule')}, dtype {cex.get('dtype')}): "
+                  f"{'agrees' if ev.holds else 'MISMATCH'} ({ev.detail}, relative error "
+                  f"{ev.error:.3g}, rtol {ev.tolerance:.0e})")
+            if report is not None:
+                print(C.format_counterexample(report, header="  replayed", what="instance"))
             return 0 if ev.holds else 1
-        res = C.check(args.rule, impl, instances=args.instances, hyper=hyper, seed=args.seed, targets=args.targets)
-    except (ValueError, TypeError, ImportError, AttributeError, FileNotFoundError) as exc:
-        print(f"refimpl conform: {exc}", file=sys.stderr)
-        return 2
+        res = C.check(args.rule, impl, instances=args.instances, hyper=hyper, seed=args.seed, targets=args.targets,
+                      dtype=args.dtype, rtol=args.rtol, atol=args.atol, feedback=args.feedback)
+    except C.ReplayRefused as exc:
+        return fail(f"--replay refused: {exc}")
+    except (ValueError, TypeError, ImportError, AttributeError, FileNotFoundError, IsADirectoryError) as exc:
+        return fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     print(res.summary())
     if res.passed:
         return 0
@@ -365,7 +430,8 @@ def _conform(args) -> int:
         json.dump(res.counterexample, fh, indent=1)
     hyper_s = "".join(f" --hyper {h}" for h in args.hyper)
     print(f"counterexample written to {args.out}; replay it with:\n"
-          f"  refimpl conform {args.rule} --impl {args.impl}{hyper_s}{' --targets' if args.targets else ''} "
+          f"  refimpl conform {args.rule} --impl {args.impl}{hyper_s}{' --targets' if args.targets else ''}"
+          f"{' --feedback' if args.feedback else ''} "
           f"--replay {args.out}")
     return 1
 
@@ -406,7 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "conform":  # one line, as every other bad argument of conform
+            print(f"refimpl conform: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
+            return 2
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args)
 
 

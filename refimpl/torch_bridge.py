@@ -16,7 +16,7 @@ import numpy as np
 from . import layers as _layers
 from .backend import from_numpy, resolve_namespace, resolve_dtype
 
-__all__ = ["network_from_torch", "activation_name"]
+__all__ = ["network_from_torch", "activation_name", "activation_module"]
 
 
 def activation_name(mod, index: int):
@@ -33,12 +33,49 @@ def activation_name(mod, index: int):
         return f"leaky_relu({float(mod.negative_slope)!r})"
     if isinstance(mod, nn.ELU):
         return f"elu({float(mod.alpha)!r})"
+    if type(mod).__name__ == "ExactSoftplus" and type(mod).__module__ == __name__:
+        return "softplus"
     if isinstance(mod, nn.Softplus):
         if float(mod.beta) != 1.0:
             raise ValueError(f"module[{index}]: Softplus with beta={mod.beta} is not supported (refimpl's softplus "
                              "is log(1 + e^a), beta 1)")
         return "softplus"
     return None
+
+
+def activation_module(name: str):
+    """The ``torch.nn`` module computing refimpl's activation ``name`` (``"tanh"``,
+    ``"leaky_relu(0.2)"``, ``"elu(0.5)"``, ...; parsed by :func:`refimpl.activations.get`): the
+    inverse of :func:`activation_name`. ``softplus`` is an exact ``log(1 + e^a)`` module
+    (``nn.Softplus`` returns ``a`` itself above its threshold 20, 2e-9 off)."""
+    import torch.nn as nn
+
+    from .activations import get
+
+    act = get(name)
+    base = act.name.split("(")[0]
+    if base == "softplus":
+        return _exact_softplus_class()()
+    table = {"linear": nn.Identity, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "relu": nn.ReLU}
+    if base in table:
+        return table[base]()
+    if base == "leaky_relu":
+        return nn.LeakyReLU(act.param)
+    return nn.ELU(act.param)  # the remaining name get() accepts
+
+
+def _exact_softplus_class():
+    import torch
+    import torch.nn as nn
+
+    class ExactSoftplus(nn.Module):
+        """``log(1 + e^a) = logaddexp(a, 0)`` without ``nn.Softplus``'s threshold."""
+
+        def forward(self, a):
+            return torch.logaddexp(a, torch.zeros_like(a))
+
+    ExactSoftplus.__module__ = __name__
+    return ExactSoftplus
 
 
 def _pool_spec(mod, index: int):

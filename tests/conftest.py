@@ -14,6 +14,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+# the refimpl_conform fixture (an installed refimpl registers it through its pytest11 entry point
+# too; this import makes it available in a checkout whose install predates the entry point)
+from refimpl.pytest_plugin import refimpl_conform  # noqa: F401
+
 settings.register_profile("ci", database=None, deadline=None, derandomize=True, print_blob=True,
                           max_examples=25, suppress_health_check=(HealthCheck.too_slow,))
 settings.register_profile("dev", deadline=None, max_examples=20, suppress_health_check=(HealthCheck.too_slow,))

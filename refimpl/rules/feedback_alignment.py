@@ -80,7 +80,7 @@ from .base import Updates, check_batch, check_state_shapes
 from .bp import backward, weight_gradients
 
 __all__ = ["FA", "DFA", "SignSymmetry", "FAState", "DFAState", "SignSymmetryState", "MODES", "INITS",
-           "fan_in_fan_out", "draw_feedback", "usf_scale", "feedback_seed", "brsf_seed", "product_feedback", "feedback_angles",
+           "fan_in_fan_out", "draw_feedback", "usf_scale", "feedback_seed", "brsf_seed", "brsf_magnitudes", "product_feedback", "feedback_angles",
            "weight_ratios", "update_angles", "alignment"]
 
 #: BioTorch's mode strings (``BioModule(module, mode=...)``) that this module implements.
@@ -387,6 +387,15 @@ def brsf_seed(seed: int, step: int) -> np.random.SeedSequence:
     return feedback_seed(seed, "brsf", step)
 
 
+def brsf_magnitudes(net, seed: int, step: int, feedback_init: str = "xavier", scale: Optional[float] = None) -> tuple:
+    """brSF's magnitudes ``M_t[i]`` (shape of ``W[i]``, layers in order) for update number
+    ``step``: drawn by ``feedback_init`` from ``backend.rng(brsf_seed(seed, step))``; the feedback
+    is ``B[i] = |M_t[i]| (*) sign(W[i])``. :meth:`SignSymmetry.feedback` calls this, and
+    ``refimpl conform`` hands the same matrices to an implementation under test (state ``"M"``)."""
+    gen = _rng(brsf_seed(seed, step))
+    return tuple(_to_net(draw_feedback(gen, tuple(W.shape), feedback_init, scale), net) for W in net.weights)
+
+
 @dataclass(frozen=True)
 class SignSymmetryState:
     """Sign-symmetry state.
@@ -461,8 +470,7 @@ class SignSymmetry:
             return tuple(usf_scale(s, self.feedback_init, self.scale) * xp.sign(W)
                          for s, W in zip(shapes, net.weights))
         if self.mode == "brsf":
-            gen = _rng(brsf_seed(state.seed, state.step))
-            M = [_to_net(draw_feedback(gen, s, self.feedback_init, self.scale), net) for s in shapes]
+            M = brsf_magnitudes(net, state.seed, state.step, self.feedback_init, self.scale)
         else:
             _check_feedback(net, state.M, shapes, "M")
             M = state.M

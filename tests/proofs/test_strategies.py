@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, strategies as st
 
 from refimpl.backend import to_numpy
-from proofs.strategies import draw_network, draw_batch, instances, INVERTIBLE_ACTIVATIONS
+from proofs.strategies import draw_network, draw_batch, instances, networks, INVERTIBLE_ACTIVATIONS
 from proofs.theorem import HypothesisDrawer
 
 
@@ -135,3 +135,14 @@ def test_theorems_draw_conv_networks():
             assert n_conv >= 5, (name, n_conv)
         if name == "feedback_alignment.fa_equals_bp_conv":
             assert n_conv == 25
+
+
+@given(networks(depth=(2, 3), width=(2, 4), activations=("tanh",), output_activations=("linear",)))
+def test_networks_strategy_is_public_and_respects_its_arguments(net):
+    assert 2 <= net.depth <= 3 and all(2 <= n <= 4 for n in net.sizes)
+    assert net.activations[:-1] == ("tanh",) * (net.depth - 1) and net.activations[-1] == "linear"
+
+
+@given(instances(losses=("ce",), batch=(3, 5), depth=(1, 2)))
+def test_instances_strategy_gives_a_batch_for_the_loss(inst):
+    assert inst.loss == "ce" and 3 <= inst.x.shape[0] <= 5 and inst.net.sizes[-1] >= 2
