@@ -68,7 +68,7 @@ FD_STEPS = (4e-3, 2e-3, 1e-3, 5e-4)
 
 
 def _draw_smooth(d, xp, dtype):
-    loss = d.choice(("mse", "ce"))
+    loss = d.variant("loss", ("mse", "ce"))
     # A depth-1 linear network under mse has a quadratic loss, for which central differences are
     # exact (no s^2 term to measure): the output activation is then drawn non-linear.
     net = draw_network(d, xp, dtype, activations=SMOOTH_ACTIVATIONS,
@@ -141,7 +141,7 @@ def _control_fd(inst):
 
 THEOREMS = (
     Theorem(
-        name="bp.matches_autograd",
+        name="bp.matches_autograd", variants=2,
         statement="BP's layer-by-layer deltas give dW_l = delta_l^T h_{l-1}, db_l = sum_b delta_l equal "
                   "to torch autograd's gradient of the batch-mean loss (every activation, mse and ce)",
         source="Rumelhart, Hinton & Williams (1986); oracle: torch.autograd in float64",
@@ -150,7 +150,7 @@ THEOREMS = (
         control_breaks="the oracle's parameters are shifted by 100*rtol (relative): the check must see it",
     ),
     Theorem(
-        name="bp.matches_finite_differences",
+        name="bp.matches_finite_differences", variants=2,
         statement="<BP update, v> = (L(theta + s v) - L(theta - s v)) / 2s + O(s^2) for C^3 activations; "
                   "Richardson limit of the difference vanishes to rounding",
         source="Taylor's theorem (central differences are second order)",

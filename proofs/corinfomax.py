@@ -368,7 +368,8 @@ def _control_kkt(inst):
 
 def _draw_updates(d, xp, dtype):
     inst = _excitatory(_draw_dynamics(d, xp, dtype), 0.6)
-    rule = replace(inst.rule, three_phase=d.boolean(), weight_decay=d.boolean(), t_free=d.integer(5, 30),
+    rule = replace(inst.rule, three_phase=d.variant("three_phase", (False, True)),
+                   weight_decay=d.variant("weight_decay", (False, False, True, True)),  # with three_phase: all 4 pairs t_free=d.integer(5, 30),
                    t_nudge=d.integer(3, 10))
     return replace(inst, rule=rule)
 
@@ -919,7 +920,7 @@ THEOREMS = (
         backends=("numpy", "torch", "cupy"),
     ),
     Theorem(
-        name="corinfomax.updates_are_local_ls_contrast",
+        name="corinfomax.updates_are_local_ls_contrast", variants=4,
         statement="dW[k] = (1/beta)[dl_f/dW(r^beta) - dl_f/dW(r^0)] and dWb[k] likewise with l_b, l = 1/2 <||out - W in||^2> "
                   "differentiated by autograd (three phases: r^0 -> r^-beta, 1/(2 beta); + eps W with weight decay)",
         source=_SOURCE + " (batch_step_hopfield); spec §1.4, §2, P-A4 local identity",

@@ -235,7 +235,7 @@ def _draw_pl(d, xp, dtype):
     inst = _draw(d, xp, dtype, PIECEWISE)
     # Fixed gamma only up to depth 4: its rounding grows as eps * gamma^-(L-1) (1e-2: ~1e-10 relative
     # at L = 4, but ~1e-6..1e-1 at L = 6 once gamma is shrunk), which would blunt the control.
-    adaptive = d.boolean() or inst.net.depth > FIXED_MAX_DEPTH
+    adaptive = d.variant("adaptive", (False, True)) or inst.net.depth > FIXED_MAX_DEPTH
     gamma = 1e-6 if adaptive else 1e-2
     # The theorem's condition: no nudge crosses a kink. A crossing needs |a| < O(gamma) at some
     # unit, so shrinking gamma removes it (constructive, no rejection): at most a few steps.
@@ -501,7 +501,7 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="gaitprop.equals_bp_piecewise_linear",
+        name="gaitprop.equals_bp_piecewise_linear", variants=2,
         statement="identity / leaky-ReLU networks with orthogonal W_2..W_L: GAIT-prop at finite gamma (fixed 1e-2 or "
                   "adaptive 1e-6, shrunk until no nudge crosses a kink) equals BP to within the rounding model of the "
                   "target pass (no truncation term)",

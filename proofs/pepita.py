@@ -99,7 +99,17 @@ def _nondegenerate(net, x, keep_prob, seed, xp, dtype):
     raise RuntimeError("no non-degenerate dropout mask found in 1000 seeds")  # pragma: no cover
 
 
+PRESYNAPTIC = ("modulated", "forward")
+
+
 def _draw(d, xp, dtype, hidden, depth=(2, 4), width=(1, 10), dropout=True, one_hidden=False):
+    # ReLU with first-pass presynaptic factors makes some O(eps) remainders exactly 0 (the update is
+    # then exactly first order), which an order check cannot see as slope 1: "forward" goes with
+    # smooth hidden activations only. In a verify run (variants planned by index) the network of a
+    # "forward" instance is drawn smooth, so both variants are checked in every run.
+    smooth_hidden = tuple(a for a in hidden if ri.activations.get(a).smooth)
+    if smooth_hidden and d.planned("presynaptic", PRESYNAPTIC) == "forward":
+        hidden = smooth_hidden
     if one_hidden:
         n0 = d.integer(2, 10)
         n1 = d.integer(1, n0)
@@ -114,13 +124,12 @@ def _draw(d, xp, dtype, hidden, depth=(2, 4), width=(1, 10), dropout=True, one_h
         net = draw_network(d, xp, dtype, depth=depth, width=width, activations=hidden,
                            output_activations=("linear",), output_width=(2, 8))
     x, y = draw_batch(d, net, "ce", batch=(1, 10))
-    keep = d.choice((1.0, 0.8)) if dropout else 1.0
-    sign = d.choice((1, -1))
-    last = d.choice(("modulated", "first"))
+    keep = d.variant("keep_prob", (1.0, 0.8)) if dropout else 1.0
+    sign = d.variant("sign", (1, -1))
+    last = d.variant("last_layer_error", ("modulated", "first"))
     smooth = all(ri.activations.get(a).smooth for a in net.activations[:-1])
-    # ReLU with first-pass presynaptic factors makes some O(eps) remainders exactly 0 (the update is
-    # then exactly first order), which an order check cannot see as slope 1: modulated only there.
-    pres = d.choice(("modulated", "forward")) if smooth else "modulated"
+    planned = d.planned("presynaptic", PRESYNAPTIC)  # "forward" only if smooth (above)
+    pres = d.variant("presynaptic", PRESYNAPTIC) if (smooth or planned is not None) else "modulated"
     fseed = d.seed()
     net, mseed = _nondegenerate(net, x, keep, fseed, xp, dtype)
     return NetInstance(net, x, y, "ce", params={"keep_prob": keep, "sign": sign, "last_layer_error": last,
@@ -538,7 +547,7 @@ def _align_evidence(inst, use_independent: bool):
 
 THEOREMS = (
     Theorem(
-        name="pepita.zero_feedback_is_delta_rule",
+        name="pepita.zero_feedback_is_delta_rule", variants=2,
         statement="F = 0: x_mod = x, every hidden update (dW_l, db_l, l < L) is exactly 0, and the output "
                   "update equals autograd's output-layer gradient of the batch-mean CE (masked network)",
         source="Dellaferrera & Kreiman, ICML 2022, Alg. 1; spec pepita_fa.md §3a-4",
@@ -548,7 +557,7 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="pepita.relu_activity_is_jvp",
+        name="pepita.relu_activity_is_jvp", variants=2,
         statement="piecewise-linear hidden layers, no unit crossing its kink: h_l - h_l' = s * J_l(x) (F e) "
                   "exactly (to rounding), s = -sign, J_l by torch.func.jvp, dropout masks shared",
         source="derivation, spec pepita_fa.md §3b (activity; ReLU exact)",
@@ -559,7 +568,7 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="pepita.smooth_activity_first_order",
+        name="pepita.smooth_activity_first_order", variants=2,
         statement="C^2 hidden activations: (h_l - h_l') / eps = s * J_l(x) (F0 e) + O(eps), s = -sign "
                   "(order 1, Richardson limit 0)",
         source="derivation, spec pepita_fa.md §3b (activity), recipe (ii)",
@@ -569,7 +578,7 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="pepita.hidden_update_is_afa",
+        name="pepita.hidden_update_is_afa", variants=2,
         statement="dW_l / eps = s * U_l^T h_{l-1} / B + O(eps), db_l / eps = s * mean_b U_l + O(eps) for every "
                   "hidden layer (adaptive feedback alignment: U_l = D_l W_l ... D_1 W_1 F0 e, by jvp)",
         source="Srinivasan et al., ICLR 2024 (PEPITA ~ AFA); derivation spec pepita_fa.md §3b (update), recipe (iii)",
@@ -579,7 +588,7 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="pepita.equals_bp_one_hidden_layer",
+        name="pepita.equals_bp_one_hidden_layer", variants=2,
         statement="L = 2, n_1 <= n_0, W_1 full row rank, F = -sign * eps * pinv(W_1) W_2^T: "
                   "(dW_1 / eps, db_1 / eps, dW_2, db_2) = BP's gradients of the batch-mean CE + O(eps)",
         source="derivation, spec pepita_fa.md §3b ('PEPITA = BP to first order for one hidden layer')",
@@ -589,7 +598,7 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="pepita.sign_flip",
+        name="pepita.sign_flip", variants=2,
         statement="(dW_l(sign=+1) + dW_l(sign=-1)) / eps = O(eps) for hidden layers (biases too): flipping "
                   "the modulation sign flips the first-order update",
         source="derivation, spec pepita_fa.md §3b recipe (iv)",

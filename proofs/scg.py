@@ -126,7 +126,7 @@ def draw_scg(d, xp="numpy", dtype="float64", *, max_nodes=4, max_outcomes=256, h
     logits, and sometimes a middle cost. theta enters every distribution and every cost, and is
     shared between distributions and costs (the logits nodes feed costs; spec P-D1)."""
     m = d.integer(1, max_nodes)
-    topo = d.choice(("chain", "fork", "diamond", "random"))
+    topo = d.variant("topology", ("chain", "fork", "diamond", "random"))
     nodes, outcomes = [], 1
     for k in range(1, m + 1):
         kind = d.choice(("bernoulli", "categorical"))
@@ -497,7 +497,7 @@ _F64 = ("float64",)
 
 THEOREMS = (
     Theorem(
-        name="scg.surrogate_unbiased",
+        name="scg.surrogate_unbiased", variants=4,
         statement="sum_outcomes P * grad L_surr = grad E[sum_c c] (torch autograd of the enumerated objective): "
                   "score terms log p(w|DEPS_w) * Q_w with downstream costs only, plus pathwise grad c",
         source=_SRC + ", Theorem 1 and Corollary 1 (section 4); spec scg.md P-D1",
@@ -508,7 +508,7 @@ THEOREMS = (
         dtypes=_F64,
     ),
     Theorem(
-        name="scg.baseline_unbiased",
+        name="scg.baseline_unbiased", variants=4,
         statement="with Q_w - b_w, b_w any function of non-descendants of w (constant, input, theta, w's own "
                   "logits, ancestors), the expected surrogate gradient is still grad E",
         source=_SRC + ", section 3 (variance reduction); spec scg.md P-D2",
@@ -518,7 +518,7 @@ THEOREMS = (
         dtypes=_F64,
     ),
     Theorem(
-        name="scg.optimal_baseline",
+        name="scg.optimal_baseline", variants=4,
         statement="the exact variance of the estimator is a parabola in a constant baseline b on node w with "
                   "vertex b* = E[s_w . g_0] / E[|s_w|^2] (s_w = grad log p(w), g_0 = estimate with b = 0)",
         source="derivation (spec scg.md P-D2, corrected formula); " + _SRC + ", section 3",
@@ -531,7 +531,7 @@ THEOREMS = (
         dtypes=_F64,
     ),
     Theorem(
-        name="scg.downstream_vs_total",
+        name="scg.downstream_vs_total", variants=4,
         statement="Q_w = downstream costs and Q_w = total cost give the same expected gradient (to 1e-10) and "
                   "different exact variances (relative gap > 1e-8; neither is always lower)",
         source=_SRC + ", section 2 (Q_w = costs downstream of w); spec scg.md P-D3",
@@ -562,7 +562,7 @@ THEOREMS = (
         draw=_draw_tanh, check=_measure_tanh, kind="measurement", dtypes=_F64,
     ),
     Theorem(
-        name="scg.dice_hessian_exact",
+        name="scg.dice_hessian_exact", variants=4,
         statement="E[hess DiCE] = hess E and E[grad DiCE] = grad E (torch autograd Hessian of the enumerated "
                   "objective); hess DiCE = c(g_tau g_tau^T + H_tau) + g_tau g_c^T + g_c g_tau^T + H_c per cost",
         source=_DICE + ", section 3; spec scg.md P-D5",
@@ -573,7 +573,7 @@ THEOREMS = (
         dtypes=_F64,
     ),
     Theorem(
-        name="scg.surrogate_hessian_bias",
+        name="scg.surrogate_hessian_bias", variants=4,
         statement="E[hess L_surr] - hess E = -sum_c E[c g_tau g_tau^T + g_tau g_c^T + g_c g_tau^T] exactly",
         source="derivation from DiCE's second derivative (spec scg.md §1); " + _DICE,
         conditions="discrete nodes; Q_w downstream, no baselines",
@@ -582,7 +582,7 @@ THEOREMS = (
         dtypes=_F64,
     ),
     Theorem(
-        name="scg.surrogate_hessian_pathwise_only",
+        name="scg.surrogate_hessian_pathwise_only", variants=4,
         statement="when theta reaches no distribution (grad tau_c = 0 for every cost), E[hess L_surr] = hess E",
         source="spec scg.md P-D5 (corrected condition); " + _DICE,
         conditions="the distributions' logits use constant weights; theta only in costs",

@@ -151,7 +151,7 @@ def draw_instance(d: Drawer, xp="numpy", dtype="float64", *, losses=("mse", "ce"
     the loss and all its gradients vanish for every parameter (a degenerate instance on which no
     comparison can fail).
     """
-    loss = d.choice(losses)
+    loss = d.variant("loss", losses)
     if loss == "ce" and network_kwargs.get("output_width") is None:
         lo, hi = network_kwargs.get("width", (1, 12))
         if network_kwargs.get("kind", "any") == "any":

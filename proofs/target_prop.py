@@ -474,8 +474,8 @@ def _make_rule(kind, **kw):
 
 
 def _draw_fbgrad(d, xp, dtype):
-    kind = d.choice(RULE_KINDS)
-    spec = d.choice(("same", "jmc"))
+    kind = d.variant("kind", RULE_KINDS)
+    spec = d.variant("feedback_activation", ("same", "jmc"))
     net = draw_network(d, xp, dtype, depth=(2, 4), width=(1, 7),
                        activations=("tanh", "sigmoid", "softplus", "elu", "leaky_relu(0.2)", "linear"),
                        output_activations=("linear", "tanh"))
@@ -1120,7 +1120,7 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="target_prop.feedback_gradients_match_autograd",
+        name="target_prop.feedback_gradients_match_autograd", variants=6,
         statement="every written-out feedback-loss gradient (reconstruction, DRL sequential/direct/RHL, L-DRL) and "
                   "per-sample loss equals torch autograd's on the same noise",
         source="refimpl.rules.target_prop docstring; E-code feedback_loss.py, M-code dtpdrl_layers.py",
@@ -1130,7 +1130,7 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="target_prop.ldrl_feedback_bias_gradient_is_zero",
+        name="target_prop.ldrl_feedback_bias_gradient_is_zero", variants=6,
         statement="the L-DRL loss does not depend on the feedback bias: dL/dc = 0 (refimpl exactly; autograd "
                   "to <= 1e-14 max(1, ||dL/dQ||))",
         source="spec target_prop.md §3d-6; Ernoult et al. 2022 (E-code feedback_loss.py)",

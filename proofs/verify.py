@@ -61,7 +61,10 @@ def instance_seed(name: str, seed: int, index: int) -> np.random.SeedSequence:
 
 
 def instances_for(thm, instances: int, thorough: bool) -> int:
-    return instances if (thorough or not thm.slow) else max(1, min(instances, 2))
+    """Instances of ``thm`` in a run: ``instances`` (at most 2 for a slow theorem unless
+    ``thorough``), but never fewer than ``thm.variants``, so every variant is checked."""
+    n = instances if (thorough or not thm.slow) else max(1, min(instances, 2))
+    return max(n, getattr(thm, "variants", 1))
 
 
 def applicable(thm, backend: str, dtype: str) -> bool:
@@ -102,7 +105,7 @@ def check_task(task: dict) -> dict:
     rec = dict(task)
     gen = np.random.default_rng(instance_seed(thm.name, task["seed"], task["index"]))
     try:
-        inst = thm.draw(RngDrawer(gen), resolve_namespace(task["backend"]), task["dtype"])
+        inst = thm.draw(RngDrawer(gen, index=task["index"]), resolve_namespace(task["backend"]), task["dtype"])
         desc = inst.describe() if hasattr(inst, "describe") else repr(inst)[:200]
         rec["instance"] = re.sub(r" at 0x[0-9a-fA-F]+", "", desc)  # records are pure functions of the task
     except Exception as exc:  # a broken draw is a failure of the theorem's machinery

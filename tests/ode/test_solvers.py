@@ -74,3 +74,45 @@ def test_argument_errors():
         solve_adaptive(fld, X0, 0.0, 1.0, "dopri5", rtol=-1.0)
     with pytest.raises(RuntimeError, match="max_steps"):
         solve_adaptive(fld, X0, 0.0, 1.0, "dopri5", rtol=1e-12, atol=1e-14, max_steps=3)
+
+
+@pytest.mark.parametrize("name", sorted(ode.tableaux.ADAPTIVE))
+def test_controller_is_the_documented_formula(name):
+    """Issue 19 C: the controller's exponent 1/q instead of 1/(q+1) broke no claim (the grid is a
+    constant of every gradient method) - only more rejected steps. The accepted grid must be the
+    one the module docstring's controller gives: replayed here independently (own RK step from the
+    tableau's floats, own error norm), h <- h min(10, max(0.2, 0.9 rms^(-1/(q+1)))), q = min(p, p_err)."""
+    fld = _field()
+    tab = ode.tableaux.get(name)
+    co = tab.as_floats()
+    q = min(tab.order, tab.err_order or tab.order)
+    rtol, atol, t1 = 1e-6, 1e-8, 2.0
+    traj = solve_adaptive(fld, X0, 0.0, t1, name, rtol=rtol, atol=atol, h0=0.05)
+    x, t, h, ts, rejected = X0, 0.0, 0.05, [0.0], 0
+    while t < t1:
+        t_new = t1 if (t + h >= t1 or t1 - (t + h) < 1e-12 * t1) else t + h
+        h = t_new - t
+        # summed in the module's order (x + (h w_i) k_i over non-zero weights): the error estimate
+        # cancels O(1) slopes down to ~rtol |x| (dopri8: far below), so another order would differ
+        K = []
+        for i in range(tab.stages):
+            Xi = x
+            for j in range(i):
+                if co["a"][i][j] != 0.0:
+                    Xi = Xi + (h * co["a"][i][j]) * K[j]
+            K.append(to_numpy(fld.f(Xi, t + co["c"][i] * h)))
+        x_new, err = x, x * 0
+        for bi, be, k in zip(co["b"], co["b_err"], K):
+            x_new = x_new + (h * bi) * k if bi != 0.0 else x_new
+            err = err + (h * (bi - be)) * k if bi - be != 0.0 else err
+        ratio = math.sqrt(np.mean((err / (atol + rtol * np.maximum(np.abs(x), np.abs(x_new)))) ** 2))
+        if ratio <= 1:
+            t, x = t_new, x_new
+            ts.append(t)
+        else:
+            rejected += 1
+        h *= 10.0 if ratio == 0 else min(10.0, max(0.2, 0.9 * ratio ** (-1.0 / (q + 1))))
+    assert len(ts) == len(traj.ts) and traj.rejected == rejected, (len(ts), len(traj.ts), rejected, traj.rejected)
+    # same arithmetic in the same order: the grids agree to rounding; a wrong exponent changes
+    # every factor by percents
+    np.testing.assert_allclose(traj.ts, ts, rtol=1e-13, atol=0)
