@@ -52,11 +52,15 @@ To get back C1's own numbers: C1 returns ``-dW`` (negative gradients, applied wi
 C2's local loss ``m * sum (t - h)^2`` has no 1/2 and sums over the batch, so C2's autograd
 gradients are ``B * dW`` (its output target ``h - 1/2 dCE/dh`` compensates the missing 1/2).
 
-**Targets.** :meth:`GaitProp.targets` returns ``(None, tau_1, ..., tau_L)``: the literal targets of
-C1/C2 (label target ``tau_L`` with ``m_L = 1``, incremental targets below). The target of the input
-is never needed (``W_1`` may be non-square) and is ``None``. The multipliers are in
-``upd.record["multipliers"]``. The equivalent bookkeeping with an incremental output target
-``t_L = h_L - gamma e_L`` and ``m_L = 1/gamma`` gives the same updates; it is not the one exposed.
+**Targets.** :meth:`GaitProp.targets` returns ``(None, tau_1, ..., tau_L)``: C1's targets (label
+target ``tau_L`` with ``m_L = 1``, incremental targets below; literal for C1, checked against its
+code on identical weights). The target of the input is never needed (``W_1`` may be non-square) and
+is ``None``. The multipliers are in ``upd.record["multipliers"]``. The equivalent bookkeeping with an
+incremental output target ``t_L = h_L - gamma e_L`` and ``m_L = 1/gamma`` gives the same updates; it
+is not the one exposed. C2's scaling code (Dalm et al.) differs by factors of 2 that cancel in the
+updates: its label target is ``h_L - e_L/2`` (the gradient of a summed mse without 1/2, halved), so
+its fixed-gamma nudges are half of refimpl's and its adaptive multipliers differ by a factor 2;
+refimpl's targets are C1's, its updates equal both codes' after their own scaling.
 
 **Network requirements.** Layers ``l = 2..L`` (those a target is inverted through) must be square,
 with an invertible activation (``linear``, ``tanh``, ``sigmoid``, ``leaky_relu``, ``elu``,
