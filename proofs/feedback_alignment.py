@@ -445,6 +445,9 @@ _SPEC = "spec pepita_fa.md"
 THEOREMS = (
     Theorem(
         name="feedback_alignment.matches_torch_custom_autograd", variants=5,
+        table=("FA, DFA, uSF, brSF, frSF equal a torch implementation written from the spec (custom `autograd.Function` with `grad_input = grad_output @ B`; BioTorch's DFA scheme)",
+               "exact, float64 rtol 1e-10",
+               "torch side's feedback shifted by 100·rtol"),
         statement="FA, DFA, uSF, brSF and frSF updates equal an independent torch implementation from the spec: "
                   "a custom autograd.Function with grad_input = grad_output @ B (B computed in torch from W for "
                   "the sign modes), and BioTorch's DFA scheme (autograd output delta e_L, cotangent e_L @ B at h_l)",
@@ -456,6 +459,9 @@ THEOREMS = (
     ),
     Theorem(
         name="feedback_alignment.fa_equals_bp_when_B_is_W", variants=3,
+        table=("FA with `B = W` is BP",
+               "exact",
+               "random `B`"),
         statement="FA with B[i] = W[i] (BioTorch weight_backward := weight) gives BP's dW, db in every layer",
         source=f"{_SPEC} §3a-1; Lillicrap et al. (2016)",
         conditions="B = W (every activation, mse and ce)",
@@ -464,6 +470,9 @@ THEOREMS = (
     ),
     Theorem(
         name="feedback_alignment.fa_last_layer_is_bp", variants=3,
+        table=("FA's last-layer update is BP's for any `B`",
+               "exact",
+               "the same claim for the hidden layers"),
         statement="FA's last-layer dW[L-1], db[L-1] equal BP's for any B (the output delta never meets B)",
         source=f"{_SPEC} §3a-1",
         conditions="the last layer only",
@@ -472,6 +481,9 @@ THEOREMS = (
     ),
     Theorem(
         name="feedback_alignment.dfa_equals_bp_one_hidden_layer", variants=3,
+        table=("DFA, `L = 2`, `B[0] = W_2` is BP",
+               "exact",
+               "random `B`"),
         statement="DFA with one hidden layer and B[0] = W_2 gives BP's dW, db (delta_1 = (e_L @ W_2) * f'(a_1))",
         source=f"{_SPEC} §3a-2; Nøkland (2016)",
         conditions="L = 2, B[0] = W_2",
@@ -480,6 +492,9 @@ THEOREMS = (
     ),
     Theorem(
         name="feedback_alignment.dfa_equals_bp_linear_product_feedback", variants=2,
+        table=("DFA with `B[i] = W_L ⋯ W_{i+2}` is BP when layers 2..L-1 are linear",
+               "exact",
+               "sigmoid hidden layers"),
         statement="DFA with B[i] = W_L ... W_{i+2} gives BP's dW, db when layers 2..L-1 are linear "
                   "(layer 1's and the output activation arbitrary)",
         source=f"{_SPEC} §3a-2",
@@ -489,6 +504,9 @@ THEOREMS = (
     ),
     Theorem(
         name="feedback_alignment.frsf_equals_bp_with_magnitudes_of_W", variants=3,
+        table=("frSF with `M = |W|` is BP",
+               "exact",
+               "random `M`"),
         statement="frSF with M = |W| has B = |W| * sign(W) = W and gives BP's dW, db",
         source=f"{_SPEC} §3a-3",
         conditions="M = |W| at the current step",
@@ -497,6 +515,9 @@ THEOREMS = (
     ),
     Theorem(
         name="feedback_alignment.usf_equals_bp_with_equal_magnitudes", variants=2,
+        table=("uSF is BP when every `|W_ij| = s` (its scale)",
+               "exact",
+               "unequal magnitudes"),
         statement="uSF (B = s * sign(W), s the std of the xavier/kaiming init) gives BP's dW, db when every "
                   "|W_ij| = s (W = s * S, S in {-1, 1})",
         source=f"{_SPEC} §2, §3a-3; BioTorch scaling_factor",
@@ -506,6 +527,9 @@ THEOREMS = (
     ),
     Theorem(
         name="feedback_alignment.fa_aligns_linear_teacher",
+        table=("Lillicrap's 30-20-10 linear teacher: angle(B e, W₂ᵀe) < 45° within 4000 per-sample steps",
+               "seeded statistical",
+               "`W_2` frozen"),
         statement="FA on Lillicrap's linear teacher (30-20-10, W ~ U[+-0.01], B ~ U[+-0.5], T ~ U[-1, 1], "
                   "per-sample SGD lr 1e-3): the mean angle between B e and W_2^T e falls below 45 degrees "
                   "within 4000 steps",

@@ -162,6 +162,8 @@ class Theorem:
         kind: ``"theorem"`` or ``"measurement"`` (no control, no verdict).
         dtypes: dtypes in which the check is meaningful (finite differences need float64).
         slow: long-running; ``refimpl verify`` runs it with fewer instances unless ``--thorough``.
+        table: README's row ``(summary, kind of check, control)`` in the theorem table (``refimpl
+            verify --markdown`` prints it; default: the statement, "", ``control_breaks``).
         variants: the number of instances that cover every option of every
             :meth:`Drawer.variant` the draw asks for (the longest option list); ``refimpl verify``
             runs at least this many instances, so each rule kind / mode is checked in every run.
@@ -180,6 +182,7 @@ class Theorem:
     slow: bool = False
     backends: tuple = ("numpy", "array_api_strict", "torch", "cupy")
     variants: int = 1
+    table: tuple = ()
 
     def __post_init__(self):
         if not isinstance(self.variants, int) or self.variants < 1:
@@ -190,6 +193,16 @@ class Theorem:
             raise ValueError(f"kind: expected 'theorem' or 'measurement', got {self.kind!r}")
         if self.kind == "theorem" and self.control is None:
             raise ValueError(f"{self.name}: a theorem needs a control (a check with a condition broken)")
+
+    @property
+    def readme_row(self) -> tuple:
+        """``(name cell, summary, kind of check, control)`` of README's theorem table."""
+        name = f"`{self.name}`" + (" (slow)" if self.slow else "") + \
+            (" (measurement)" if self.kind == "measurement" else "")
+        summary, check, control = self.table if self.table else (self.statement, "", self.control_breaks)
+        if self.kind == "measurement" and not control:
+            control = "—"
+        return name, summary, check, control
 
     @property
     def family(self) -> str:

@@ -25,3 +25,14 @@ def test_every_registered_theorem_has_a_row_and_every_row_is_registered():
 def test_readme_mentions_the_two_setup_commands():
     text = README.read_text()
     assert "make verify" in text and "make test" in text
+
+
+def test_theorem_table_is_what_verify_markdown_prints(capsys):
+    """Issue 19: `refimpl verify --markdown` gave 3 columns where README has 4; README's table is
+    now exactly its output (regenerate: `python -m refimpl verify --markdown`)."""
+    from refimpl.cli import main
+
+    assert main(["verify", "--markdown"]) == 0
+    md = capsys.readouterr().out.strip()
+    assert md.splitlines()[0].count("|") == 5
+    assert md in README.read_text(), "README's theorem table differs from `refimpl verify --markdown`"
