@@ -344,7 +344,7 @@ def bp_limit_gradients(rule, net, x, y, feedback=None):
     fbk = [None if f is None else from_numpy(f, net.xp, net.dtype) for f in feedback]
     fbk[0] = net.weights[0]
     deltas = backward(net, tr, e, feedback=tuple(fbk))
-    dW, _ = weight_gradients(net.xp, tr, deltas)
+    dW, _ = weight_gradients(net, tr, deltas)
     return [to_numpy(a) for a in dW]
 
 

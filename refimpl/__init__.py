@@ -9,9 +9,9 @@
 See README.md for the tour and DESIGN.md for the conventions.
 """
 
-from . import activations, backend, losses, metrics, optim, rules, ode, scg
+from . import activations, backend, layers, losses, metrics, optim, rules, ode, scg
 from .network import Network, Trace
 
 __version__ = "0.1.0"
 
-__all__ = ["Network", "Trace", "activations", "backend", "losses", "metrics", "optim", "rules", "ode", "scg", "__version__"]
+__all__ = ["Network", "Trace", "activations", "backend", "layers", "losses", "metrics", "optim", "rules", "ode", "scg", "__version__"]

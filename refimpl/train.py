@@ -258,7 +258,7 @@ def _bp_reference(net, x, y, loss, k):
     e = loss.grad(h[:, :k], y)
     if k < h.shape[1]:
         e = xp.concat([e, xp.zeros((h.shape[0], h.shape[1] - k), dtype=h.dtype, device=device_of(h))], axis=1)
-    return weight_gradients(xp, trace, backward(net, trace, e))
+    return weight_gradients(net, trace, backward(net, trace, e))
 
 
 def train(rule, net, data: Dataset, *, optimizer="adam", epochs: int, batch_size: int = 32, seed: int = 0,

@@ -72,7 +72,8 @@ class Backend:
         from refimpl.backend import to_numpy
 
         return ri.Network(tuple(self(to_numpy(W)) for W in net.weights),
-                          tuple(self(to_numpy(b)) for b in net.biases), net.activations)
+                          tuple(self(to_numpy(b)) for b in net.biases), net.activations,
+                          layers=net.layers, input_shape=net.input_shape)
 
 
 @pytest.fixture(params=BACKENDS)

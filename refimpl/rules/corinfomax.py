@@ -460,6 +460,7 @@ class CorInfoMax:
         return CorInfoMaxState(tuple(Wb), tuple(B), 0, int(seed))
 
     def _check_net(self, net):
+        net.require_dense("CorInfoMax (Bozkurt et al. 2024, dense layers only)")
         xp = net.xp
         if net.depth < 1:
             raise ValueError("net: expected at least one layer")

@@ -18,6 +18,17 @@ layer ``i+1``, as ``net.weights[i]``). The updates are in gradient convention (w
 custom autograd functions write into ``.grad``; ``W <- W - lr * dW`` descends) and carry the
 batch mean through ``e`` (spec pepita_fa.md §0 puts the 1/B into ``dW``; the products are equal).
 
+Convolutional layers (:mod:`refimpl.layers`): the same lines with the layer operations,
+``delta @ B[l]`` becoming ``transpose_{l+1}(B[l], delta_{l+1})`` (the transposed convolution with the
+kernel ``B[l]`` of ``W[l]``'s shape ``(out, in, kh, kw)``: BioTorch's conv FA,
+``biotorch/autograd/fa/conv.py``, ``grad_input = conv2d_input(input.shape, weight_backward,
+grad_output, stride, padding)``), followed by the transpose of the layer's pooling; sign symmetry
+takes signs and magnitudes entry-wise on kernels; fans of kernels are torch's (``in*kh*kw``,
+``out*kh*kw``). DFA's ``B[i]`` has shape ``(n_L, C*H*W)`` of layer ``i+1``'s pre-activation
+``a_{i+1}`` (before pooling; torch flatten order), and the hidden delta is
+``reshape(e_L @ B[i], a_{i+1}.shape) * f'(a_{i+1})`` (BioTorch ``layers/dfa/conv.py`` projects the
+output error the same way onto the conv output).
+
 Sources:
 
 * FA: Lillicrap, Cownden, Tweed & Akerman, "Random synaptic feedback weights support error
@@ -84,10 +95,12 @@ SIGN_MODES = ("usf", "brsf", "frsf")
 # --- initialisation ----------------------------------------------------------------------------
 
 def fan_in_fan_out(shape) -> tuple:
-    """``(fan_in, fan_out) = (shape[1], shape[0])`` of a stored ``(rows, cols)`` matrix, as
+    """``(fan_in, fan_out) = (shape[1], shape[0])`` of a stored ``(rows, cols)`` matrix, and
+    ``(in*kh*kw, out*kh*kw)`` of a conv kernel ``(out, in, kh, kw)``, as
     ``torch.nn.init._calculate_fan_in_and_fan_out`` computes them (BioTorch applies it to
     ``weight_backward`` and ``weight_dfa`` in their stored shapes)."""
-    return int(shape[1]), int(shape[0])
+    receptive = int(math.prod(shape[2:])) if len(shape) > 2 else 1
+    return int(shape[1]) * receptive, int(shape[0]) * receptive
 
 
 def _check_init(init: str, scale: Optional[float]) -> None:
@@ -189,7 +202,7 @@ def _feedback_updates(net, xp, x, y, loss, B, extra=None):
     trace = net.forward(x)
     e = loss.grad(trace.h[-1], y)
     deltas = backward(net, trace, e, feedback=B)
-    dW, db = weight_gradients(xp, trace, deltas)
+    dW, db = weight_gradients(net, trace, deltas)
     record = {"trace": trace, "loss": loss.value(trace.h[-1], y), "output_grad": e, "delta": deltas, "B": tuple(B)}
     if extra:
         record.update(extra)
@@ -268,8 +281,10 @@ class DFAState:
 
 
 def _dfa_shapes(net) -> list:
+    """``(n_L, n_l)`` with ``n_l`` the number of units of ``a_l`` (``C*H*W`` of a conv layer's
+    output *before* its pooling: DFA's delta is ``dL/da_l``); ``(n_L, n_L)`` for the output."""
     n_L = net.sizes[-1]
-    return [(n_L, n) for n in net.sizes[1:]]
+    return [(n_L, int(math.prod(lay.out_shape))) for lay in net.layers]
 
 
 @dataclass(frozen=True)
@@ -332,9 +347,10 @@ class DFA:
         deltas = [None] * (L + 1)
         deltas[L] = e_L
         for l in range(1, L):
-            deltas[l] = (e_L @ B[l - 1]) * net.activation(l).df(trace.a[l])
+            # (e_L @ B[l-1]) in a_l's own shape (torch flatten order for a conv layer), times f_l'(a_l)
+            deltas[l] = xp.reshape(e_L @ B[l - 1], trace.a[l].shape) * net.activation(l).df(trace.a[l])
         deltas = tuple(deltas)
-        dW, db = weight_gradients(xp, trace, deltas)
+        dW, db = weight_gradients(net, trace, deltas)
         record = {"trace": trace, "loss": loss.value(trace.h[-1], y), "output_grad": e, "output_delta": e_L,
                   "delta": deltas, "B": B}
         return Updates(dW, db, record), state
@@ -349,6 +365,7 @@ def product_feedback(net) -> tuple:
     when ``f_{l+1}, ..., f_{L-1}`` are linear (layer ``l``'s own activation and the output
     activation are arbitrary).
     """
+    net.require_dense("product_feedback (a product of dense weight matrices)")
     L = net.depth
     xp = net.xp
     n_L = net.sizes[-1]

@@ -130,6 +130,7 @@ def check_invertible(net, *, activations: bool = True, max_cond: Optional[float]
     float64, ~2.9e3 in float32: the linear solve then has relative error ``<= cond * eps <=
     sqrt(eps)``). Returns ``(None, None, cond_2, ..., cond_L)`` (a tuple of length L+1).
     """
+    net.require_dense(f"{rule} (conv layers: not implemented yet)")
     xp = net.xp
     if max_cond is None:
         max_cond = _default_max_cond(xp, net.dtype)

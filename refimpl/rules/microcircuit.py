@@ -600,6 +600,7 @@ class Microcircuit:
     # --- validation -------------------------------------------------------------------------
 
     def _check_net(self, net):
+        net.require_dense("the dendritic microcircuit (Sacramento et al. 2018, dense layers only)")
         N = net.depth
         if N < 2:
             raise ValueError(f"net: a microcircuit needs at least one hidden layer (depth >= 2), got depth {N}")

@@ -91,6 +91,18 @@ Quirks of the public code that are *stated here and not reproduced*:
 * ICML's momentum form ``V <- gamma V - eta G`` differs from PyTorch's ``v <- mu v + G`` right
   after a learning-rate decay; refimpl's optimisers are PyTorch's form.
 
+Convolutional layers (:mod:`refimpl.layers`): the same equations with the layer operations.
+``F`` keeps shape ``(n_0, n_L)`` with ``n_0 = C*H*W`` and projects the error onto the input image,
+``x_mod = x + sign * reshape(e @ F.T, x.shape)`` (torch flatten order; the ICML paper's CIFAR-10
+convnet modulates the image the same way). ``dW_l = weight_grad_l(z_l - z_l', P_{l-1}) / B`` where
+``z_l = M_l * f_l(a_l)`` are the layer's own units *before* its pooling (``h_l = pool(z_l)``; a
+kernel update needs a quantity in ``a_l``'s shape, and without pooling ``z_l = h_l`` is the papers'
+``h_l``); the dropout masks ``M_l`` have ``a_l``'s shape. This is refimpl's choice for pooled
+blocks: the papers give no equation for them, and the ICML conv code was not available to check
+(stated in docs/notes/issue-15-convolution.md). The first-order statements of the theorems carry
+over with ``U_l`` the forward tangent of ``z_l`` through the poolings' Jacobians. ``normalize`` and
+``F_init="product"`` (mirroring) are defined for dense networks only and refuse a conv network.
+
 Biases: both codebases use ``bias=False``. refimpl networks have biases; their updates are the
 same rules with presynaptic factor 1 (``bias_updates=False`` returns zeros instead, so that zero
 biases stay zero as in the papers).
@@ -149,7 +161,8 @@ def product_F(factors):
 # --- the two passes ----------------------------------------------------------------------------
 
 def dropout_masks(net, batch: int, keep_prob: float, seed: int, step: int):
-    """Inverted-dropout masks for the hidden layers (tuple of length L-1, ``(batch, n_l)``).
+    """Inverted-dropout masks for the hidden layers (tuple of length L-1, ``(batch, *a_l.shape)``:
+    ``(batch, n_l)`` for a dense layer, ``(batch, C, H, W)`` of the pre-pooling output of a conv layer).
 
     Entries are ``1/keep_prob`` with probability ``keep_prob`` and 0 otherwise, drawn on the host
     from ``SeedSequence([seed, step])``; ``None`` entries when ``keep_prob == 1`` (no dropout).
@@ -161,7 +174,7 @@ def dropout_masks(net, batch: int, keep_prob: float, seed: int, step: int):
     xp, dev = net.xp, device_of(net.weights[0])
     out = []
     for l in range(1, L):
-        m = (gen.random((batch, net.sizes[l])) < keep_prob).astype(np.float64) / keep_prob
+        m = (gen.random((batch,) + tuple(net.layer(l).out_shape)) < keep_prob).astype(np.float64) / keep_prob
         out.append(from_numpy(m, xp, net.dtype, dev))
     return tuple(out)
 
@@ -171,29 +184,31 @@ def _normalize_rows(xp, h):
     return h / xp.where(n > 0, n, xp.ones_like(n))
 
 
-def masked_forward(net, x, masks=None, normalize: bool = False, weights=None, biases=None):
-    """Forward pass with dropout masks on the hidden layers: ``h_l = M_l * f_l(a_l)``.
+def masked_forward(net, x, masks=None, normalize: bool = False, weights=None, biases=None, units: bool = False):
+    """Forward pass with dropout masks on the hidden layers: ``z_l = M_l * f_l(a_l)``, ``h_l = pool_l(z_l)``
+    (``h_l = z_l`` without pooling, e.g. every dense layer).
 
-    Returns ``(a, h)``, tuples indexed by layer (index 0 is the input). ``weights``/``biases``
-    override the network's (used by the time-local variant). ``normalize`` divides each hidden
-    activity row by its norm (after the mask).
+    Returns ``(a, h)`` (``(a, h, z)`` with ``units=True``), tuples indexed by layer (index 0 is
+    the input). ``weights``/``biases`` override the network's (used by the time-local variant).
+    ``normalize`` divides each hidden activity row by its norm (after the mask; dense networks).
     """
     xp = net.xp
     Ws = net.weights if weights is None else weights
     bs = net.biases if biases is None else biases
     L = net.depth
-    a, h = [x], [x]
+    a, h, z = [x], [x], [x]
     for l in range(1, L + 1):
-        a_l = h[-1] @ Ws[l - 1].T + bs[l - 1]
-        h_l = net.activation(l).f(a_l)
+        a_l = net.pre_activation(l, h[-1], weight=Ws[l - 1], bias=bs[l - 1])
+        z_l = net.activation(l).f(a_l)
         if l < L:
             if masks is not None and masks[l - 1] is not None:
-                h_l = h_l * masks[l - 1]
+                z_l = z_l * masks[l - 1]
             if normalize:
-                h_l = _normalize_rows(xp, h_l)
+                z_l = _normalize_rows(xp, z_l)
         a.append(a_l)
-        h.append(h_l)
-    return tuple(a), tuple(h)
+        z.append(z_l)
+        h.append(net.layer(l).post(xp, z_l))
+    return (tuple(a), tuple(h), tuple(z)) if units else (tuple(a), tuple(h))
 
 
 def alignment_angle(net, F) -> float:
@@ -201,6 +216,7 @@ def alignment_angle(net, F) -> float:
     "Angle between Ws and B"; both ``(n_0, n_L)``)."""
     from ..metrics import angle
 
+    net.require_dense("alignment_angle (the product W_L ... W_1 of dense weights)")
     M = net.weights[0]
     for W in net.weights[1:]:
         M = W @ M
@@ -305,6 +321,7 @@ class PEPITA:
         gen = _rng(seed)
         xp, dt, dev = net.xp, net.dtype, device_of(net.weights[0])
         n0, nL = net.sizes[0], net.sizes[-1]
+        self._check_layers(net)
         if self.F_init == "uniform":
             F = from_numpy(uniform_F(gen, n0, nL, self.F_scale), xp, dt, dev)
             factors = None
@@ -315,7 +332,15 @@ class PEPITA:
         stream = int(gen.integers(0, 2**31 - 1))
         return PEPITAState(F=F, factors=factors, seed=stream, step=0)
 
+    def _check_layers(self, net):
+        if not net.is_dense:
+            if self.normalize:
+                net.require_dense("PEPITA's normalize=True (per-sample activity normalisation of dense layers)")
+            if self.F_init == "product" or self.mirror:
+                net.require_dense("PEPITA's F_init='product' / weight mirroring (factors shaped like dense W_l^T)")
+
     def _check_state(self, net, state):
+        self._check_layers(net)
         if not isinstance(state, PEPITAState):
             raise TypeError(f"state: expected a PEPITAState (from PEPITA.init), got {type(state).__name__}")
         n0, nL = net.sizes[0], net.sizes[-1]
@@ -352,8 +377,10 @@ class PEPITA:
     # --- updates ----------------------------------------------------------------------------
 
     def modulated_input(self, x, e, F):
-        """``x_mod = x + sign * (e @ F.T)``."""
-        return x + self.sign * (e @ F.T)
+        """``x_mod = x + sign * (e @ F.T)`` (reshaped to ``x``'s shape for image inputs)."""
+        from ..backend import namespace
+        xp = namespace(x, e, F)
+        return x + self.sign * xp.reshape(e @ F.T, x.shape)
 
     def updates(self, net, state, x, y):
         loss = _losses.get(self.loss)
@@ -362,48 +389,53 @@ class PEPITA:
         B = x.shape[0]
         L = net.depth
         masks = self.masks(net, state, B)
-        a, h = masked_forward(net, x, masks, self.normalize)
+        a, h, z = masked_forward(net, x, masks, self.normalize, units=True)
         e = loss.error(h[L], y)
         x_mod = self.modulated_input(x, e, state.F)
         record = {"masks": masks, "a": a, "h": h, "error": e, "x_mod": x_mod,
                   "loss": loss.value(h[L], y)}
         dfL = net.activation(L).df
 
-        def mean_rows(m):
-            return xp.sum(m, axis=0) / B
+        # dense layers: wg(l, d, p) = d.T @ p and bg(l, d) = sum_b d; conv layers: the layer's own
+        # weight / bias gradient of refimpl.layers (the same contraction over batch and positions)
+        def wg(l, d, p):
+            return net.layer(l).weight_grad(xp, d, p)
+
+        def bg(l, d):
+            return net.layer(l).bias_grad(xp, d)
 
         if self.variant == "time_local":
             yhat = y + e
-            G1 = [h[l].T @ h[l - 1] / B for l in range(1, L)] + [yhat.T @ h[L - 1] / B]
-            g1 = [mean_rows(h[l]) for l in range(1, L)] + [mean_rows(yhat)]
+            G1 = [wg(l, z[l], h[l - 1]) / B for l in range(1, L)] + [wg(L, yhat, h[L - 1]) / B]
+            g1 = [bg(l, z[l]) / B for l in range(1, L)] + [bg(L, yhat) / B]
             W1 = tuple(W - self.tl_lr * G for W, G in zip(net.weights, G1))
             b1 = tuple(b - self.tl_lr * g for b, g in zip(net.biases, g1))
-            a_m, h_m = masked_forward(net, x_mod, masks, self.normalize, weights=W1, biases=b1)
-            G2 = [-(h_m[l].T @ h_m[l - 1]) / B for l in range(1, L)] + [-(y.T @ h_m[L - 1]) / B]
-            g2 = [-mean_rows(h_m[l]) for l in range(1, L)] + [-mean_rows(y)]
+            a_m, h_m, z_m = masked_forward(net, x_mod, masks, self.normalize, weights=W1, biases=b1, units=True)
+            G2 = [-wg(l, z_m[l], h_m[l - 1]) / B for l in range(1, L)] + [-wg(L, y, h_m[L - 1]) / B]
+            g2 = [-bg(l, z_m[l]) / B for l in range(1, L)] + [-bg(L, y) / B]
             dW = tuple(p + q for p, q in zip(G1, G2))
             db = tuple(p + q for p, q in zip(g1, g2))
             record.update({"a_mod": a_m, "h_mod": h_m, "error_mod": loss.error(h_m[L], y),
                            "hebbian": (tuple(G1), tuple(g1)), "anti_hebbian": (tuple(G2), tuple(g2)),
                            "weights_mid": W1, "biases_mid": b1})
         else:
-            a_m, h_m = masked_forward(net, x_mod, masks, self.normalize)
+            a_m, h_m, z_m = masked_forward(net, x_mod, masks, self.normalize, units=True)
             e_mod = loss.error(h_m[L], y)
             record.update({"a_mod": a_m, "h_mod": h_m, "error_mod": e_mod})
             if self.variant == "hebbian":
                 yhat = y + e
-                dW = tuple([(h[l].T @ h[l - 1] - h_m[l].T @ h_m[l - 1]) / B for l in range(1, L)]
-                           + [(yhat.T @ h[L - 1] - y.T @ h_m[L - 1]) / B])
-                db = tuple([mean_rows(h[l] - h_m[l]) for l in range(1, L)] + [mean_rows(e)])
+                dW = tuple([(wg(l, z[l], h[l - 1]) - wg(l, z_m[l], h_m[l - 1])) / B for l in range(1, L)]
+                           + [(wg(L, yhat, h[L - 1]) - wg(L, y, h_m[L - 1])) / B])
+                db = tuple([bg(l, z[l] - z_m[l]) / B for l in range(1, L)] + [bg(L, e) / B])
             else:
                 pre = h_m if self.presynaptic == "modulated" else h
                 if self.last_layer_error == "modulated":
                     delta_L = e_mod * dfL(a_m[L])
                 else:
                     delta_L = e * dfL(a[L])
-                diff = [None] + [h[l] - h_m[l] for l in range(1, L)]
-                dW = tuple([diff[l].T @ pre[l - 1] / B for l in range(1, L)] + [delta_L.T @ pre[L - 1] / B])
-                db = tuple([mean_rows(diff[l]) for l in range(1, L)] + [mean_rows(delta_L)])
+                diff = [None] + [z[l] - z_m[l] for l in range(1, L)]   # h_l - h_l' (pre-pooling units)
+                dW = tuple([wg(l, diff[l], pre[l - 1]) / B for l in range(1, L)] + [wg(L, delta_L, pre[L - 1]) / B])
+                db = tuple([bg(l, diff[l]) / B for l in range(1, L)] + [bg(L, delta_L) / B])
                 record.update({"activity_difference": tuple(diff), "output_delta": delta_L,
                                "presynaptic": pre})
         if not self.bias_updates:

@@ -509,6 +509,7 @@ class _TargetProp:
         return tuple(range(1, L)) if self._direct else tuple(range(2, L + 1))
 
     def feedback_shapes(self, net):
+        net.require_dense(f"{type(self).__name__} (conv layers: not implemented yet)")
         n = net.sizes
         L = net.depth
         if self._direct:
