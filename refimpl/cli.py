@@ -200,18 +200,19 @@ def _add_train(sub):
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--schedule", default="constant",
                    help="constant | cosine[:MIN] | step:M1,M2[:GAMMA] | exp:GAMMA (factor per 0-based epoch)")
-    p.add_argument("--hidden", default="64,64", metavar="N,N", help="hidden widths (default 64,64)")
+    p.add_argument("--hidden", default=None, metavar="N,N", help="hidden widths (default 64,64)")
     p.add_argument("--sizes", default=None, metavar="N,...,N",
                    help="all layer widths n_0,...,n_L (overrides --hidden; e.g. 64,64,64,64,64 with --outputs 10 "
                         "for GAIT-prop's square networks)")
     p.add_argument("--outputs", type=int, default=None, metavar="K",
                    help="the first K output units carry the task; the others are auxiliary (targets = their "
                         "forward values, mse)")
-    p.add_argument("--activation", default="tanh", help="hidden activation (default tanh)")
-    p.add_argument("--output-activation", default="linear")
-    p.add_argument("--init", default="xavier", help="weight init: xavier, he, normal, orthogonal")
+    p.add_argument("--activation", default=None, help="hidden activation (default tanh)")
+    p.add_argument("--output-activation", default=None, help="output activation (default linear)")
+    p.add_argument("--init", default=None, help="weight init: xavier (default), he, normal, orthogonal")
     p.add_argument("--loss", choices=("ce", "mse"), default=None,
-                   help="loss for rules that take one (default ce for classification, mse for regression)")
+                   help="loss for rules that take one (default ce for classification, mse for regression; mse "
+                        "for the microcircuit, CorInfoMax, GAIT-prop and TPInverse)")
     p.add_argument("--no-angles", action="store_true", help="skip the per-batch angle to BP's update")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
@@ -235,6 +236,16 @@ def _train(args) -> int:
     if not args.rule:
         print("refimpl train: give at least one --rule (e.g. --rule bp --rule fa)", file=sys.stderr)
         return 2
+    auto_network = all(v is None for v in (args.sizes, args.hidden, args.outputs, args.activation,
+                                           args.output_activation, args.init))
+    args.hidden = "64,64" if args.hidden is None else args.hidden
+    args.activation = args.activation or "tanh"
+    args.output_activation = args.output_activation or "linear"
+    args.init = args.init or "xavier"
+    if args.seed < 0:
+        return _fail("train", f"--seed: expected an integer >= 0, got {args.seed}")
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        return _fail("train", f"--out {args.out}: exists and is not a directory")
     try:
         hidden = [int(h) for h in args.hidden.split(",") if h.strip()] if args.hidden else []
         sizes = [int(h) for h in args.sizes.split(",") if h.strip()] if args.sizes else None
@@ -254,25 +265,41 @@ def _train(args) -> int:
         print(f"refimpl train: {exc}", file=sys.stderr)
         return 2
     out = args.out or os.path.join("runs", f"train-{args.data}-seed{args.seed}")
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        return _fail("train", f"--out {out}: cannot create the directory ({exc.strerror or exc})")
     if not args.quiet:
         print(f"refimpl train: {data.describe()}; rules {', '.join(args.rule)}; {args.epochs} epochs, "
               f"batch {args.batch_size}, {opt!r}, seed {args.seed}, backend {args.backend}", flush=True)
+    import warnings
+
     progress = T.Progress(len(args.rule) * args.epochs, quiet=args.quiet)
+    restore = _sigterm_as_interrupt()
     try:
         if sizes is not None and sizes[0] != data.n_inputs:
             raise ValueError(f"--sizes: the first width must be the {data.n_inputs} inputs of {data.name!r}, "
                              f"got {sizes[0]}")
-        result = T.compare(args.rule, data, hidden=hidden, sizes=sizes, outputs=args.outputs,
-                           activation=args.activation,
-                           output_activation=args.output_activation, init=args.init, optimizer=opt,
-                           epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, schedule=schedule,
-                           loss=args.loss, angles=not args.no_angles, progress=progress)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = T.compare(args.rule, data, hidden=hidden, sizes=sizes, outputs=args.outputs,
+                               activation=args.activation,
+                               output_activation=args.output_activation, init=args.init, optimizer=opt,
+                               epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, schedule=schedule,
+                               loss=args.loss, angles=not args.no_angles, progress=progress,
+                               auto_network=auto_network)
     except (ValueError, TypeError) as exc:
         progress.close()
-        print(f"refimpl train: {exc}", file=sys.stderr)
-        return 2
+        return _fail("train", exc)
+    except KeyboardInterrupt:
+        progress.close()
+        print("refimpl train: interrupted (nothing written)", file=sys.stderr)
+        return 130
+    finally:
+        restore()
     progress.close()
+    for w in caught:
+        print(f"refimpl train: warning: {w.message}", file=sys.stderr)
     result["config"].update({"backend": args.backend,
                              "cli_args": {k: v for k, v in vars(args).items() if k != "func"}})
     path = os.path.join(out, "metrics.json")
@@ -280,11 +307,14 @@ def _train(args) -> int:
     print()
     print(T.format_table(result))
     print(f"\nmetrics written to {path}")
-    if not args.no_plot:
+    failed = any("error" in e for e in result["rules"].values())
+    if failed:
+        print("a rule failed: no learning-curve PNG written", file=sys.stderr)
+    elif not args.no_plot:
         png = os.path.join(out, "learning_curves.png")
         T.plot_curves(result, png)
         print(f"learning curves written to {png}")
-    return 1 if any("error" in e for e in result["rules"].values()) else 0
+    return 1 if failed else 0
 
 
 def _add_conform(sub):
