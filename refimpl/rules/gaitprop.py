@@ -46,8 +46,9 @@ In float32 (``eps = 1.2e-7``) it is not negligible: measured on 20-unit nets wit
 ``W_2..W_L`` (batch 8), fixed gamma = 1e-3 (C1) gives relative errors to BP of ~1e-4 / 0.2 / 1e2
 at L = 2 / 3 / 4, and adaptive gamma = 1e-7 (C2's setting) ~1 at every depth. A large adaptive
 gamma (1e-2) keeps float32 rounding at ~1e-5, but then the truncation (tanh: ~5e-3) or, for
-leaky-ReLU, kink crossings (often O(1) errors at L = 4) dominate. Use float64 (as C2 does);
-nothing is raised or warned.
+leaky-ReLU, kink crossings (often O(1) errors at L = 4) dominate. Use float64 (as C2 does).
+Where the estimate ``eps * gamma^-(L-1)`` (fixed) or ``L * eps / gamma`` (adaptive) reaches 0.1,
+``updates`` emits a ``RuntimeWarning`` (the result is legal but rounding noise); nothing is raised.
 To get back C1's own numbers: C1 returns ``-dW`` (negative gradients, applied with ``+lr``);
 C2's local loss ``m * sum (t - h)^2`` has no 1/2 and sums over the batch, so C2's autograd
 gradients are ``B * dW`` (its output target ``h - 1/2 dCE/dh`` compensates the missing 1/2).
@@ -317,6 +318,25 @@ def _target_pass(net, trace, tau_L, gamma: Optional[float], adaptive: bool, rule
     return tuple(taus), tuple(mults), tuple(gammas), tuple(nudged)
 
 
+def rounding_estimate(net, gamma: float, adaptive: bool) -> float:
+    """Relative rounding error of the updates the ``1/gamma`` multipliers amplify (module docstring,
+    'Precision'): ``eps * gamma^-(L-1)`` fixed, ``L * eps / gamma`` adaptive, eps of the net's dtype."""
+    eps = 2.220446049250313e-16 if net.dtype == net.xp.float64 else 1.1920928955078125e-07
+    L = net.depth
+    return L * eps / gamma if adaptive else eps * gamma ** -(L - 1)
+
+
+def _warn_rounding(net, gamma, adaptive) -> None:
+    import warnings
+
+    est = rounding_estimate(net, gamma, adaptive)
+    if est >= 0.1:
+        warnings.warn(f"GaitProp: with gamma={gamma:g} ({'adaptive' if adaptive else 'fixed'}), depth {net.depth} and "
+                      f"dtype {net.dtype}, the 1/gamma multipliers amplify rounding to ~{est:.2g} relative error: the "
+                      "updates are rounding noise (use float64, or a larger gamma / smaller depth)",
+                      RuntimeWarning, stacklevel=4)
+
+
 def _local_updates(net, trace, taus, mults, B):
     """``E_l = m_l (h_l - tau_l)``, ``Delta_l = E_l * D_l / B``, ``dW_l = Delta_l.T @ h_{l-1}``."""
     xp = namespace(trace.h[-1])
@@ -402,6 +422,7 @@ class GaitProp:
         k = _check_outputs(net, self.outputs)
         xp, _ = check_batch(net, x, y)
         check_invertible(net, activations=True, max_cond=self.max_cond, rule="GaitProp")
+        _warn_rounding(net, self.gamma, self.adaptive)
         trace = net.forward(x)
         tau_L = output_target(loss, trace.h[-1], y, k)
         taus, mults, gammas, nudged = _target_pass(net, trace, tau_L, self.gamma, self.adaptive, "GaitProp")

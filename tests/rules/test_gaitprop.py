@@ -400,3 +400,24 @@ def test_train_loop_runs_gaitprop_with_auxiliary_outputs():
     res = train(GaitProp(gamma=1e-3), net, data, optimizer=ri.optim.Adam(lr=1e-3), epochs=1, batch_size=64,
                 seed=0, outputs=10)
     assert res is not None
+
+
+def test_float32_past_the_rounding_wall_warns():
+    """Issue 19 A: float32 GAIT-prop at a depth where README says the result is rounding noise
+    (fixed gamma 1e-3, L = 4: eps gamma^-3 ~ 1e2) warns; float64 there and float32 at L = 2 do not."""
+    import warnings
+
+    from refimpl.rules import GaitProp
+
+    def run(dtype, L):
+        net = ri.Network.init([6] * (L + 1), activation="leaky_relu(0.1)", output_activation="leaky_relu(0.1)",
+                              init="orthogonal", seed=0, dtype=dtype)
+        x = np.random.default_rng(0).standard_normal((4, 6)).astype(dtype)
+        rule = GaitProp(gamma=1e-3)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            rule.updates(net, rule.init(net), x, x)
+        return [str(m.message) for m in w if issubclass(m.category, RuntimeWarning)]
+
+    assert any("rounding noise" in m for m in run("float32", 4))
+    assert run("float64", 4) == [] and run("float32", 2) == []
