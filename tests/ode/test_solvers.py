@@ -116,3 +116,33 @@ def test_controller_is_the_documented_formula(name):
     # same arithmetic in the same order: the grids agree to rounding; a wrong exponent changes
     # every factor by percents
     np.testing.assert_allclose(traj.ts, ts, rtol=1e-13, atol=0)
+
+
+def test_grid_solve_counts_its_field_evaluations():
+    """Mutation survivor (issue 19): Trajectory.f_evals of a grid solve is N * live stages."""
+    fld = _field()
+    for name in ("rk4", "dopri5", "midpoint"):
+        traj = solve_grid(fld, X0, uniform_grid(0, 1, 7), name)
+        assert traj.f_evals == 7 * len(ode.tableaux.get(name).live), name
+
+
+def test_adaptive_starting_step_is_hairers():
+    """Mutation survivor (issue 19): the starting step (h0=None, Hairer I §II.4) was pinned by
+    nothing. Replayed: d0 = rms(x/sc), d1 = rms(f0/sc), h = 0.01 d0/d1, d2 = rms((f(x + h f0) - f0)/sc)/h,
+    h1 = (0.01/max(d1, d2))^(1/(p+1)), first step min(100 h, h1, t1 - t0)."""
+    fld = _field()
+    rtol, atol = 1e-6, 1e-8
+    for name in ("dopri5", "bosh3"):
+        p = ode.tableaux.get(name).order
+        traj = solve_adaptive(fld, X0, 0.0, 2.0, name, rtol=rtol, atol=atol)
+        sc = atol + rtol * np.abs(X0)
+        rms = lambda v: math.sqrt(float(np.mean(v * v)))
+        f0 = to_numpy(fld.f(X0, 0.0))
+        d0, d1 = rms(X0 / sc), rms(f0 / sc)
+        hh = 0.01 * d0 / d1
+        d2 = rms((to_numpy(fld.f(X0 + hh * f0, hh)) - f0) / sc) / hh
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / (p + 1))
+        h = min(100 * hh, h1, 2.0)
+        # the first attempted step is h; accepted unless rejected (then 0.2..1 times it)
+        first = traj.ts[1] - traj.ts[0]
+        assert first == pytest.approx(h, rel=1e-12) or (traj.rejected > 0 and first < h), (name, first, h)

@@ -406,3 +406,13 @@ def test_simulate_plasticity_order_phll_is_forward_euler():
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
     with pytest.raises(ValueError, match="plasticity_order"):
         M.simulate(r, net, st, x, y, plasticity_order="euler", **kw)
+
+
+def test_random_top_down_scale():
+    """Mutation survivor (issue 19): feedback_scale's default (1, the phll code's) was pinned by
+    nothing: random TD_k ~ N(0, feedback_scale^2 / n_{k+1})."""
+    assert Microcircuit().feedback_scale == 1.0
+    net = _net((3, 200, 400, 2))
+    st = Microcircuit(top_down="random").init(net, seed=0)
+    td = np.asarray(st.top_down[0])
+    assert td.shape == (200, 400) and abs(td.std() * math.sqrt(400) - 1.0) < 0.02

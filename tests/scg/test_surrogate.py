@@ -87,3 +87,22 @@ def test_a_graph_without_cost_is_rejected():
         scg.surrogate(s)
     with pytest.raises(ValueError, match="Cost node"):
         scg.dice(s)
+
+
+def test_per_row_inputs_are_per_row():
+    """Mutation survivor (issue 19): a (B, n) input is one row per sample; treated as a constant
+    it would broadcast wrongly and no test noticed."""
+    import array_api_compat.numpy as anp
+    from refimpl.backend import from_numpy
+
+    rows = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
+    g = scg.Graph()
+    g.input("x", from_numpy(rows, anp, "float64"))
+    g.mlp("f", ["x"], [1])
+    g.cost("c", ["f"])
+    th = g.init_theta(0, anp, "float64")
+    s = scg.sample(g, th, seed=0, batch=3)
+    c = np.asarray(s.cost("c")).ravel()
+    assert c.shape == (3,) and len(set(np.round(c, 12))) == 3
+    with pytest.raises(ValueError, match="rows"):
+        scg.sample(g, th, seed=0, batch=4)
