@@ -203,6 +203,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default=None, help="substring of the paths to mutate")
     ap.add_argument("--list", action="store_true", help="count the mutation points and exit")
     ap.add_argument("--json", default=None, help="write every result here")
+    ap.add_argument("--rerun-survivors", default=None, metavar="FILE.json",
+                    help="run again only the mutants that lived in an earlier --json report")
     args = ap.parse_args(argv)
     muts = [m for m in all_mutants() if args.only is None or args.only in m.path]
     if args.list:
@@ -215,6 +217,14 @@ def main(argv=None) -> int:
         return 0
     rng = random.Random(args.seed)
     sample = muts if args.sample == 0 or args.sample >= len(muts) else rng.sample(muts, args.sample)
+    if args.rerun_survivors:
+        # the files may have moved since: find each survivor again by its line and operator
+        lived = [r for r in json.load(open(args.rerun_survivors)) if not r["killed"]]
+        sample = []
+        for r in lived:
+            same = [m for m in all_mutants() if (m.path, m.operator, m.original, m.replacement) ==
+                    (r["path"], r["operator"], r["original"], r["replacement"])]
+            sample.extend(same[:1] if len(same) == 1 else [m for m in same if m.line == r["line"]][:1] or same[:1])
     print(f"mutants: {len(sample)} of {len(muts)} mutation points (seed {args.seed}), {args.jobs} job(s)", flush=True)
     results = []
 
