@@ -118,8 +118,9 @@ def bp_reference(net, x, y, loss, outputs):
     if k == n_L:
         dW, db, _ = oracle.bp_gradients(net, x, y, loss)
         return dW, db
-    cut = net.replace(weights=net.weights[:-1] + (net.weights[-1][:k, :],),
-                      biases=net.biases[:-1] + (net.biases[-1][:k],))
+    # a new dense network (not net.replace: the layer specs of net record the full output width)
+    cut = ri.Network(weights=net.weights[:-1] + (net.weights[-1][:k, :],),
+                     biases=net.biases[:-1] + (net.biases[-1][:k],), activations=net.activations)
     dW, db, _ = oracle.bp_gradients(cut, x, y, loss)
     dW[-1] = np.concatenate([dW[-1], np.zeros((n_L - k, dW[-1].shape[1]))], axis=0)
     db[-1] = np.concatenate([db[-1], np.zeros(n_L - k)])
