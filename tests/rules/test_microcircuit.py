@@ -416,3 +416,25 @@ def test_random_top_down_scale():
     st = Microcircuit(top_down="random").init(net, seed=0)
     td = np.asarray(st.top_down[0])
     assert td.shape == (200, 400) and abs(td.std() * math.sqrt(400) - 1.0) < 0.02
+
+
+def test_simulated_lateral_learning_follows_the_steady_state_rule():
+    """Mutation survivor (issue 19): a sign flip inside simulate's interneuron plasticity
+    (rho(u_I) + rho(k_I v_I)) passed every test. From perturbed lateral weights, without a target,
+    slow simulated learning of IP (and PI) moves them along the steady-state lateral rule
+    (-dIP, -dPI of feedback_updates), as the bottom-up test above does for W."""
+    r = Microcircuit(lateral="plastic")
+    net = _net((3, 4, 2))
+    x, _ = _batch(net, B=3)
+    st = r.init(net)
+    g = np.random.default_rng(7)
+    st = dataclasses.replace(st, ip=tuple(p + 0.3 * g.standard_normal(p.shape) for p in st.ip),
+                             pi=tuple(p + 0.3 * g.standard_normal(p.shape) for p in st.pi))
+    dPI, dIP, _ = r.feedback_updates(net, st, x)
+    for which, kw, ref, new in (("ip", dict(eta_ip=(1e-4,)), dIP, lambda s: s.state.ip),
+                                ("pi", dict(eta_pi=(1e-4,)), dPI, lambda s: s.state.pi)):
+        sim = M.simulate(r, net, st, x, None, steps=2000, learn=True, **kw)
+        moved = (np.asarray(new(sim)[0]) - np.asarray(getattr(st, which)[0])).ravel()
+        expect = -np.asarray(ref[0]).ravel()
+        cos = moved @ expect / (np.linalg.norm(moved) * np.linalg.norm(expect))
+        assert cos > 0.95, (which, cos)
