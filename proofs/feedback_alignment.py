@@ -193,8 +193,8 @@ def torch_sign_feedback(net, mode: str, state, feedback_init: str = "xavier", sc
 # --- feedback_alignment.matches_torch_custom_autograd -------------------------------------------
 
 def _draw_mode(d, xp, dtype):
-    mode = d.choice(MODES)
-    finit = d.choice(FEEDBACK_INITS)
+    mode = d.variant("mode", MODES)
+    finit = d.variant("feedback_init", FEEDBACK_INITS)
     scale = d.real(0.1, 1.0) if finit == "uniform" else None
     inst = draw_instance(d, xp, dtype, activations=NONDEGENERATE, depth=(2, 5), architectures=ARCHS)
     params = {"mode": mode, "feedback_init": finit, "scale": scale, "feedback_seed": d.seed(),
@@ -263,7 +263,7 @@ def _control_modes(inst):
 def _draw_fa(d, xp, dtype, architectures=None):
     inst = draw_instance(d, xp, dtype, activations=NONDEGENERATE, depth=(2, 5),
                          architectures=ARCHS if architectures is None else architectures)
-    finit = d.choice(FEEDBACK_INITS)
+    finit = d.variant("feedback_init", FEEDBACK_INITS)
     params = {"feedback_init": finit, "scale": d.real(0.1, 1.0) if finit == "uniform" else None,
               "feedback_seed": d.seed()}
     return NetInstance(inst.net, inst.x, inst.y, inst.loss, params=params)
@@ -313,7 +313,7 @@ def _draw_dfa_one_hidden(d, xp, dtype):
     # linear and folds into B[0] (_one_hidden_feedback).
     inst = draw_instance(d, xp, dtype, activations=NONDEGENERATE, depth=(2, 2), architectures=ARCHS,
                          conv={"conv_layers": (1, 1), "linear_layers": (1, 1), "pools": (None, "avg")})
-    finit = d.choice(FEEDBACK_INITS)
+    finit = d.variant("feedback_init", FEEDBACK_INITS)
     params = {"feedback_init": finit, "scale": d.real(0.1, 1.0) if finit == "uniform" else None,
               "feedback_seed": d.seed()}
     return NetInstance(inst.net, inst.x, inst.y, inst.loss, params=params)
@@ -355,7 +355,7 @@ def _control_dfa_one_hidden(inst):
 def _draw_dfa_linear(d, xp, dtype):
     # Dense by construction: the product feedback W_L ... W_{i+2} is a product of dense matrices
     # (refimpl's product_feedback refuses conv nets); the conv analogue would be the Toeplitz product.
-    loss = d.choice(("mse", "ce"))
+    loss = d.variant("loss", ("mse", "ce"))
     net = draw_network(d, xp, dtype, depth=(3, 5), activations=("linear",), output_activations=NONDEGENERATE,
                        output_width=(2, 12) if loss == "ce" else None)
     first = d.choice(NONDEGENERATE)  # layer 1's own activation is not constrained by the theorem
@@ -508,7 +508,10 @@ _SPEC = "spec pepita_fa.md"
 
 THEOREMS = (
     Theorem(
-        name="feedback_alignment.matches_torch_custom_autograd",
+        name="feedback_alignment.matches_torch_custom_autograd", variants=5,
+        table=("FA, DFA, uSF, brSF, frSF equal a torch implementation written from the spec (custom `autograd.Function` with `grad_input = grad_output @ B`; BioTorch's DFA scheme)",
+               "exact, float64 rtol 1e-10",
+               "torch side's feedback shifted by 100·rtol"),
         statement="FA, DFA, uSF, brSF and frSF updates equal an independent torch implementation from the spec: "
                   "a custom autograd.Function with grad_input = grad_output @ B (conv: conv2d_input with B in W's "
                   "place; B computed in torch from W for the sign modes), and BioTorch's DFA scheme (autograd output delta e_L, cotangent e_L @ B at h_l)",
@@ -520,7 +523,10 @@ THEOREMS = (
         control_breaks="the torch side's feedback matrices shifted by 100*rtol (relative, fixed random pattern)",
     ),
     Theorem(
-        name="feedback_alignment.fa_equals_bp_when_B_is_W",
+        name="feedback_alignment.fa_equals_bp_when_B_is_W", variants=3,
+        table=("FA with `B = W` is BP",
+               "exact",
+               "random `B`"),
         statement="FA with B[i] = W[i] (BioTorch weight_backward := weight) gives BP's dW, db in every layer",
         source=f"{_SPEC} §3a-1; Lillicrap et al. (2016)",
         conditions="B = W (every activation, mse and ce)",
@@ -539,7 +545,10 @@ THEOREMS = (
         control_breaks="random B (FA's own initialisation) instead of W",
     ),
     Theorem(
-        name="feedback_alignment.fa_last_layer_is_bp",
+        name="feedback_alignment.fa_last_layer_is_bp", variants=3,
+        table=("FA's last-layer update is BP's for any `B`",
+               "exact",
+               "the same claim for the hidden layers"),
         statement="FA's last-layer dW[L-1], db[L-1] equal BP's for any B (the output delta never meets B)",
         source=f"{_SPEC} §3a-1",
         conditions="the last layer only",
@@ -547,7 +556,10 @@ THEOREMS = (
         control_breaks="the same claim for the hidden layers, whose deltas pass through B",
     ),
     Theorem(
-        name="feedback_alignment.dfa_equals_bp_one_hidden_layer",
+        name="feedback_alignment.dfa_equals_bp_one_hidden_layer", variants=3,
+        table=("DFA, `L = 2`, `B[0] = W_2` is BP",
+               "exact",
+               "random `B`"),
         statement="DFA with one hidden layer and B[0] = W_2 gives BP's dW, db (delta_1 = (e_L @ W_2) * f'(a_1)); "
                   "conv layer 1: delta_1 = reshape(e_L @ B[0]) * f'(a_1) with B[0] = W_2 (rows pulled back "
                   "through the average pooling, if any)",
@@ -558,7 +570,10 @@ THEOREMS = (
         control_breaks="random B (DFA's own initialisation)",
     ),
     Theorem(
-        name="feedback_alignment.dfa_equals_bp_linear_product_feedback",
+        name="feedback_alignment.dfa_equals_bp_linear_product_feedback", variants=2,
+        table=("DFA with `B[i] = W_L ⋯ W_{i+2}` is BP when layers 2..L-1 are linear",
+               "exact",
+               "sigmoid hidden layers"),
         statement="DFA with B[i] = W_L ... W_{i+2} gives BP's dW, db when layers 2..L-1 are linear "
                   "(layer 1's and the output activation arbitrary)",
         source=f"{_SPEC} §3a-2",
@@ -568,7 +583,10 @@ THEOREMS = (
         control_breaks="layers 2..L-1 made sigmoid (BP's feedback then depends on the input: no fixed B matches)",
     ),
     Theorem(
-        name="feedback_alignment.frsf_equals_bp_with_magnitudes_of_W",
+        name="feedback_alignment.frsf_equals_bp_with_magnitudes_of_W", variants=3,
+        table=("frSF with `M = |W|` is BP",
+               "exact",
+               "random `M`"),
         statement="frSF with M = |W| has B = |W| * sign(W) = W and gives BP's dW, db",
         source=f"{_SPEC} §3a-3",
         conditions="M = |W| at the current step",
@@ -576,7 +594,10 @@ THEOREMS = (
         control_breaks="random magnitudes M (frSF's own initialisation)",
     ),
     Theorem(
-        name="feedback_alignment.usf_equals_bp_with_equal_magnitudes",
+        name="feedback_alignment.usf_equals_bp_with_equal_magnitudes", variants=2,
+        table=("uSF is BP when every `|W_ij| = s` (its scale)",
+               "exact",
+               "unequal magnitudes"),
         statement="uSF (B = s * sign(W), s the std of the xavier/kaiming init) gives BP's dW, db when every "
                   "|W_ij| = s (W = s * S, S in {-1, 1})",
         source=f"{_SPEC} §2, §3a-3; BioTorch scaling_factor",
@@ -586,6 +607,9 @@ THEOREMS = (
     ),
     Theorem(
         name="feedback_alignment.fa_aligns_linear_teacher",
+        table=("Lillicrap's 30-20-10 linear teacher: angle(B e, W₂ᵀe) < 45° within 4000 per-sample steps",
+               "seeded statistical",
+               "`W_2` frozen"),
         statement="FA on Lillicrap's linear teacher (30-20-10, W ~ U[+-0.01], B ~ U[+-0.5], T ~ U[-1, 1], "
                   "per-sample SGD lr 1e-3): the mean angle between B e and W_2^T e falls below 45 degrees "
                   "within 4000 steps",

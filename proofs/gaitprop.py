@@ -436,7 +436,7 @@ def _draw_pl(d, xp, dtype):
         inst = _draw(d, xp, dtype, PIECEWISE)
     # Fixed gamma only up to depth 4: its rounding grows as eps * gamma^-(L-1) (1e-2: ~1e-10 relative
     # at L = 4, but ~1e-6..1e-1 at L = 6 once gamma is shrunk), which would blunt the control.
-    adaptive = d.boolean() or inst.net.depth > FIXED_MAX_DEPTH
+    adaptive = d.variant("adaptive", (False, True)) or inst.net.depth > FIXED_MAX_DEPTH
     gamma = 1e-6 if adaptive else 1e-2
     # The theorem's condition: no nudge crosses a kink. A crossing needs |a| < O(gamma) at some
     # unit, so shrinking gamma removes it (constructive, no rejection): at most a few steps.
@@ -498,6 +498,25 @@ def _draw_smooth(d, xp, dtype):
     if d.boolean():
         return _draw_conv(d, xp, dtype, SMOOTH, nonlinear=("tanh", "sigmoid", "softplus"))
     return _draw(d, xp, dtype, SMOOTH, nonlinear=("tanh", "sigmoid", "softplus"))
+
+
+def _nudge_norms(inst, adaptive: bool):
+    """Per sample and layer l = 2..L: ``||gamma_l (tau_l - h_l)||`` of the pass (the nudge before
+    its D^2 weighting), against ``gamma sqrt(n_l)`` (C2's definition of the adaptive gamma)."""
+    net, k, gamma = inst.net, inst.params["outputs"], 1e-3
+    rule = G.GaitProp(gamma=gamma, adaptive=adaptive, loss=inst.loss, outputs=k)
+    upd, _ = rule.updates(net, rule.init(net), inst.x, inst.y)
+    rec = upd.record
+    actual, expected = [], []
+    for l in range(2, net.depth + 1):
+        diff = to_numpy(rec["targets"][l]) - to_numpy(rec["trace"].h[l])
+        norms = np.linalg.norm(diff, axis=1)
+        keep = norms > 0  # a sample with zero error keeps gamma (nothing to normalise)
+        g = to_numpy(rec["gammas"][l]).astype(np.float64).reshape(-1) if adaptive else np.full(norms.shape, gamma)
+        actual.append((g * norms)[keep])
+        expected.append(np.full(int(keep.sum()), gamma * math.sqrt(diff.shape[1])))
+    return compare(actual, expected, "exact_identity", net.dtype,
+                   labels=[f"||gamma_{l} (tau_{l} - h_{l})||" for l in range(2, net.depth + 1)])
 
 
 def _smooth_order(inst, net):
@@ -768,6 +787,9 @@ _SOURCE = ("Ahmad, van Gerven & Ambrogioni, GAIT-prop, NeurIPS 2020 (arXiv 2006.
 THEOREMS = (
     Theorem(
         name="gaitprop.limit_equals_bp_orthogonal",
+        table=("GAIT-prop's γ→0 recursion `E_{l-1} = (D_l ⊙ E_l) W_l^{-T}` gives BP's gradients when `W_2..W_L` are orthogonal (any first layer, mse and ce, auxiliary outputs, depth ≤ 6)",
+               "exact, float64 rtol 1e-10·depth",
+               "`W_L → s W_L`, s ∈ [1.5, 2.5]"),
         statement="gamma -> 0 GAIT-prop recursion E_{l-1} = (D_l * E_l) @ inv(W_l).T gives dW_l = Delta_l^T h_{l-1} "
                   "equal to autograd's BP gradients when W_2..W_L are orthogonal (inv(W).T = W), any first layer, "
                   "mse and ce, auxiliary output units; on conv networks (half the draws) with orthogonal per-patch "
@@ -781,7 +803,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="gaitprop.equals_bp_piecewise_linear",
+        name="gaitprop.equals_bp_piecewise_linear", variants=2,
+        table=("identity / leaky-ReLU, orthogonal `W_2..W_L`: GAIT-prop at a *finite* γ (fixed 1e-2 for L ≤ 4, adaptive 1e-6) equals BP when no nudge crosses a kink",
+               "rounding model of the target pass, evaluated per instance (`proofs.gaitprop.rounding_bound`; measured errors ≤ 5 % of it)",
+               "`W_L → s W_L`"),
         statement="identity / leaky-ReLU networks with orthogonal W_2..W_L: GAIT-prop at finite gamma (fixed 1e-2 or "
                   "adaptive 1e-6, shrunk until no nudge crosses a kink) equals BP to within the rounding model of the "
                   "target pass (no truncation term); half the draws are conv networks (orthogonal per-patch matrices, "
@@ -795,6 +820,9 @@ THEOREMS = (
     ),
     Theorem(
         name="gaitprop.converges_to_bp_smooth",
+        table=("tanh / sigmoid / softplus, orthogonal `W_2..W_L`, adaptive γ: GAIT-prop − BP = O(γ) at every depth 2..6",
+               "order 1 + Richardson limit on γ = 2e-3 … 2.5e-4",
+               "`W_L → s W_L` (the limit is not BP)"),
         statement="smooth activations (tanh, sigmoid, softplus, identity), orthogonal W_2..W_L, adaptive gamma: "
                   "GAIT-prop - BP = O(gamma) (slope 1 on gamma = 2e-3..2.5e-4, Richardson limit 0 to rounding) at "
                   "every depth 2..6; half the draws are conv networks (orthogonal per-patch matrices, overlapping "
@@ -807,7 +835,24 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
+        name="gaitprop.adaptive_nudge_norm",
+        table=("adaptive γ (Dalm et al.'s C2): every per-sample nudge before its `D_l²` weighting has norm `γ√n_l`, "
+               "`‖γ_l[b] (τ_l[b] − h_l[b])‖ = γ√n_l` (l = 2..L, samples with a non-zero error)",
+               "exact",
+               "fixed γ (norm `γ‖τ_l − h_l‖`)"),
+        statement="adaptive gamma: every per-sample nudge before its D^2 weighting has norm gamma sqrt(n_l), "
+                  "||gamma_l[b] (tau_l[b] - h_l[b])|| = gamma sqrt(n_l) for l = 2..L (samples with a non-zero error)",
+        source="Dalm et al., TMLR 2023 (arXiv 2102.11598), code C2 compute_adaptive_gamma; spec gaitprop.md",
+        conditions="adaptive=True (gamma_l = gamma sqrt(n_l) / ||tau_l - h_l|| per sample)",
+        draw=_draw_smooth, check=lambda i: _nudge_norms(i, True), control=lambda i: _nudge_norms(i, False),
+        control_breaks="fixed gamma: the nudge norm is gamma ||tau_l - h_l||, not gamma sqrt(n_l)",
+        dtypes=("float64", "float32"),
+    ),
+    Theorem(
         name="gaitprop.deviation_first_order_in_nonorthogonality",
+        table=("`W_l = Q_l + εG_l`: the γ→0 update leaves BP at first order in ε, i.e. ∝ ‖WᵀW − I‖",
+               "order 1 + limit 0 + deviation resolvable above rounding",
+               "perturbation along the orthogonal group (Cayley): nothing grows"),
         statement="W_l(eps) = Q_l + eps G_l (l >= 2): the gamma -> 0 GAIT-prop update minus BP's is c_1 eps + O(eps^2) "
                   "with c_1 != 0 (slope 1, limit 0, resolvable), i.e. grows linearly with ||W^T W - I||; conv networks "
                   "(half the draws): the inverted convs' per-patch matrices P_l = Q_l + eps G_l",
@@ -820,6 +865,9 @@ THEOREMS = (
     ),
     Theorem(
         name="gaitprop.tp_equals_gauss_newton_linear",
+        table=("TP through exact inverses, linear invertible nets: targets = Gauss-Newton targets `h_l − J_l^{-1} e_L` (so TP is not BP, which uses `J_lᵀ`)",
+               "exact, against `oracle.gauss_newton_targets`",
+               "leaky-ReLU output, labels across the kink"),
         statement="linear networks, invertible W_2..W_L: TP through exact inverses gives the Gauss-Newton targets "
                   "tau_l = h_l - J_l^{-1} e_L (J_l = dh_L/dh_l), so TP is not BP (which uses J_l^T); half the draws are "
                   "conv networks whose inverted convs tile their input (stride = kernel, no padding: a bijection, "
@@ -845,6 +893,9 @@ THEOREMS = (
     ),
     Theorem(
         name="gaitprop.error_vs_gamma",
+        table=("measurement: relative error vs BP for γ = 1e-1 … 1e-6, fixed and adaptive, depth 4 and 6 (spec table)",
+               "measurement",
+               "—"),
         statement="relative error of GAIT-prop vs BP over gamma = 1e-1..1e-6 (identity, leaky-ReLU 0.1, tanh; fixed "
                   "and adaptive; depth 4 and 6; n = 20, one sample): the spec's §3.2 table",
         source="spec §3.2 [measured]",

@@ -54,8 +54,8 @@ def draw_microcircuit(d, xp, dtype, *, depth=(2, 4), width=(1, 6), batch=(1, 6),
     L = d.integer(*depth)
     sizes = [d.integer(*width) for _ in range(L + 1)]
     phi = d.choice(phis)
-    td = d.choice(M.TOP_DOWN) if top_down is None else top_down
-    orate = d.choice(M.OUTPUT_RATES) if output_rate is None else output_rate
+    td = d.variant("top_down", M.TOP_DOWN) if top_down is None else top_down
+    orate = d.variant("output_rate", M.OUTPUT_RATES) if output_rate is None else output_rate
     g_som_I = d.choice((0.0, 0.1, 0.8, 2.0))
     seed = d.seed()
     gen = host_rng(seed)
@@ -529,7 +529,10 @@ def _control_lateral_grad(inst):
 
 THEOREMS = (
     Theorem(
-        name="microcircuit.self_predicting_is_silent",
+        name="microcircuit.self_predicting_is_silent", variants=2,
+        table=("Sacramento et al. 2018: with `W^PI = -TD`, `W^IP = (g_lk+g_D)/g_D·c_{k+1}·Wpp_{k+1}` and no target the feed-forward pass is the fixed point, `v_A = 0`, `u^I_k = u^P_{k+1}`, every plasticity RHS vanishes",
+               "exact, atol 1e-12·depth",
+               "lateral weights + 0.1·N(0, 1/fan_in)"),
         statement="With W^PI_k = -TD_k, W^IP_k = (g_lk+g_D)/g_D c_{k+1} Wpp_{k+1} and no target, the "
                   "feed-forward pass is the fixed point: v_A = 0, u^I_k = u^P_{k+1}, u^P_k = vhat_B,k, and every "
                   "plasticity right-hand side (bottom-up, P->I, I->P) vanishes",
@@ -540,7 +543,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="microcircuit.output_error_exact",
+        name="microcircuit.output_error_exact", variants=2,
+        table=("nudged fixed point: `u_N - v̂_B,N = λ_out (y - v̂_B,N)` (any lateral/top-down weights, any `g_som`)",
+               "exact",
+               "solver stopped after 3 iterations"),
         statement="At the nudged fixed point u^P_N - vhat_B,N = lam_out (y - vhat_B,N), "
                   "lam_out = g_som/(g_lk+g_B+g_som)",
         source="Sacramento et al. 2018, output-layer dynamics at steady state; spec P-B2",
@@ -550,7 +556,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="microcircuit.hidden_error_is_scaled_vjp",
+        name="microcircuit.hidden_error_is_scaled_vjp", variants=2,
+        table=("`e_k = α_k J_{N←k}ᵀ e_N + O(λ_out²)`, `α_k = Π λ_A(1-λ_I)/c_{j+1}`, J of the effective network (torch vjp); exact for linear φ",
+               "order 1 + Richardson limit on λ_out = 1e-3 … 1.25e-4 (limit tolerance = the instance's rounding floor of `φ(u)-φ(v̂)`)",
+               "random top-down weights"),
         statement="e_k = alpha_k J_{N<-k}^T e_N + O(lam_out^2), alpha_k = prod_{j=k}^{N-1} lam_A (1-lam_I)/c_{j+1}, "
                   "J the Jacobian du_N/du_k of the effective network (torch vjp); order 1 in lam_out, "
                   "Richardson limit 0",
@@ -561,7 +570,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="microcircuit.updates_approach_bp",
+        name="microcircuit.updates_approach_bp", variants=2,
+        table=("`Microcircuit.updates` → autograd's gradient on the effective network with output delta `ρ'(u_N)(u_N - y)/B` (plain mse BP for `output_rate=\"linear\"`)",
+               "order 1 + Richardson limit",
+               "random top-down weights"),
         statement="Microcircuit.updates -> autograd's gradient on the effective network with output delta "
                   "rho'(u_N)(u_N - y)/B as lam_out -> 0 (order 1; plain mse gradient for output_rate='linear')",
         source="Sacramento et al. 2018, SM; scaling 1/(alpha_k lam_out) of refimpl.rules.microcircuit",
@@ -571,7 +583,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="microcircuit.random_feedback_is_fa",
+        name="microcircuit.random_feedback_is_fa", variants=2,
+        table=("random top-down `TD_k`: the limit is feedback alignment with `feedback[k] = c_{k+1} TD_kᵀ`",
+               "order 1 + Richardson limit",
+               "compared with BP instead"),
         statement="With fixed random top-down weights TD_k the updates tend (order 1 in lam_out) to feedback "
                   "alignment on the effective network with feedback[k] = c_{k+1} TD_k^T",
         source="Sacramento et al. 2018 (random top-down weights, Sec. 3); derivation spec P-B3",
@@ -581,7 +596,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="microcircuit.lateral_rules_are_gradients",
+        name="microcircuit.lateral_rules_are_gradients", variants=2,
+        table=("`dW^PI = ∇½⟨‖v_A‖²⟩` (rates fixed, any φ); linear rates: `dW^IP = λ_I(g_lk+g_D)/g_D · ∇½⟨‖v̂^I - u^P_{k+1}‖²⟩`",
+               "exact vs torch autograd",
+               "softplus rates, inputs ×3"),
         statement="At the free fixed point dW^PI_k = grad_{W^PI} 0.5<||v_A,k||^2> (rates held fixed; any phi) and, "
                   "for linear rates, dW^IP_k = lam_I (g_lk+g_D)/g_D grad_{W^IP} 0.5<||vhat^I_k - u^P_{k+1}||^2> "
                   "(r_k, u^P_{k+1} held fixed): the lateral rules descend convex quadratics",
@@ -592,7 +610,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="microcircuit.euler_reaches_steady_state",
+        name="microcircuit.euler_reaches_steady_state", variants=2,
+        table=("forward Euler (dt 0.1, σ = 0) from rest reaches the steady-state solver's fixed point, `max|u - u*| ≤ 1e-8` in 1500 steps",
+               "convergence",
+               "20 steps"),
         statement="Forward Euler (dt = 0.1, sigma = 0) from u = 0 converges to the steady-state solver's fixed "
                   "point: max |u_Euler - u*| <= 1e-8 after 1500 steps",
         source="Sacramento et al. 2018 dynamics; spec P-B5 (Euler fixed points = fixed points of du/dt = 0)",
@@ -602,7 +623,10 @@ THEOREMS = (
         dtypes=("float64",), slow=True,
     ),
     Theorem(
-        name="microcircuit.lateral_plasticity_silences_apical",
+        name="microcircuit.lateral_plasticity_silences_apical", variants=2,
+        table=("from lateral weights perturbed by 0.5·N(0, 1/fan_in), 200 steps of both lateral rules (no target) keep the rms apical potential ≥ 4× below its start at every checkpoint (50, 100, 150, 200 steps)",
+               "convergence (worst checkpoint ≤ 0.18 of the start on 16 instances)",
+               "zero lateral learning rates"),
         statement="From lateral weights perturbed by 0.5 N(0, 1/fan_in) away from the self-predicting state, "
                   "200 steps of the two lateral rules (no target, fixed batch) bring the rms apical potential "
                   "below 1/4 of its start at every checkpoint (every 50 steps)",

@@ -122,7 +122,7 @@ def draw_ode(d, xp, dtype, methods=ode.tableaux.NAMES, steps=None, dims=(1, 4)) 
     norm in [1.2, 2], biases 0.3 N(0, 1)), a batch of initial states and a cotangent, all built from
     one drawn seed. (sigmoid is left out of the draw: with slope <= 1/4 it makes fields so nearly
     linear that the controls can fall under the tolerance; the theorems themselves hold for it.)"""
-    method = d.choice(methods)
+    method = d.variant("method", methods)
     dim = d.integer(*dims)
     td = d.boolean()
     depth = d.integer(1, 3)
@@ -168,7 +168,7 @@ def _grads(inst: ODEInstance, mode: str, grid=None, **kw):
 # --- P-C3: partner tableaux ----------------------------------------------------------------------
 
 def _draw_method(d, xp, dtype):
-    return d.choice(ode.tableaux.NAMES)
+    return d.variant("method", ode.tableaux.NAMES)
 
 
 def _residual_evidence(method, A) -> Evidence:
@@ -287,7 +287,7 @@ def _published_evidence(method, neu, bar) -> Evidence:
 
 
 def _draw_published(d, xp, dtype):
-    return d.choice(tuple(PUBLISHED))
+    return d.variant("method", tuple(PUBLISHED))
 
 
 def _check_published(method):
@@ -328,7 +328,7 @@ def _draw_fixed(d, xp, dtype):
 
 
 def _draw_invariant(d, xp, dtype):
-    method = d.choice(CONTINUOUS_CONTROL_METHODS)
+    method = d.variant("method", CONTINUOUS_CONTROL_METHODS)
     return draw_ode(d, xp, dtype, methods=(method,), steps=d.integer(*INVARIANT_N_RANGE[method]))
 
 
@@ -491,7 +491,7 @@ def _control_invariant(inst):
 # --- P-C5: memory model ----------------------------------------------------------------------------
 
 def _draw_memory(d, xp, dtype):
-    method = d.choice(ode.tableaux.NAMES)
+    method = d.variant("method", ode.tableaux.NAMES)
     return draw_ode(d, xp, dtype, methods=(method,), steps=d.integer(2, 12))
 
 
@@ -538,7 +538,10 @@ NUMPY_ONLY = ("numpy",)
 
 THEOREMS = (
     Theorem(
-        name="ode.partner_symplectic_condition",
+        name="ode.partner_symplectic_condition", variants=9,
+        table=("the partner `A_ij = b_j(1 − a_ji/b_i)` of every tableau (euler … dopri8) satisfies `b_i A_ij + b_j a_ji − b_i b_j = 0`",
+               "exact, rational arithmetic",
+               "`A = a` (forward tableau as its own adjoint)"),
         statement="the partner A_ij = b_j (1 - a_ji / b_i) of every tableau satisfies b_i A_ij + b_j a_ji - b_i b_j = 0 "
                   "for all i, j with b_i != 0, exactly in rational arithmetic",
         source=SOURCE + "; spec P-C3",
@@ -548,7 +551,10 @@ THEOREMS = (
         dtypes=("float64",), backends=NUMPY_ONLY,
     ),
     Theorem(
-        name="ode.partner_matches_published",
+        name="ode.partner_matches_published", variants=2,
+        table=("the unified partner (zero-weight stages kept) reproduces the authors' hard-coded dopri5 / dopri8 `_NEU`/`_BAR` tables entry by entry",
+               "exact, rational arithmetic",
+               "zero-weight stages dropped"),
         statement="the unified partner construction (w_i = b_i or 1, G_ij = w_j a_ji / w_i) reproduces the authors' "
                   "hard-coded dopri5 and dopri8 partner tables (_NEU, _BAR) entry by entry, exactly",
         source=SOURCE + "; code: tksmatsubara/symplectic-adjoint-method integrators/dopri5.py, dopri8.py",
@@ -558,7 +564,10 @@ THEOREMS = (
         dtypes=("float64",), backends=NUMPY_ONLY,
     ),
     Theorem(
-        name="ode.symplectic_equals_autograd",
+        name="ode.symplectic_equals_autograd", variants=7,
+        table=("symplectic-adjoint `(dL/dx0, dL/dW, dL/db)` = torch autograd through the same RK steps (euler, midpoint, heun, fehlberg2, bosh3, rk4, rk38; autonomous and time-dependent fields)",
+               "exact, float64 rtol 1e-10",
+               "continuous adjoint"),
         statement="symplectic-adjoint (dL/dx0, dL/dW, dL/db) equal torch autograd through the same RK steps "
                   "(fixed grid; euler, midpoint, heun, fehlberg2, bosh3, rk4, rk38; autonomous and time-dependent fields) "
                   "to rounding",
@@ -569,7 +578,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="ode.symplectic_equals_autograd_zero_weights",
+        name="ode.symplectic_equals_autograd_zero_weights", variants=3,
+        table=("the same for tableaux with live `b_i = 0` stages (midpoint, dopri5, dopri8)",
+               "exact, float64 rtol 1e-10",
+               "zero-weight stages dropped from the adjoint sweep"),
         statement="for tableaux with live zero-weight stages (midpoint, dopri5, dopri8), the symplectic adjoint with "
                   "the unified partner (w_i = 1, no lambda_{n+1} term where b_i = 0) equals autograd through the "
                   "same RK steps to rounding",
@@ -580,7 +592,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="ode.symplectic_equals_autograd_adaptive",
+        name="ode.symplectic_equals_autograd_adaptive", variants=4,
+        table=("the same on the recorded grid of an adaptive solve (heun, bosh3, fehlberg2, dopri5)",
+               "exact, float64 rtol 1e-10",
+               "autograd on a uniform grid with as many steps"),
         statement="on the recorded grid of an adaptive solve (heun, bosh3, fehlberg2, dopri5; rtol 1e-4..1e-2), the symplectic "
                   "adjoint equals autograd through the same RK steps with the step sizes held constant",
         source=SOURCE + "; spec P-C1 (adaptive)",
@@ -590,7 +605,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="ode.adjoint_error_order",
+        name="ode.adjoint_error_order", variants=7,
+        table=("continuous adjoint − exact discrete gradient = O(h^p) (heun: O(h³), measured)",
+               "order p + Richardson limit, coarsest error > 1e-12 (fields of dimension ≥ 2)",
+               "symplectic adjoint in its place (no h-dependence)"),
         statement="the continuous adjoint differs from the exact discrete gradient by O(h^p) (p the method's order): "
                   "slope p on a geometric grid, Richardson limit 0, coarsest error > 1e-12",
         source=SOURCE + "; spec P-C2",
@@ -601,6 +619,9 @@ THEOREMS = (
     ),
     Theorem(
         name="ode.bilinear_invariant",
+        table=("`λ_n·δ_n` (per sample) is constant along the grid for the partner pair (`δ_n` the RK tangent)",
+               "exact, float64 rtol 1e-10",
+               "`λ_n` of the continuous adjoint"),
         statement="lambda_n . delta_n (per sample) is constant over the grid for the partner pair: delta_n the tangent "
                   "of the RK map, lambda_n the symplectic adjoint",
         source=SOURCE + "; Sanz-Serna 2016; spec P-C4",
@@ -611,6 +632,9 @@ THEOREMS = (
     ),
     Theorem(
         name="ode.memory_model",
+        table=("peak live tapes: backprop `N s_eff`, symplectic 1, continuous adjoint 1; checkpoints `N+1`, f / vjp counts of the formula",
+               "exact counts",
+               "tapes kept after their vjp (a retained graph)"),
         statement="peak live tapes: backprop N s_eff, ACA s_eff, symplectic adjoint 1, continuous adjoint 1; symplectic "
                   "and ACA keep N+1 checkpoints, symplectic s_eff stage states; f evaluations N s_eff (backprop) / "
                   "2 N s_eff (ACA, continuous adjoint) / 3 N s_eff - N (symplectic); vjps N s_eff; the live-tape peaks "

@@ -140,7 +140,17 @@ def _nondegenerate(net, x, keep_prob, seed, xp, dtype):
     return host_like(net, Ws, bs, xp=xp, dtype=dtype), seed + k
 
 
+PRESYNAPTIC = ("modulated", "forward")
+
+
 def _draw(d, xp, dtype, hidden, depth=(2, 4), width=(1, 10), dropout=True, one_hidden=False, conv=True):
+    # ReLU with first-pass presynaptic factors makes some O(eps) remainders exactly 0 (the update is
+    # then exactly first order), which an order check cannot see as slope 1: "forward" goes with
+    # smooth hidden activations only. In a verify run (variants planned by index) the network of a
+    # "forward" instance is drawn smooth, so both variants are checked in every run.
+    smooth_hidden = tuple(a for a in hidden if ri.activations.get(a).smooth)
+    if smooth_hidden and d.planned("presynaptic", PRESYNAPTIC) == "forward":
+        hidden = smooth_hidden
     if one_hidden:
         n0 = d.integer(2, 10)
         n1 = d.integer(1, n0)
@@ -158,13 +168,12 @@ def _draw(d, xp, dtype, hidden, depth=(2, 4), width=(1, 10), dropout=True, one_h
         net = draw_network(d, xp, dtype, depth=depth, width=width, activations=hidden,
                            output_activations=("linear",), output_width=(2, 8))
     x, y = draw_batch(d, net, "ce", batch=(1, 10) if net.is_dense else (1, 6))
-    keep = d.choice((1.0, 0.8)) if dropout else 1.0
-    sign = d.choice((1, -1))
-    last = d.choice(("modulated", "first"))
+    keep = d.variant("keep_prob", (1.0, 0.8)) if dropout else 1.0
+    sign = d.variant("sign", (1, -1))
+    last = d.variant("last_layer_error", ("modulated", "first"))
     smooth = all(ri.activations.get(a).smooth for a in net.activations[:-1])
-    # ReLU with first-pass presynaptic factors makes some O(eps) remainders exactly 0 (the update is
-    # then exactly first order), which an order check cannot see as slope 1: modulated only there.
-    pres = d.choice(("modulated", "forward")) if smooth else "modulated"
+    planned = d.planned("presynaptic", PRESYNAPTIC)  # "forward" only if smooth (above)
+    pres = d.variant("presynaptic", PRESYNAPTIC) if (smooth or planned is not None) else "modulated"
     fseed = d.seed()
     net, mseed = _nondegenerate(net, x, keep, fseed, xp, dtype)
     return NetInstance(net, x, y, "ce", params={"keep_prob": keep, "sign": sign, "last_layer_error": last,
@@ -295,6 +304,44 @@ def _zero_F_evidence(inst, rel: float):
     expected = zeros_W + zeros_b + [dW[-1], db[-1]]
     labels = [f"dW[{i}]" for i in range(L - 1)] + [f"db[{i}]" for i in range(L - 1)] + ["dW[L-1]", "db[L-1]"]
     return ri_compare(actual, expected, inst.net.dtype, L, labels)
+
+
+def _output_update_evidence(inst, swap: bool):
+    """Output layer, F of relative modulation size 1: ``dW_L = delta^T P_{L-1} / B``-style update
+    with ``delta`` autograd's dCE/da_L (batch mean, masked network) at the pass the rule's
+    ``last_layer_error`` names (``x_mod = x + sign (e F^T)``, e the oracle's first-pass error) and
+    ``P`` the presynaptic pass. ``swap``: the other pass's error (the control)."""
+    import torch
+
+    masks = _host_masks(inst)
+    F0, e = _unit_F0(inst, masks)
+    upd, rule = _run(inst, F0)
+    x = oracle.to_host(inst.x)
+    x_mod = x + inst.params["sign"] * (e @ F0.T)
+    Ws, bs = oracle.torch_params(inst.net, requires_grad=False)
+    L = inst.net.depth
+
+    def forward(inp):
+        h = torch.tensor(inp, dtype=torch.float64)
+        hs, a = [h], None
+        for l in range(1, L + 1):
+            a = torch.nn.functional.linear(h, Ws[l - 1], bs[l - 1])
+            h = oracle.torch_activation(inst.net.activations[l - 1])(a)
+            if l < L and masks[l - 1] is not None:
+                h = h * torch.tensor(masks[l - 1])
+            hs.append(h)
+        return hs, a
+
+    err_mod = (inst.params["last_layer_error"] == "modulated") != swap
+    hs_e, _ = forward(x_mod if err_mod else x)
+    aL = torch.nn.functional.linear(hs_e[L - 1], Ws[L - 1], bs[L - 1]).detach().requires_grad_(True)
+    loss = oracle.torch_loss("ce", oracle.torch_activation(inst.net.activations[L - 1])(aL), oracle._torch_y(inst.y))
+    loss.backward()
+    delta = aL.grad.numpy()
+    hs_p, _ = forward(x_mod if inst.params["presynaptic"] == "modulated" else x)
+    pre = hs_p[L - 1].detach().numpy()
+    return ri_compare([upd.dW[-1], upd.db[-1]], [delta.T @ pre, delta.sum(axis=0)], inst.net.dtype, L,
+                      ["dW[L-1]", "db[L-1]"])
 
 
 def _masked_bp(inst, masks):
@@ -652,7 +699,10 @@ def _align_evidence(inst, use_independent: bool):
 
 THEOREMS = (
     Theorem(
-        name="pepita.zero_feedback_is_delta_rule",
+        name="pepita.zero_feedback_is_delta_rule", variants=2,
+        table=("PEPITA with `F = 0`: every hidden update is exactly 0 and the output update is autograd's output-layer gradient (masked network)",
+               "exact",
+               "`F` of relative size 1e-3"),
         statement="F = 0: x_mod = x, every hidden update (dW_l, db_l, l < L) is exactly 0, and the output "
                   "update equals autograd's output-layer gradient of the batch-mean CE (masked network)",
         source="Dellaferrera & Kreiman, ICML 2022, Alg. 1; spec pepita_fa.md §3a-4",
@@ -662,7 +712,28 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="pepita.relu_activity_is_jvp",
+        name="pepita.output_update_is_delta_at_its_pass", variants=2,
+        table=("any `F` (modulation of relative size 1): the output update is autograd's output delta ∂CE/∂a_L "
+               "(masked network) at the pass `last_layer_error` names (modulated: `x_mod = x + sign·e Fᵀ`; first: `x`) "
+               "times the presynaptic pass's `h_{L−1}`",
+               "exact, float64 rtol 1e-10",
+               "the other pass's error (first ↔ modulated)"),
+        statement="any F (relative modulation size 1): the output update is autograd's output delta dCE/da_L of "
+                  "the masked network at the pass last_layer_error names (modulated: x_mod = x + sign e F^T; first: "
+                  "x) times the presynaptic pass's h_{L-1}: dW_L = delta^T P_{L-1}, db_L = sum_b delta",
+        source="Dellaferrera & Kreiman, ICML 2022, Alg. 1 (output layer: e' of the modulated pass); ICLR 2023 "
+               "code's first-pass variant; spec pepita_fa.md §3a",
+        conditions="the error of the pass the rule names",
+        draw=_draw_any, check=lambda i: _output_update_evidence(i, False),
+        control=lambda i: _output_update_evidence(i, True),
+        control_breaks="the other pass's error (first <-> modulated)",
+        dtypes=("float64",),
+    ),
+    Theorem(
+        name="pepita.relu_activity_is_jvp", variants=2,
+        table=("ReLU / leaky-ReLU hidden layers, no unit crossing its kink: `h_l − h_l' = s·J_l(x)(F e)` (`s = −sign`, `J_l` by `torch.func.jvp`, shared dropout masks)",
+               "exact, plus a rounding floor 1e3·u·L·max|h|",
+               "`F` built to move one kept layer-1 unit exactly to `−a` (across its kink)"),
         statement="piecewise-linear hidden layers, no unit crossing its kink: h_l - h_l' = s * J_l(x) (F e) "
                   "exactly (to rounding), s = -sign, J_l by torch.func.jvp, dropout masks shared",
         source="derivation, spec pepita_fa.md §3b (activity; ReLU exact)",
@@ -674,7 +745,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="pepita.smooth_activity_first_order",
+        name="pepita.smooth_activity_first_order", variants=2,
+        table=("tanh/sigmoid/softplus: `(h_l − h_l')/ε = s·J_l(x)(F₀ e) + O(ε)`",
+               "order 1 + Richardson limit",
+               "the other sign convention (`s = +sign`)"),
         statement="C^2 hidden activations: (h_l - h_l') / eps = s * J_l(x) (F0 e) + O(eps), s = -sign "
                   "(order 1, Richardson limit 0)",
         source="derivation, spec pepita_fa.md §3b (activity), recipe (ii)",
@@ -685,7 +759,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="pepita.hidden_update_is_afa",
+        name="pepita.hidden_update_is_afa", variants=2,
+        table=("hidden `dW_l/ε = s·U_lᵀh_{l−1}/B + O(ε)`, `U_l = D_l W_l ⋯ D_1 W_1 F₀ e` (adaptive feedback alignment, feedback `W_1 F`); biases too",
+               "order 1 + Richardson limit (ReLU: kink-free grid)",
+               "BP's gradients in place of the AFA update"),
         statement="dW_l / eps = s * U_l^T h_{l-1} / B + O(eps), db_l / eps = s * mean_b U_l + O(eps) for every "
                   "hidden layer (adaptive feedback alignment: U_l = D_l W_l ... D_1 W_1 F0 e, by jvp)",
         source="Srinivasan et al., ICLR 2024 (PEPITA ~ AFA); derivation spec pepita_fa.md §3b (update), recipe (iii)",
@@ -696,7 +773,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="pepita.equals_bp_one_hidden_layer",
+        name="pepita.equals_bp_one_hidden_layer", variants=2,
+        table=("`L = 2`, `n_1 ≤ n_0`, `F = −sign·ε·W_1⁺W_2ᵀ`: `(dW_1/ε, db_1/ε, dW_2, db_2)` = BP's CE gradients + O(ε)",
+               "order 1 + Richardson limit",
+               "random `F` of the same norm"),
         statement="L = 2, n_1 <= n_0, W_1 full row rank, F = -sign * eps * pinv(W_1) W_2^T: "
                   "(dW_1 / eps, db_1 / eps, dW_2, db_2) = BP's gradients of the batch-mean CE + O(eps)",
         source="derivation, spec pepita_fa.md §3b ('PEPITA = BP to first order for one hidden layer')",
@@ -707,7 +787,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="pepita.sign_flip",
+        name="pepita.sign_flip", variants=2,
+        table=("`(dW_l(sign=+1) + dW_l(sign=−1))/ε = O(ε)` (hidden layers, same masks): the sign flips the first-order update",
+               "order 1 + Richardson limit",
+               "sign not flipped"),
         statement="(dW_l(sign=+1) + dW_l(sign=-1)) / eps = O(eps) for hidden layers (biases too): flipping "
                   "the modulation sign flips the first-order update",
         source="derivation, spec pepita_fa.md §3b recipe (iv)",
@@ -718,6 +801,9 @@ THEOREMS = (
     ),
     Theorem(
         name="pepita.alignment_sign",
+        table=("50-100-5 ReLU teacher task, 400 SGD steps, `F` scale 0.5: angle(`F`, `(W_2W_1)ᵀ`) with `x + Fe` exceeds that with `x − Fe` by > 6° on each of 3 paired seeds",
+               "seeded statistical",
+               "the same predicate for an independent `F'` not used in training"),
         statement=f"after {ALIGN_STEPS} PEPITA steps (50-100-5 ReLU, teacher labels, F scale {ALIGN_F_SCALE}), "
                   f"angle(F, (W_2 W_1)^T) with x + F e exceeds the one with x - F e by > {ALIGN_MARGIN} deg "
                   f"on each of {ALIGN_SEEDS} paired seeds",

@@ -126,7 +126,7 @@ def draw_scg(d, xp="numpy", dtype="float64", *, max_nodes=4, max_outcomes=256, h
     logits, and sometimes a middle cost. theta enters every distribution and every cost, and is
     shared between distributions and costs (the logits nodes feed costs; spec P-D1)."""
     m = d.integer(1, max_nodes)
-    topo = d.choice(("chain", "fork", "diamond", "random"))
+    topo = d.variant("topology", ("chain", "fork", "diamond", "random"))
     nodes, outcomes = [], 1
     for k in range(1, m + 1):
         kind = d.choice(("bernoulli", "categorical"))
@@ -180,7 +180,13 @@ def _check_unbiased(inst, score_terms=True):
     s = scg.enumerate_outcomes(inst.graph, inst.theta)
     _, grad = oracle.scg_expected_cost(inst.graph, inst.theta)
     est = _expected_grad(s, score_terms=score_terms)
-    return compare([est], [grad], "oracle_grad", inst.theta.dtype, labels=["E[grad L_surr]"])
+    # The batch estimate (per_sample=False: one backward pass of the summed surrogate, divided by
+    # the B rows) is the mean of the per-sample estimates; the enumeration's rows are a batch too.
+    batch = scg.surrogate(s, record=False, score_terms=score_terms, per_sample=False)
+    xp = namespace(batch.grad)
+    per = scg.surrogate(s, record=False, score_terms=score_terms).per_sample
+    return compare([est, batch.grad], [grad, xp.mean(per, axis=0)], "oracle_grad", inst.theta.dtype,
+                   labels=["E[grad L_surr]", "batch grad = mean of per-sample grads"])
 
 
 # --- P-D2 mean ------------------------------------------------------------------------------------
@@ -442,9 +448,12 @@ def _hessians(inst):
 def _check_dice(inst):
     s, H = _hessians(inst)
     d = scg.dice(s, order=2)
-    return compare([scg.weighted_mean(s.weights, d.per_sample_hessian), scg.weighted_mean(s.weights, d.per_sample)],
-                   [H, oracle.scg_expected_cost(inst.graph, inst.theta)[1]], "oracle_grad", inst.theta.dtype,
-                   labels=["E[hess DiCE]", "E[grad DiCE]"])
+    d1 = scg.dice(s, order=1)  # the first-order objective is its own code path (reverse mode)
+    g = oracle.scg_expected_cost(inst.graph, inst.theta)[1]
+    return compare([scg.weighted_mean(s.weights, d.per_sample_hessian), scg.weighted_mean(s.weights, d.per_sample),
+                    scg.weighted_mean(s.weights, d1.per_sample)],
+                   [H, g, g], "oracle_grad", inst.theta.dtype,
+                   labels=["E[hess DiCE]", "E[grad DiCE] (order 2 pass)", "E[grad DiCE] (order=1)"])
 
 
 def _control_dice(inst):
@@ -497,7 +506,10 @@ _F64 = ("float64",)
 
 THEOREMS = (
     Theorem(
-        name="scg.surrogate_unbiased",
+        name="scg.surrogate_unbiased", variants=4,
+        table=("Σ_outcomes P·∇L_surr = ∇E[Σc] (Schulman et al. 2015, Thm 1): score terms log p(w)·Q̂_w with downstream costs only, plus pathwise ∇c; chains/forks/diamonds, θ shared by distributions and costs; the batch estimate is the mean of the per-sample ones",
+               "exact by enumeration vs torch autograd of the enumerated E, rtol 1e-10",
+               "score terms dropped (pathwise only)"),
         statement="sum_outcomes P * grad L_surr = grad E[sum_c c] (torch autograd of the enumerated objective): "
                   "score terms log p(w|DEPS_w) * Q_w with downstream costs only, plus pathwise grad c",
         source=_SRC + ", Theorem 1 and Corollary 1 (section 4); spec scg.md P-D1",
@@ -508,7 +520,10 @@ THEOREMS = (
         dtypes=_F64,
     ),
     Theorem(
-        name="scg.baseline_unbiased",
+        name="scg.baseline_unbiased", variants=4,
+        table=("baselines of non-descendants of w (constant, input, θ, w's logits, ancestors) keep the mean",
+               "exact, rtol 1e-10",
+               "baseline reading w itself"),
         statement="with Q_w - b_w, b_w any function of non-descendants of w (constant, input, theta, w's own "
                   "logits, ancestors), the expected surrogate gradient is still grad E",
         source=_SRC + ", section 3 (variance reduction); spec scg.md P-D2",
@@ -518,7 +533,10 @@ THEOREMS = (
         dtypes=_F64,
     ),
     Theorem(
-        name="scg.optimal_baseline",
+        name="scg.optimal_baseline", variants=4,
+        table=("the exact variance is a parabola in a constant baseline with vertex b* = E[s_w·g₀]/E‖s_w‖² (corrected formula)",
+               "exact (vertex of the exact parabola)",
+               "old formula E[Q̂‖s‖²]/E‖s‖²"),
         statement="the exact variance of the estimator is a parabola in a constant baseline b on node w with "
                   "vertex b* = E[s_w . g_0] / E[|s_w|^2] (s_w = grad log p(w), g_0 = estimate with b = 0)",
         source="derivation (spec scg.md P-D2, corrected formula); " + _SRC + ", section 3",
@@ -531,7 +549,10 @@ THEOREMS = (
         dtypes=_F64,
     ),
     Theorem(
-        name="scg.downstream_vs_total",
+        name="scg.downstream_vs_total", variants=4,
+        table=("Q̂_w = downstream costs vs total cost: equal means, different exact variances (neither always lower)",
+               "exact means; variance gap > 1e-8 rel.",
+               "Q̂_w = only the costs not downstream of w"),
         statement="Q_w = downstream costs and Q_w = total cost give the same expected gradient (to 1e-10) and "
                   "different exact variances (relative gap > 1e-8; neither is always lower)",
         source=_SRC + ", section 2 (Q_w = costs downstream of w); spec scg.md P-D3",
@@ -542,6 +563,9 @@ THEOREMS = (
     ),
     Theorem(
         name="scg.pathwise_score_quadrature",
+        table=("Gaussian node, polynomial cost of degree k: pathwise with ⌈(k+1)/2⌉ and score function with ⌈(k+3)/2⌉ Gauss–Hermite nodes are exact",
+               "exact (GH exact to degree 2n−1)",
+               "score function with ⌈(k+1)/2⌉ nodes"),
         statement="categorical w1 -> Gaussian z(mu(w1), sigma(w1)) -> polynomial cost of degree k: the expected "
                   "pathwise gradient with ceil((k+1)/2) Gauss-Hermite nodes and the expected score-function "
                   "gradient with ceil((k+3)/2) nodes both equal grad E exactly (GH with n nodes is exact for "
@@ -555,6 +579,9 @@ THEOREMS = (
     ),
     Theorem(
         name="scg.quadrature_tanh_cost",
+        table=("relative error of the expected pathwise gradient for a tanh cost of a Gaussian node at n = 5..80 Gauss–Hermite nodes (reference 320 nodes): root-exponential, e.g. 6e-4 at n = 40 when a·σ ≈ 1.8, 3e-12 when a·σ ≈ 0.4",
+               "measurement",
+               "—"),
         statement="relative error of the expected pathwise gradient with n = 5, 10, 20, 40, 80 Gauss-Hermite "
                   "nodes for a tanh cost of a Gaussian node (error reported: n = 40)",
         source="spec scg.md P-D4 (non-polynomial costs are not integrated exactly)",
@@ -562,7 +589,10 @@ THEOREMS = (
         draw=_draw_tanh, check=_measure_tanh, kind="measurement", dtypes=_F64,
     ),
     Theorem(
-        name="scg.dice_hessian_exact",
+        name="scg.dice_hessian_exact", variants=4,
+        table=("E[∇²DiCE] = ∇²E and E[∇DiCE] = ∇E (Foerster et al. 2018; the gradient of both the order-2 pass and `dice(order=1)`)",
+               "exact vs torch Hessian, rtol 1e-10",
+               "the surrogate loss's Hessian"),
         statement="E[hess DiCE] = hess E and E[grad DiCE] = grad E (torch autograd Hessian of the enumerated "
                   "objective); hess DiCE = c(g_tau g_tau^T + H_tau) + g_tau g_c^T + g_c g_tau^T + H_c per cost",
         source=_DICE + ", section 3; spec scg.md P-D5",
@@ -573,7 +603,10 @@ THEOREMS = (
         dtypes=_F64,
     ),
     Theorem(
-        name="scg.surrogate_hessian_bias",
+        name="scg.surrogate_hessian_bias", variants=4,
+        table=("E[∇²L_surr] − ∇²E = −Σ_c E[c∇τ_c∇τ_cᵀ + ∇τ_c∇cᵀ + ∇c∇τ_cᵀ]",
+               "exact",
+               "bias without the cross terms"),
         statement="E[hess L_surr] - hess E = -sum_c E[c g_tau g_tau^T + g_tau g_c^T + g_c g_tau^T] exactly",
         source="derivation from DiCE's second derivative (spec scg.md §1); " + _DICE,
         conditions="discrete nodes; Q_w downstream, no baselines",
@@ -582,7 +615,10 @@ THEOREMS = (
         dtypes=_F64,
     ),
     Theorem(
-        name="scg.surrogate_hessian_pathwise_only",
+        name="scg.surrogate_hessian_pathwise_only", variants=4,
+        table=("θ in no distribution ⇒ the surrogate Hessian is unbiased",
+               "exact",
+               "θ also in the distributions' logits"),
         statement="when theta reaches no distribution (grad tau_c = 0 for every cost), E[hess L_surr] = hess E",
         source="spec scg.md P-D5 (corrected condition); " + _DICE,
         conditions="the distributions' logits use constant weights; theta only in costs",

@@ -278,7 +278,7 @@ def draw_instance(d: Drawer, xp="numpy", dtype="float64", *, losses=("mse", "ce"
     if arch not in ARCHITECTURES:
         raise ValueError(f"architectures: expected entries of {ARCHITECTURES}, got {arch!r}")
     if arch == "conv":
-        loss = d.choice(losses)
+        loss = d.variant("loss", losses)
         ckw = dict(conv or {})
         for k in ("activations", "output_activations"):
             if k in network_kwargs and k not in ckw:
@@ -288,7 +288,7 @@ def draw_instance(d: Drawer, xp="numpy", dtype="float64", *, losses=("mse", "ce"
         net = draw_conv_network(d, xp, dtype, **ckw)
         x, y = draw_batch(d, net, loss, batch=(batch[0], min(batch[1], 6)))
         return NetInstance(net, x, y, loss)
-    loss = d.choice(losses)
+    loss = d.variant("loss", losses)
     if loss == "ce" and network_kwargs.get("output_width") is None:
         lo, hi = network_kwargs.get("width", (1, 12))
         if network_kwargs.get("kind", "any") == "any":

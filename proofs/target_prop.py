@@ -691,8 +691,8 @@ def _make_rule(kind, **kw):
 
 
 def _draw_fbgrad(d, xp, dtype):
-    kind = d.choice(RULE_KINDS)
-    spec = d.choice(("same", "jmc"))
+    kind = d.variant("kind", RULE_KINDS)
+    spec = d.variant("feedback_activation", ("same", "jmc"))
     acts = ("tanh", "sigmoid", "softplus", "elu", "leaky_relu(0.2)", "linear")
     if d.boolean():  # convnet: transposed-conv feedback, unpooling through the forward argmax / avg transpose
         net = _draw_conv_net(d, xp, dtype, acts, ("linear", "tanh"))
@@ -1362,6 +1362,9 @@ def _control_ldrl_conv_opt(inst):
 THEOREMS = (
     Theorem(
         name="target_prop.affine_feedback_cancels_offsets",
+        table=("DTP with affine feedback: `t_l - h_l = (t_L - h_L) Q_Lᵀ⋯Q_{l+1}ᵀ` whatever the offsets `c`",
+               "exact",
+               "TP (no difference correction)"),
         statement="DTP with affine feedback g_l(y) = y Q_l^T + c_l: t_l - h_l = (t_L - h_L) Q_L^T ... Q_{l+1}^T "
                   "exactly, whatever the offsets c_l (any forward activations)",
         source="spec target_prop.md §3d-1 (derived from Lee et al. 2015's difference correction)",
@@ -1371,6 +1374,9 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.linear_symmetric_dtp_equals_bp",
+        table=("linear net, `Q_l = W_lᵀ`: DTP's update / β is autograd's gradient, any β",
+               "exact, float64 rtol 1e-10",
+               "tanh hidden layers"),
         statement="linear network, Q_l = W_l^T (any feedback biases): DTP's updates (divided by beta) equal "
                   "autograd's gradient of the batch-mean loss exactly, for any beta",
         source="spec target_prop.md §3d-2; Ernoult et al. 2022 theorem_test (symmetric init)",
@@ -1382,6 +1388,9 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.exact_inverse_dtp_equals_tp",
+        table=("`g_l = f_l⁻¹` (square, invertible): DTP's targets are TP's",
+               "exact",
+               "`Q = W⁻¹ + 1e-3·N(0,1)`"),
         statement="g_l = f_l^{-1} (square invertible layers, invertible activations): DTP's targets equal TP's",
         source="spec target_prop.md §3a, A1 (g_l(h_l) = h_{l-1} makes the correction vanish)",
         conditions="exact inverses; targets inside the activations' ranges (beta halved until they are)",
@@ -1391,6 +1400,9 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.linear_exact_inverse_tp_equals_gn",
+        table=("linear square net, exact inverses: TP's targets are the per-sample Gauss-Newton targets `h - β J̄⁺e`, any β",
+               "exact (jacrev + pinv oracle)",
+               "non-square net, layer-wise pinv feedback"),
         statement="linear square invertible network with g_l = f_l^{-1}: TP's targets equal the per-sample "
                   "Gauss-Newton targets h_l - beta Jbar_l^+ e exactly, for any beta",
         source="spec target_prop.md §3a A3 and §3d-3; Meulemans et al. 2020 (TP ~ GN)",
@@ -1402,6 +1414,9 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.direct_pinv_feedback_gives_gn_targets",
+        table=("DDTP-linear with `Q_l = pinv(J̄_l)` gives GN targets, any β",
+               "exact",
+               "`Q_l = J̄_lᵀ`"),
         statement="direct linear feedback (DDTP-linear) with Q_l = pinv(Jbar_l) gives the Gauss-Newton targets "
                   "exactly, for any beta (one sample)",
         source="spec target_prop.md §3b B1 and §3d-4; Meulemans et al. 2020",
@@ -1412,6 +1427,9 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.drl_direct_optimum_is_pinv",
+        table=("closed-form small-σ DRL minimiser `(Σ J̄ᵀ)(Σ J̄J̄ᵀ)⁻¹` is `pinv(J̄)` for one sample",
+               "exact",
+               "a batch (least-squares compromise)"),
         statement="the minimiser of the small-sigma DRL sum_b ||Q Jbar_b - I||_F^2, Q* = (sum_b Jbar_b^T)"
                   "(sum_b Jbar_b Jbar_b^T)^{-1}, equals pinv(Jbar) for one sample (Jbar by refimpl's chain rule)",
         source="spec target_prop.md §3b B2",
@@ -1422,6 +1440,9 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.sequential_drl_optimum_gives_gn_targets",
+        table=("sequential affine feedback: the small-σ DRL optimum for `g_2` given any injective upper path `M = Q_3⋯Q_L`, `Q_2 = pinv(M J̄_1)`, gives GN targets (one sample, any β)",
+               "exact",
+               "rank-1 `Q_3` (bottleneck)"),
         statement="sequential affine feedback: with any injective upper path M = Q_3...Q_L, the small-sigma DRL "
                   "optimum for g_2, Q_2 = pinv(M Jbar_1), makes DTP's layer-1 target the Gauss-Newton target "
                   "exactly (one sample, any beta)",
@@ -1432,7 +1453,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="target_prop.feedback_gradients_match_autograd",
+        name="target_prop.feedback_gradients_match_autograd", variants=6,
+        table=("every hand-written feedback-loss gradient (reconstruction, DRL sequential/direct/RHL, L-DRL) equals autograd's, same noise",
+               "exact, float64 rtol 1e-10",
+               "oracle `Q` shifted by 100·rtol"),
         statement="every written-out feedback-loss gradient (reconstruction, DRL sequential/direct/RHL, L-DRL) and "
                   "per-sample loss equals torch autograd's on the same noise",
         source="refimpl.rules.target_prop docstring; E-code feedback_loss.py, M-code dtpdrl_layers.py",
@@ -1442,7 +1466,10 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="target_prop.ldrl_feedback_bias_gradient_is_zero",
+        name="target_prop.ldrl_feedback_bias_gradient_is_zero", variants=6,
+        table=("∂ℒ_L-DRL/∂c = 0",
+               "≤ 1e-14·max(1, ‖∂ℒ/∂Q‖)",
+               "vanilla reconstruction loss"),
         statement="the L-DRL loss does not depend on the feedback bias: dL/dc = 0 (refimpl exactly; autograd "
                   "to <= 1e-14 max(1, ||dL/dQ||))",
         source="spec target_prop.md §3d-6; Ernoult et al. 2022 (E-code feedback_loss.py)",
@@ -1467,6 +1494,9 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.tp_exact_inverse_is_gn_second_order",
+        table=("TP with exact inverses = GN target + O(β²) (tanh)",
+               "order 2 + Richardson limit",
+               "perturbed inverse"),
         statement="invertible smooth network, g_l = f_l^{-1}: t^TP_l = h_l - beta Jbar_l^{-1} e + O(beta^2) "
                   "(TP's targets are Gauss-Newton targets to second order)",
         source="spec target_prop.md §3a A2; Meulemans et al. 2020 (TP ~ GN)",
@@ -1477,6 +1507,9 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.tp_weight_update_is_gn_times_d2",
+        table=("one sample, exact inverses: TP's weight step `-β dW_l/‖h_{l-1}‖²` = `D_l²` × the min-norm GN step on `W_l` + O(β²) (exact for linear layers)",
+               "order 1 + Richardson limit",
+               "GN step without `D_l²`"),
         statement="one sample, exact inverses: TP's weight step -beta dW_l / ||h_{l-1}||^2 equals D_l^2 times the "
                   "min-norm Gauss-Newton step on W_l, + O(beta^2) (exactly GN for linear layers)",
         source="spec target_prop.md §3a A4 (corrected: minus sign, D_l^2 from the left); Meulemans et al. 2020",
@@ -1487,6 +1520,9 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.jmc_dtp_equals_bp_first_order",
+        table=("JMC feedback (`φ(y) = y - y³/3` for tanh, `Q = Wᵀ`): DTP update / β = BP + O(β)",
+               "order 1 + Richardson limit",
+               "random `Q`"),
         statement="feedback satisfying the JMC J_g = J_f^T at every sample (phi-feedback, Q_l = W_l^T, any c; on "
                   "convnets Q_l = W_l with no or max pooling): DTP's update / beta = BP gradient + O(beta)",
         source="spec target_prop.md §3c C3; Ernoult et al. 2022 (GMP, Thm. 4.2/4.3 per theorem_test.py)",
@@ -1497,6 +1533,9 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.drl_loss_expansion",
+        table=("MC mean of the DRL loss = `‖Q J̄ - I‖²_F` (σ = 1e-4, 4096 draws)",
+               "z-test, 4 s.e., fixed seeds",
+               "DDTP-control loss"),
         statement="Monte-Carlo mean of the DRL loss (direct linear feedback, sigma = 1e-4, 4096 draws) equals "
                   "||Q Jbar - I||_F^2 within 4 standard errors",
         source="spec target_prop.md §2.4 (small-sigma expansion), §3b B4",
@@ -1507,6 +1546,9 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.drl_sequential_loss_expansion",
+        table=("sequential DTP-DRL of `g_l`: MC mean of the loss = `‖A‖²_F` and residual cross-moment = `A`, `A = J_{g_l}⋯J_{g_L} J̄_{l-1} - I` (σ = 1e-4, 16384 draws, any feedback biases)",
+               "z-tests, 4 s.e. (Bonferroni over entries), fixed seeds",
+               "layer-local `J_{g_l} J_{f_l}`"),
         statement="Monte-Carlo mean of the sequential DRL loss of g_l (sigma = 1e-4, 4096 draws, any feedback "
                   "biases) equals ||J_{g_l} ... J_{g_L} Jbar_{l-1} - I||_F^2 (the whole difference-corrected "
                   "feedback path from the output) within 4 standard errors",
@@ -1519,6 +1561,9 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.ldrl_loss_expansion",
+        table=("MC mean of the L-DRL loss = `σ²(‖J_g‖² - 2 tr(J_g J_f))` (2e4 draws)",
+               "z-test, 4 s.e., fixed seeds",
+               "formula without `-σ²‖J_f‖²`"),
         statement="Monte-Carlo mean of the L-DRL loss (2e4 draws) equals sigma^2 (||J_g||_F^2 - 2 tr(J_g J_f)) "
                   "within 4 standard errors (exact for affine f, g at any sigma; sigma = 1e-2 for tanh)",
         source="spec target_prop.md §2.5, §3c C1; Ernoult et al. 2022",
@@ -1529,6 +1574,9 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.drl_trained_direct_feedback_is_pinv",
+        table=("Adam on the MC DRL drives DDTP-linear `Q_l` to `pinv(J̄_l)` (rel. < 5e-2)",
+               "seeded training",
+               "untrained `Q`"),
         statement="Adam on the Monte-Carlo DRL (direct linear feedback, one sample, sigma 1e-2) drives Q_l to "
                   "pinv(Jbar_l): relative error < 5e-2 after 3000 steps (well-conditioned Jbar)",
         source="spec target_prop.md §3b B3; Meulemans et al. 2020 (DRL => GN targets)",
@@ -1539,6 +1587,9 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.ldrl_trained_feedback_is_transpose",
+        table=("Adam on the MC L-DRL drives `Q` to `Wᵀ` (affine: rel. < 1e-2; tanh + φ: < 1°)",
+               "seeded training",
+               "ELU-block feedback"),
         statement="Adam on the Monte-Carlo L-DRL drives the feedback to the JMC: Q -> W^T (affine layer: relative "
                   "error < 1e-2; tanh layer with the JMC phi-feedback: angle(Q, W^T) < 1 deg)",
         source="spec target_prop.md §3c C2; Ernoult et al. 2022",

@@ -71,12 +71,49 @@ class Drawer:
     def seed(self) -> int:
         return self.integer(0, 2**31 - 1)
 
+    def variant(self, key: str, options: Sequence):
+        """A *variant* of the theorem (a rule kind, a mode, a tableau): ``refimpl verify`` covers
+        every option of every key in every run (instance ``i`` takes ``options[i % len(options)]``;
+        :attr:`Theorem.variants` is at least the longest such ``options``), not by chance.
+        Elsewhere (Hypothesis, a drawer without an index) it is :meth:`choice`. Asking again
+        for the same ``key`` within one draw (a redraw loop) returns the same option."""
+        return self.choice(options)
+
+    def planned(self, key: str, options: Sequence):
+        """The option :meth:`variant` will return for ``key`` where that is fixed in advance (an
+        indexed verify draw), so a draw can shape the rest of the instance for it; None where
+        the variant is drawn at random."""
+        return None
+
 
 class RngDrawer(Drawer):
-    """Draws from a host ``numpy.random.Generator`` (used by ``refimpl verify``)."""
+    """Draws from a host ``numpy.random.Generator`` (used by ``refimpl verify``).
 
-    def __init__(self, gen: np.random.Generator):
+    ``index``: the instance's index in a verify run; :meth:`variant` then returns
+    ``options[index % len(options)]`` (it still consumes one draw, so the rest of the instance
+    is the one a plain :meth:`choice` would have drawn). Without an index it is :meth:`choice`.
+    """
+
+    def __init__(self, gen: np.random.Generator, index: Optional[int] = None):
         self.gen = gen
+        self.index = index
+        self._variants: dict = {}
+
+    def variant(self, key, options):
+        options = list(options)
+        if key in self._variants:
+            return self._variants[key]
+        picked = self.choice(options)  # consumed either way: the rest of the stream stays aligned
+        if self.index is not None:
+            picked = options[self.index % len(options)]
+        self._variants[key] = picked
+        return picked
+
+    def planned(self, key, options):
+        if self.index is None:
+            return None
+        options = list(options)
+        return self._variants.setdefault(key, options[self.index % len(options)])
 
     def integer(self, lo, hi):
         return int(self.gen.integers(lo, hi + 1))
@@ -125,6 +162,11 @@ class Theorem:
         kind: ``"theorem"`` or ``"measurement"`` (no control, no verdict).
         dtypes: dtypes in which the check is meaningful (finite differences need float64).
         slow: long-running; ``refimpl verify`` runs it with fewer instances unless ``--thorough``.
+        table: README's row ``(summary, kind of check, control)`` in the theorem table (``refimpl
+            verify --markdown`` prints it; default: the statement, "", ``control_breaks``).
+        variants: the number of instances that cover every option of every
+            :meth:`Drawer.variant` the draw asks for (the longest option list); ``refimpl verify``
+            runs at least this many instances, so each rule kind / mode is checked in every run.
     """
 
     name: str
@@ -139,14 +181,28 @@ class Theorem:
     dtypes: tuple = ("float64", "float32")
     slow: bool = False
     backends: tuple = ("numpy", "array_api_strict", "torch", "cupy")
+    variants: int = 1
+    table: tuple = ()
 
     def __post_init__(self):
+        if not isinstance(self.variants, int) or self.variants < 1:
+            raise ValueError(f"{self.name}: variants: expected an integer >= 1, got {self.variants!r}")
         if "." not in self.name:
             raise ValueError(f"name: expected 'family.name', got {self.name!r}")
         if self.kind not in ("theorem", "measurement"):
             raise ValueError(f"kind: expected 'theorem' or 'measurement', got {self.kind!r}")
         if self.kind == "theorem" and self.control is None:
             raise ValueError(f"{self.name}: a theorem needs a control (a check with a condition broken)")
+
+    @property
+    def readme_row(self) -> tuple:
+        """``(name cell, summary, kind of check, control)`` of README's theorem table."""
+        name = f"`{self.name}`" + (" (slow)" if self.slow else "") + \
+            (" (measurement)" if self.kind == "measurement" else "")
+        summary, check, control = self.table if self.table else (self.statement, "", self.control_breaks)
+        if self.kind == "measurement" and not control:
+            control = "—"
+        return name, summary, check, control
 
     @property
     def family(self) -> str:

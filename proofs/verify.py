@@ -42,18 +42,24 @@ VOLATILE_FIELDS = ("seconds",)
 
 
 def select(theorems, only: Optional[str]) -> list:
-    """Theorems whose name matches ``only``: comma-separated globs or substrings."""
+    """Theorems that ``only`` names: comma-separated patterns, each either a glob (``*?[``, matched
+    against the full name: ``bp.*``, ``*orthogonal*``) or a plain word, which means the family of
+    that name (``bp``: every ``bp.*`` theorem, not ``gaitprop.limit_equals_bp_orthogonal``) or one
+    theorem's full name exactly. Raises ValueError naming a plain pattern that matches nothing."""
     theorems = list(theorems)
     if not only:
         return theorems
     pats = [p.strip() for p in only.split(",") if p.strip()]
     out = []
-    for t in theorems:
-        for p in pats:
-            if (any(c in p for c in "*?[") and fnmatch.fnmatch(t.name, p)) or p in t.name:
-                out.append(t)
-                break
-    return out
+    for p in pats:
+        glob = any(c in p for c in "*?[")
+        hit = [t for t in theorems if (fnmatch.fnmatch(t.name, p) if glob else (t.name == p or t.family == p))]
+        if not hit:
+            fams = sorted({t.family for t in theorems})
+            raise ValueError(f"--only: {p!r} names no family or theorem (families: {', '.join(fams)}; "
+                             "a theorem by its full name, e.g. bp.matches_autograd; globs: 'bp.*', '*orthogonal*')")
+        out.extend(t for t in hit if t not in out)
+    return [t for t in theorems if t in out]
 
 
 def instance_seed(name: str, seed: int, index: int) -> np.random.SeedSequence:
@@ -61,7 +67,10 @@ def instance_seed(name: str, seed: int, index: int) -> np.random.SeedSequence:
 
 
 def instances_for(thm, instances: int, thorough: bool) -> int:
-    return instances if (thorough or not thm.slow) else max(1, min(instances, 2))
+    """Instances of ``thm`` in a run: ``instances`` (at most 2 for a slow theorem unless
+    ``thorough``), but never fewer than ``thm.variants``, so every variant is checked."""
+    n = instances if (thorough or not thm.slow) else max(1, min(instances, 2))
+    return max(n, getattr(thm, "variants", 1))
 
 
 def applicable(thm, backend: str, dtype: str) -> bool:
@@ -102,13 +111,18 @@ def check_task(task: dict) -> dict:
     rec = dict(task)
     gen = np.random.default_rng(instance_seed(thm.name, task["seed"], task["index"]))
     try:
-        inst = thm.draw(RngDrawer(gen), resolve_namespace(task["backend"]), task["dtype"])
+        inst = thm.draw(RngDrawer(gen, index=task["index"]), resolve_namespace(task["backend"]), task["dtype"])
         desc = inst.describe() if hasattr(inst, "describe") else repr(inst)[:200]
         rec["instance"] = re.sub(r" at 0x[0-9a-fA-F]+", "", desc)  # records are pure functions of the task
     except Exception as exc:  # a broken draw is a failure of the theorem's machinery
         rec.update(holds=False, error="inf", detail=f"draw raised {type(exc).__name__}: {exc}",
                    control_holds=None, seconds=time.perf_counter() - t0)
         return rec
+    import warnings
+
+    # a theorem may probe a regime its rule warns about (GaitProp past the rounding wall, in the
+    # error_vs_gamma measurement): the record carries the numbers; the warnings would only be noise
+    warnings.simplefilter("ignore", RuntimeWarning)
     try:
         ev = thm.check(inst)
         rec.update(holds=bool(ev.holds), error=_finite_or_none(ev.error), tolerance=_finite_or_none(ev.tolerance),
@@ -133,24 +147,64 @@ def _check_chunk(tasks: list) -> list:
 
 # --- the JSON Lines file ------------------------------------------------------------------------
 
-def read_records(path: str) -> list:
-    """Complete records of a JSON Lines file, first occurrence of each key; cut lines dropped."""
+def read_records(path: str, tasks: Optional[list] = None) -> list:
+    """Complete records of a JSON Lines file, first occurrence of each key; a last line cut by a
+    kill (no newline) is dropped. Any other line that is not a record raises ValueError naming
+    the file and the line. ``tasks``: the campaign being resumed; a record that is none of its
+    tasks (another seed, backend, dtype, theorem or instance count) raises ValueError naming it."""
     out, seen = [], set()
     if not os.path.exists(path):
         return out
+    keys = None if tasks is None else {task_key(t) for t in tasks}
     with open(path, "r") as fh:
-        for line in fh:
+        for n, line in enumerate(fh, 1):
             if not line.endswith("\n"):
                 break  # the last line was cut by a kill
+            if not line.strip():
+                continue
             try:
                 rec = json.loads(line)
                 key = task_key(rec)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ValueError(f"--resume: {path} line {n} is not a verify record ({type(exc).__name__}); "
+                                 "refusing to mix it into this campaign") from None
+            if keys is not None and key not in keys:
+                raise ValueError(f"--resume: {path} line {n} is a record of another campaign "
+                                 f"({dict(zip(KEY_FIELDS, key))}); this run has seed {tasks[0]['seed']}, backend "
+                                 f"{tasks[0]['backend']}, dtype {tasks[0]['dtype']}" if tasks else
+                                 f"--resume: {path} line {n} is not one of this campaign's tasks")
             if key not in seen:
                 seen.add(key)
                 out.append(rec)
     return out
+
+
+def count_resumable(path: str, tasks: list) -> int:
+    """How many of ``tasks`` a resumed campaign finds done in ``path`` (validating the file)."""
+    return len(read_records(path, tasks))
+
+
+def check_scheduler(address: str) -> Optional[str]:
+    """None if ``address`` looks like a reachable Dask scheduler, else why not (one line).
+    Checked before any work: a malformed address or a closed port is reported at once."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(address if "://" in address else "tcp://" + address)
+    if u.scheme not in ("tcp", "tls", "inproc", "ucx", "ws", "wss") or not u.hostname:
+        return f"{address!r}: expected an address like tcp://HOST:PORT"
+    try:
+        port = u.port
+    except ValueError:
+        return f"{address!r}: the port is not a number"
+    if u.scheme in ("tcp", "tls") and port is None:
+        return f"{address!r}: expected an address like tcp://HOST:PORT (no port given)"
+    if u.scheme in ("tcp", "tls"):
+        try:
+            socket.create_connection((u.hostname, port), timeout=5).close()
+        except OSError as exc:
+            return f"{address!r}: no scheduler reachable there ({exc.strerror or exc})"
+    return None
 
 
 def _rewrite(path: str, records: list) -> None:
@@ -178,7 +232,7 @@ def run_campaign(tasks: list, *, out: Optional[str] = None, resume: bool = False
             raise FileExistsError(f"out: {out!r} exists; pass resume=True (--resume) to continue that campaign, "
                                   "or choose another path")
         if resume:
-            old = read_records(out)
+            old = read_records(out, tasks)
             _rewrite(out, old)  # drop a cut last line so appends start on a fresh line
             done = {task_key(r): r for r in old}
         fh = open(out, "a")
@@ -224,9 +278,21 @@ def _run_dask(pending, workers, scheduler, chunksize, emit):
             for rec in fut.result():
                 emit(rec)
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        # an interrupted campaign shuts its cluster down quietly: the records written are kept,
+        # and Dask's warnings about cancelled tasks and closing workers say nothing more
+        import logging
+        import warnings
+
+        for name in ("distributed", "distributed.nanny", "distributed.worker", "distributed.scheduler",
+                     "distributed.core", "distributed.client"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                client.close()
+            finally:
+                if cluster is not None:
+                    cluster.close()
 
 
 # --- summaries ---------------------------------------------------------------------------------
@@ -308,19 +374,32 @@ def _fmt_tol(row) -> str:
     return "-" if t is None or (isinstance(t, float) and math.isnan(t)) else f"{t:.0e}"
 
 
-def format_row(row, width: int) -> str:
+def _row_cells(row) -> list:
     cf = row.get("control_failed")
     cf_s = "-" if cf is None else ("yes" if cf else "NO")
-    return (f"{row['theorem']:<{width}}  {row.get('instances', 0):>5}  {_fmt_err(row):>9}  "
-            f"{_fmt_tol(row):>17}  {cf_s:>7}  {row['verdict']}")
+    note = row.get("detail", "") if row["verdict"] == "SKIP" else ""
+    return [row["theorem"], str(row.get("instances", 0)), _fmt_err(row), _fmt_tol(row), cf_s, row["verdict"], note]
+
+
+_HEADER = ("theorem", "inst", "worst err", "tolerance/order", "control", "verdict", "note")
+_ALIGN = ("left", "right", "right", "right", "right", "left", "left")
+
+
+def format_row(row, width: int = 0) -> str:
+    """One theorem's row as a line (the table's columns, without the header)."""
+    c = _row_cells(row)
+    return (f"{c[0]:<{width}}  {c[1]:>5}  {c[2]:>9}  {c[3]:>17}  {c[4]:>7}  {c[5]}" + (f"  {c[6]}" if c[6] else "")).rstrip()
 
 
 def format_table(rows) -> str:
-    width = max([len("theorem")] + [len(r["theorem"]) for r in rows])
-    head = (f"{'theorem':<{width}}  {'inst':>5}  {'worst err':>9}  {'tolerance/order':>17}  "
-            f"{'control':>7}  verdict")
-    lines = [head, "-" * len(head)] + [format_row(r, width) for r in rows]
-    return "\n".join(lines)
+    """The summary table (``rich``): one row per theorem; a skipped theorem's row says why."""
+    from refimpl.console import table
+
+    rows = list(rows)
+    with_note = any(r["verdict"] == "SKIP" for r in rows)
+    cells = [_row_cells(r) if with_note else _row_cells(r)[:-1] for r in rows]
+    n = len(_HEADER) if with_note else len(_HEADER) - 1
+    return table(_HEADER[:n], cells, align=_ALIGN[:n])
 
 
 def report(rows, args: dict) -> list:

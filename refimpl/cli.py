@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+from typing import Optional
 
 __all__ = ["main", "build_parser"]
 
 
 def _add_verify(sub):
     p = sub.add_parser("verify", help="check every registered theorem and its control on random instances")
-    p.add_argument("--only", metavar="PATTERN", default=None,
-                   help="comma-separated globs or substrings of theorem names (e.g. 'bp.*,gaitprop')")
+    p.add_argument("--only", metavar="NAMES", default=None,
+                   help="comma-separated families (bp, gaitprop), full theorem names (bp.matches_autograd) "
+                        "or globs ('*orthogonal*')")
     p.add_argument("--instances", type=int, default=5, metavar="N", help="random instances per theorem (default 5)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="root seed (default 0)")
     p.add_argument("--backend", choices=("numpy", "array_api_strict", "torch", "cupy"), default="numpy")
@@ -35,38 +36,47 @@ def _add_verify(sub):
     p.set_defaults(func=_verify)
 
 
-def _progress_bar(total: int, quiet: bool):
-    """A callback counting finished instances: a bar on a terminal, a line per 10% otherwise."""
-    state = {"n": 0, "t0": time.perf_counter(), "next": 0.1}
-    tty = sys.stdout.isatty()
-
-    def tick(rec=None):
-        state["n"] += 1
-        n = state["n"]
-        if quiet or total == 0:
-            return
-        frac = n / total
-        if tty:
-            bar = "#" * int(30 * frac)
-            sys.stdout.write(f"\r[{bar:<30}] {n}/{total} instances  {time.perf_counter() - state['t0']:.1f}s")
-            if n == total:
-                sys.stdout.write("\n")
-            sys.stdout.flush()
-        elif frac >= state["next"] or n == total:
-            print(f"  {n}/{total} instances ({100 * frac:.0f}%), {time.perf_counter() - state['t0']:.1f}s", flush=True)
-            while state["next"] <= frac:
-                state["next"] += 0.1
-
-    return tick
-
-
 def _markdown_table(thms) -> str:
-    lines = ["| theorem | statement | control (must fail) |", "|---|---|---|"]
+    """README's theorem table (4 columns), from each theorem's ``readme_row``."""
+    cell = lambda s: " ".join(str(s).split()).replace("|", "\\|")
+    lines = ["| theorem | statement | kind of check | control (must fail) |", "|---|---|---|---|"]
     for t in thms:
-        ctrl = t.control_breaks if t.kind == "theorem" else "(measurement: no control)"
-        cell = lambda s: " ".join(str(s).split()).replace("|", "\\|")
-        lines.append(f"| `{t.name}` | {cell(t.statement)} | {cell(ctrl)} |")
+        lines.append("| " + " | ".join(cell(c) for c in t.readme_row) + " |")
     return "\n".join(lines)
+
+
+def _fail(cmd: str, msg: str) -> int:
+    print(f"refimpl {cmd}: {' '.join(str(msg).split())}", file=sys.stderr)
+    return 2
+
+
+def _check_json_path(cmd: str, path) -> Optional[str]:
+    """A --json/--out file path whose directory must exist and be writable (checked before any work)."""
+    import os
+
+    d = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(d):
+        return f"{path}: the directory {d} does not exist"
+    if not os.access(d, os.W_OK):
+        return f"{path}: the directory {d} is not writable"
+    if os.path.isdir(path):
+        return f"{path}: is a directory; expected a file path"
+    return None
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM ends a run like Ctrl-C (clean shutdown, files kept, no traceback); returns the undo."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)
 
 
 def _verify(args) -> int:
@@ -78,8 +88,12 @@ def _verify(args) -> int:
         return 2
     import proofs
     from proofs import verify as V
+    from .console import Progress
 
-    thms = V.select(proofs.THEOREMS, args.only)
+    try:
+        thms = V.select(proofs.THEOREMS, args.only)
+    except ValueError as exc:
+        return _fail("verify", exc)
     if args.list:
         for t in thms:
             print(f"{t.name:<44} {t.kind:<11} {t.statement}")
@@ -87,41 +101,61 @@ def _verify(args) -> int:
     if args.markdown:
         print(_markdown_table(thms))
         return 0
-    if not thms:
-        print(f"refimpl verify: no theorem matches --only {args.only!r}", file=sys.stderr)
-        return 2
-    if args.instances < 1:
-        print("refimpl verify: --instances must be >= 1", file=sys.stderr)
-        return 2
+    for nm, v, lo in (("--instances", args.instances, 1), ("--seed", args.seed, 0)):
+        if v < lo:
+            return _fail("verify", f"{nm}: expected an integer >= {lo}, got {v}")
     if args.workers is not None and args.workers < 1:
-        print("refimpl verify: --workers must be >= 1", file=sys.stderr)
-        return 2
+        return _fail("verify", f"--workers: expected an integer >= 1, got {args.workers}")
     if args.resume and not args.out:
-        print("refimpl verify: --resume needs --out FILE.jsonl", file=sys.stderr)
-        return 2
+        return _fail("verify", "--resume needs --out FILE.jsonl")
+    for flag, path in (("--json", args.json), ("--out", args.out)):
+        if path:
+            bad = _check_json_path("verify", path)
+            if bad:
+                return _fail("verify", f"{flag} {bad}")
+    if args.scheduler:
+        bad = V.check_scheduler(args.scheduler)
+        if bad:
+            return _fail("verify", f"--scheduler {bad}")
     campaign = args.out or args.workers or args.scheduler
     if not args.quiet:
-        print(f"refimpl verify: {len(thms)} theorems, {args.instances} instances each, "
-              f"backend={args.backend}, dtype={args.dtype}, seed={args.seed}"
+        print(f"refimpl verify: {len(thms)} theorems, {args.instances} instances each (more where a theorem has "
+              f"more variants), backend={args.backend}, dtype={args.dtype}, seed={args.seed}"
               + (f", workers={args.workers}" if args.workers else "")
               + (f", scheduler={args.scheduler}" if args.scheduler else ""), flush=True)
-    if campaign:
-        tasks = V.make_tasks(thms, args.instances, args.seed, args.backend, args.dtype, args.thorough)
+    tasks = V.make_tasks(thms, args.instances, args.seed, args.backend, args.dtype, args.thorough)
+    done = 0
+    if args.resume and args.out:
         try:
+            done = V.count_resumable(args.out, tasks)
+        except ValueError as exc:
+            return _fail("verify", exc)
+    progress = Progress(len(tasks), "instances", quiet=args.quiet, done=done, label="verify")
+    interrupted = None
+    restore = _sigterm_as_interrupt()
+    try:
+        if campaign:
             records = V.run_campaign(tasks, out=args.out, resume=args.resume, workers=args.workers,
-                                     scheduler=args.scheduler, on_record=_progress_bar(len(tasks), args.quiet))
-        except (FileExistsError, ImportError) as exc:
-            print(f"refimpl verify: {exc}", file=sys.stderr)
-            return 2
-        rows = V.summarize(thms, records, args.backend, args.dtype)
-    else:
-        width = max(len(t.name) for t in thms)
-
-        def progress(row):
-            if not args.quiet:
-                print(V.format_row(row, width), flush=True)
-
-        rows = V.run(thms, args.instances, args.seed, args.backend, args.dtype, args.thorough, progress)
+                                     scheduler=args.scheduler, on_record=lambda rec: progress.advance(rec["theorem"]))
+        else:
+            records = []
+            for t in tasks:
+                records.append(V.check_task(t))
+                progress.advance(t["theorem"])
+    except (FileExistsError, ImportError, ValueError) as exc:
+        progress.close()
+        return _fail("verify", exc)
+    except KeyboardInterrupt:
+        progress.close()
+        interrupted = True
+    finally:
+        restore()
+    progress.close()
+    if interrupted:
+        kept = f"; the records written to {args.out} are kept (continue with --resume)" if args.out else ""
+        print(f"refimpl verify: interrupted{kept}", file=sys.stderr)
+        return 130
+    rows = V.summarize(thms, records, args.backend, args.dtype)
     print()
     print(V.format_table(rows))
     bad = [r for r in rows if r["verdict"] == "FAIL"]
@@ -175,7 +209,7 @@ def _add_train(sub):
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--schedule", default="constant",
                    help="constant | cosine[:MIN] | step:M1,M2[:GAMMA] | exp:GAMMA (factor per 0-based epoch)")
-    p.add_argument("--hidden", default="64,64", metavar="N,N", help="hidden widths (default 64,64)")
+    p.add_argument("--hidden", default=None, metavar="N,N", help="hidden widths (default 64,64)")
     from .layers import ARCHITECTURE_HELP
 
     p.add_argument("--arch", default=None, metavar="SPEC",
@@ -189,11 +223,12 @@ def _add_train(sub):
     p.add_argument("--outputs", type=int, default=None, metavar="K",
                    help="the first K output units carry the task; the others are auxiliary (targets = their "
                         "forward values, mse)")
-    p.add_argument("--activation", default="tanh", help="hidden activation (default tanh)")
-    p.add_argument("--output-activation", default="linear")
-    p.add_argument("--init", default="xavier", help="weight init: xavier, he, normal, orthogonal")
+    p.add_argument("--activation", default=None, help="hidden activation (default tanh)")
+    p.add_argument("--output-activation", default=None, help="output activation (default linear)")
+    p.add_argument("--init", default=None, help="weight init: xavier (default), he, normal, orthogonal")
     p.add_argument("--loss", choices=("ce", "mse"), default=None,
-                   help="loss for rules that take one (default ce for classification, mse for regression)")
+                   help="loss for rules that take one (default ce for classification, mse for regression; mse "
+                        "for the microcircuit, CorInfoMax, GAIT-prop and TPInverse)")
     p.add_argument("--no-angles", action="store_true", help="skip the per-batch angle to BP's update")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
@@ -217,6 +252,16 @@ def _train(args) -> int:
     if not args.rule:
         print("refimpl train: give at least one --rule (e.g. --rule bp --rule fa)", file=sys.stderr)
         return 2
+    auto_network = all(v is None for v in (args.sizes, args.hidden, args.outputs, args.activation,
+                                           args.output_activation, args.init))
+    args.hidden = "64,64" if args.hidden is None else args.hidden
+    args.activation = args.activation or "tanh"
+    args.output_activation = args.output_activation or "linear"
+    args.init = args.init or "xavier"
+    if args.seed < 0:
+        return _fail("train", f"--seed: expected an integer >= 0, got {args.seed}")
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        return _fail("train", f"--out {args.out}: exists and is not a directory")
     try:
         hidden = [int(h) for h in args.hidden.split(",") if h.strip()] if args.hidden else []
         sizes = [int(h) for h in args.sizes.split(",") if h.strip()] if args.sizes else None
@@ -256,10 +301,15 @@ def _train(args) -> int:
         print(f"refimpl train: {exc}", file=sys.stderr)
         return 2
     out = args.out or os.path.join("runs", f"train-{args.data}-seed{args.seed}")
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        return _fail("train", f"--out {out}: cannot create the directory ({exc.strerror or exc})")
     if not args.quiet:
         print(f"refimpl train: {data.describe()}; rules {', '.join(args.rule)}; {args.epochs} epochs, "
               f"batch {args.batch_size}, {opt!r}, seed {args.seed}, backend {args.backend}", flush=True)
+    import warnings
+
     net = None
     if layers is not None:  # build the network and let every rule refuse it now, not after training others
         try:
@@ -273,20 +323,31 @@ def _train(args) -> int:
         if not args.quiet:
             print(f"network: {net.describe()}", flush=True)
     progress = T.Progress(len(args.rule) * args.epochs, quiet=args.quiet)
+    restore = _sigterm_as_interrupt()
     try:
         if sizes is not None and sizes[0] != data.n_inputs:
             raise ValueError(f"--sizes: the first width must be the {data.n_inputs} inputs of {data.name!r}, "
                              f"got {sizes[0]}")
-        result = T.compare(args.rule, data, hidden=hidden, sizes=sizes, outputs=args.outputs, net=net,
-                           activation=args.activation,
-                           output_activation=args.output_activation, init=args.init, optimizer=opt,
-                           epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, schedule=schedule,
-                           loss=args.loss, angles=not args.no_angles, progress=progress)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = T.compare(args.rule, data, hidden=hidden, sizes=sizes, outputs=args.outputs,
+                               activation=args.activation,
+                               output_activation=args.output_activation, init=args.init, optimizer=opt,
+                               epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, schedule=schedule,
+                               loss=args.loss, angles=not args.no_angles, progress=progress, net=net,
+                               auto_network=auto_network and net is None)
     except (ValueError, TypeError) as exc:
         progress.close()
-        print(f"refimpl train: {exc}", file=sys.stderr)
-        return 2
+        return _fail("train", exc)
+    except KeyboardInterrupt:
+        progress.close()
+        print("refimpl train: interrupted (nothing written)", file=sys.stderr)
+        return 130
+    finally:
+        restore()
     progress.close()
+    for w in caught:
+        print(f"refimpl train: warning: {w.message}", file=sys.stderr)
     result["config"].update({"backend": args.backend,
                              "cli_args": {k: v for k, v in vars(args).items() if k != "func"}})
     path = os.path.join(out, "metrics.json")
@@ -294,11 +355,14 @@ def _train(args) -> int:
     print()
     print(T.format_table(result))
     print(f"\nmetrics written to {path}")
-    if not args.no_plot:
+    failed = any("error" in e for e in result["rules"].values())
+    if failed:
+        print("a rule failed: no learning-curve PNG written", file=sys.stderr)
+    elif not args.no_plot:
         png = os.path.join(out, "learning_curves.png")
         T.plot_curves(result, png)
         print(f"learning curves written to {png}")
-    return 1 if any("error" in e for e in result["rules"].values()) else 0
+    return 1 if failed else 0
 
 
 def _one_line_errors(p):

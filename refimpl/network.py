@@ -357,6 +357,9 @@ class Network:
                              f"got {tuple(x.shape)}")
         if x.dtype != self.dtype:
             raise TypeError(f"{name}: expected dtype {self.dtype} (as the network), got {x.dtype}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name}: expected at least one sample, got an empty batch of shape {tuple(x.shape)} "
+                             "(batch means over 0 samples are NaN)")
         check_finite(xp, x, name)
         return xp
 

@@ -50,6 +50,9 @@ class SGD:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"SGD {name}: expected a finite number >= 0, got {v!r}")
+        if self.momentum >= 1:
+            raise ValueError(f"SGD momentum: expected a number in [0, 1) (>= 1 lets the steps grow without "
+                             f"bound), got {self.momentum!r}")
         if self.nesterov and self.momentum == 0:
             raise ValueError("SGD nesterov: needs momentum > 0")
 

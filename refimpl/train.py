@@ -453,6 +453,33 @@ def versions() -> dict:
     return out
 
 
+#: What a rule needs from the network and the loss when the user leaves them at their defaults
+#: (``refimpl train --rule NAME`` with nothing else must train): GAIT-prop and TP through exact
+#: inverses invert layers 2..L (square, invertible activation; tanh's inverse leaves its domain on
+#: the first nudged target), the microcircuit and CorInfoMax nudge with a squared error.
+RULE_NEEDS = {
+    "GaitProp": {"network": "square", "loss": "mse"},
+    "TPInverse": {"network": "square", "loss": "mse"},
+    "Microcircuit": {"loss": "mse"},
+    "CorInfoMax": {"loss": "mse"},
+}
+#: The square network they get: every hidden and output layer ``width`` wide (the task on the first
+#: ``n_outputs`` output units, the others auxiliary), leaky-ReLU 0.1, orthogonal init (README's
+#: GAIT-prop digits experiment).
+SQUARE_NETWORK = {"activation": "leaky_relu(0.1)", "output_activation": "leaky_relu(0.1)", "init": "orthogonal"}
+
+
+def rule_network(rule, data: Dataset, hidden=(64, 64)) -> dict | None:
+    """The network :func:`compare` gives ``rule`` when the user did not choose one: None (the
+    shared default) or ``{"sizes", "outputs", "activation", "output_activation", "init"}``."""
+    need = RULE_NEEDS.get(type(rule).__name__, {})
+    if need.get("network") != "square":
+        return None
+    width = max([data.n_inputs if not hidden else int(hidden[0]), data.n_outputs])
+    depth = max(2, len(hidden) + 1)
+    return dict(SQUARE_NETWORK, sizes=[data.n_inputs] + [width] * depth, outputs=data.n_outputs)
+
+
 def build_network(data: Dataset, *, layers=None, sizes=None, hidden=(64, 64), activation="tanh",
                   output_activation="linear", init="xavier", seed: int = 0):
     """The initial network for ``data`` (its backend, dtype and device).
@@ -481,10 +508,11 @@ def build_network(data: Dataset, *, layers=None, sizes=None, hidden=(64, 64), ac
     return Network.init(list(sizes), **common)
 
 
-def build_rules(rules, loss: str) -> dict:
+def build_rules(rules, loss: str, user_loss: str | None = "given") -> dict:
     """``{key: rule instance}`` from rule specs (``"bp"``, ``"gaitprop:gamma=0.001"``), instances, or a
     dict ``{key: spec or rule}``; ``loss`` is given to every rule that has a ``loss`` parameter and
-    whose spec does not set it. ValueError on a duplicate key or an unknown rule."""
+    whose spec does not set it (with ``user_loss=None``, i.e. the user chose no loss, a rule that
+    needs a squared error (:data:`RULE_NEEDS`) gets ``"mse"``). ValueError on a duplicate key or an unknown rule."""
     if isinstance(rules, dict):
         items = list(rules.items())
     else:
@@ -501,9 +529,12 @@ def build_rules(rules, loss: str) -> dict:
         if isinstance(r, str):
             name, hyper = parse_rule_spec(r)
             cls, preset = _resolve(name)
+            rule_loss_ = loss
+            if user_loss is None and RULE_NEEDS.get(cls.__name__, {}).get("loss"):
+                rule_loss_ = RULE_NEEDS[cls.__name__]["loss"]
             if "loss" not in {**preset, **hyper} and dataclasses.is_dataclass(cls) and \
                     "loss" in {f.name for f in dataclasses.fields(cls)}:
-                r = get_rule(r, loss=loss)
+                r = get_rule(r, loss=rule_loss_)
             else:
                 r = get_rule(r)
         built[key] = r
@@ -528,7 +559,7 @@ def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="ta
             output_activation="linear", init="xavier", optimizer="adam", epochs: int = 20,
             batch_size: int = 32, seed: int = 0, schedule=None, loss: str | None = None,
             angles: bool = True, progress=None, net=None, keep_going: bool = True,
-            outputs: int | None = None, layers=None) -> dict:
+            outputs: int | None = None, layers=None, auto_network: bool = False) -> dict:
     """Train several rules side by side from the same initial weights; returns the metrics dict.
 
     ``rules``: rule specs (``"bp"``, ``"gaitprop:gamma=0.001"``), rule instances, or a dict
@@ -540,7 +571,12 @@ def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="ta
     ``sizes`` (full widths) overrides ``hidden``; ``outputs`` is passed to :func:`train` (task
     units of a wider output layer). ``layers`` (an architecture string such as
     ``"c8k3p1+mp2 c16k3p1+mp2 l10"``, or layer specs) builds a convolutional network on image data
-    instead (:func:`build_network`).
+    instead (:func:`build_network`). With ``loss=None`` a rule that needs a squared error
+    (:data:`RULE_NEEDS`: the microcircuit, CorInfoMax, GAIT-prop) gets ``"mse"``; with
+    ``auto_network`` (the user chose no network) a rule that inverts layers gets its own square
+    network (:func:`rule_network`), recorded in its entry's ``"network"``. Before any training every
+    rule is tried on a two-sample batch of its network: a rule that rejects its network, loss or
+    data raises ``ValueError("rule KEY: ...")`` at once.
 
     The result follows ``metrics.json``'s schema: ``{"data", "seed", "rules": {key: {"epochs":
     [records], "initial": {...}, "rule": class name, "hyper": {...}, "seconds": total}}, "config",
@@ -548,6 +584,10 @@ def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="ta
     ``ValueError``/``TypeError`` gets an ``"error"`` entry (its epochs so far are kept) and the others
     still run; otherwise the error propagates.
     """
+    from .network import Network
+
+    sizes_given = sizes if (net is None and layers is None) else list(net.sizes) if net is not None else "layers"
+    user_loss = loss
     if loss is None:
         loss = "ce" if data.task == "classification" else "mse"
     # arguments shared by every rule are checked once, up front (train() checks them again)
@@ -557,7 +597,7 @@ def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="ta
     if batch_size > data.n_train:
         raise ValueError(f"batch_size: expected at most the {data.n_train} training samples of "
                          f"{data.name!r}, got {batch_size}")
-    built = build_rules(rules, loss)
+    built = build_rules(rules, loss, user_loss)
     if net is None:
         net = build_network(data, layers=layers, sizes=sizes, hidden=hidden, activation=activation,
                             output_activation=output_activation, init=init, seed=seed)
@@ -573,10 +613,25 @@ def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="ta
                           "n_inputs": data.n_inputs, "input_shape": list(data.input_shape),
                           "n_classes": data.n_classes},
               "versions": versions()}
+    nets = {}
+    for key, rule in built.items():  # each rule's network, and a two-sample try before any training
+        own = rule_network(rule, data, hidden) if (auto_network and sizes_given is None) else None
+        if own is not None:
+            dt = "float64" if data.dtype == data.xp.float64 else "float32"
+            rnet = Network.init(own["sizes"], activation=own["activation"], output_activation=own["output_activation"],
+                                init=own["init"], seed=seed, dtype=dt, xp=data.xp, device=device_of(data.x_train))
+            nets[key] = (rnet, own["outputs"], own)
+        else:
+            nets[key] = (net, outputs, None)
+        _preflight(key, rule, nets[key][0], data, nets[key][1])
     for key, rule in built.items():
-        k = outputs if outputs is not None else getattr(rule, "outputs", None)
+        net, outputs_k, own = nets[key]
+        k = outputs_k if outputs_k is not None else getattr(rule, "outputs", None)
         entry = {"rule": type(rule).__name__, "hyper": rule_hyper(rule), "loss": rule_loss(rule),
                  "readout": "predict" if callable(getattr(rule, "predict", None)) else "forward", "epochs": []}
+        if own is not None:
+            entry["network"] = {"sizes": list(net.sizes), "activations": list(net.activations), "init": own["init"],
+                                "outputs": k, "why": f"{type(rule).__name__} inverts layers 2..L: a square network"}
         try:
             fwd = readout(rule, net, rule.init(net, seed=derived_seeds(seed)[1])) if entry["readout"] == "predict" \
                 else net
@@ -592,13 +647,72 @@ def compare(rules, data: Dataset, *, sizes=None, hidden=(64, 64), activation="ta
 
         try:
             train(rule, net, data, optimizer=opt, epochs=epochs, batch_size=batch_size, seed=seed,
-                  schedule=schedule, angles=angles, callback=cb, name=key, outputs=outputs)
+                  schedule=schedule, angles=angles, callback=cb, name=key, outputs=outputs_k)
         except (ValueError, TypeError) as exc:
             if not keep_going:
                 raise
             entry["error"] = f"{type(exc).__name__}: {exc}"
         entry["seconds"] = sum(r["seconds"] for r in entry["epochs"])
+        _warn_if_chance(key, entry, data)
     return result
+
+
+def chance_accuracy(data: Dataset) -> float | None:
+    """Test accuracy of always answering the most frequent test class (None for regression)."""
+    if data.task != "classification":
+        return None
+    from .backend import to_numpy
+    import numpy as np
+
+    y = np.asarray(to_numpy(data.y_test)).astype(int).ravel()
+    return float(np.bincount(y).max() / y.size)
+
+
+def _warn_if_chance(key, entry, data) -> None:
+    """A run that ends within 10 points of chance accuracy is legal but says nothing: warn, and
+    record it in the entry (``"near_chance"``)."""
+    import warnings
+
+    chance = chance_accuracy(data)
+    if chance is None or not entry["epochs"] or "error" in entry:
+        return
+    acc = entry["epochs"][-1].get("test_accuracy")
+    if acc is not None and math.isfinite(acc) and acc < chance + 0.1:
+        entry["near_chance"] = {"test_accuracy": acc, "chance": chance}
+        warnings.warn(f"rule {key}: final test accuracy {acc:.3f} is near chance ({chance:.3f}): the run "
+                      "learned (almost) nothing; check the rule's hyper-parameters (learning rate, beta, gamma) "
+                      "and the epochs", RuntimeWarning, stacklevel=3)
+
+
+def _preflight(key, rule, net, data: Dataset, outputs) -> None:
+    """One ``rule.init`` + ``rule.updates`` on two training samples: a rule that rejects this
+    network, loss or data fails here, naming the rule, before any epoch is spent."""
+    k = outputs if outputs is not None else getattr(rule, "outputs", None)
+    k = net.sizes[-1] if k is None else k
+    try:
+        if net.sizes[0] != data.n_inputs or k != data.n_outputs:
+            raise ValueError(f"net: expected input width {data.n_inputs} and output width {data.n_outputs} for "
+                             f"{data.name!r}, got sizes {list(net.sizes)}")
+        r = rule
+        has_field = dataclasses.is_dataclass(rule) and "outputs" in {f.name for f in dataclasses.fields(rule)}
+        if k < net.sizes[-1] and has_field and getattr(rule, "outputs") is None:
+            r = dataclasses.replace(rule, outputs=k)
+        x = data.x_train[:2]
+        y = _targets(data, rule_loss(r), "train")[:2]
+        if k < net.sizes[-1] and not has_field:
+            return  # auxiliary targets are filled in by train()
+        st = r.init(net, seed=0)
+        if callable(getattr(r, "train_feedback", None)):
+            st = r.train_feedback(net, st, x, y)
+        r.updates(net, st, x, y)
+    except (ValueError, TypeError) as exc:
+        msg = " ".join(str(exc).split())
+        hint = ""
+        if RULE_NEEDS.get(type(rule).__name__, {}).get("network") == "square":
+            hint = (" (leave --sizes/--hidden/--outputs unset for its default square network, or give square "
+                    "layers 2..L, e.g. --sizes 64,64,64,64 --outputs 10 --activation 'leaky_relu(0.1)' "
+                    "--output-activation 'leaky_relu(0.1)')")
+        raise ValueError(f"rule {key}: {msg}{hint}") from None
 
 
 def write_metrics(path, result: dict) -> None:
@@ -624,8 +738,11 @@ def _fmt(v, spec):
 
 
 def format_table(result: dict) -> str:
-    """The final-epoch table printed by ``refimpl train`` (numbers as in metrics.json)."""
-    rows = []
+    """The final-epoch table printed by ``refimpl train`` (numbers as in metrics.json); a rule that
+    failed, or ended near chance, gets its whole message on the lines below the table."""
+    from .console import table
+
+    rows, notes = [], []
     head = ["rule", "epochs", "train_loss", "test_loss", "train_acc", "test_acc", "angle_to_bp_deg (per layer)",
             "seconds"]
     for key, e in result["rules"].items():
@@ -636,14 +753,16 @@ def format_table(result: dict) -> str:
                      _fmt(last.get("test_loss"), ".4f"), _fmt(last.get("train_accuracy"), ".4f"),
                      _fmt(last.get("test_accuracy"), ".4f"), ang_s, _fmt(e.get("seconds"), ".2f")])
         if "error" in e:
-            rows.append(["  error: " + e["error"][:150]] + [""] * (len(head) - 1))
-    widths = [max(len(r[i]) for r in [head] + [r for r in rows if not r[0].startswith("  error")])
-              for i in range(len(head))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    for r in rows:
-        lines.append(r[0] if r[0].startswith("  error") else "  ".join(c.ljust(w) for c, w in zip(r, widths)))
-    return "\n".join(lines)
+            notes.append(f"{key}: error: {e['error']}")
+        if "near_chance" in e:
+            nc = e["near_chance"]
+            notes.append(f"{key}: test accuracy {nc['test_accuracy']:.3f} is near chance ({nc['chance']:.3f})")
+        if "network" in e:
+            notes.append(f"{key}: trained its own network {e['network']['sizes']} "
+                         f"({'/'.join(e['network']['activations'])}, {e['network']['init']} init, task on the first "
+                         f"{e['network']['outputs']} outputs): {e['network']['why']}")
+    out = table(head, rows, align=["left"] + ["right"] * 5 + ["left", "right"])
+    return out + ("\n" + "\n".join(notes) if notes else "")
 
 
 def plot_curves(result: dict, path) -> None:
@@ -658,22 +777,29 @@ def plot_curves(result: dict, path) -> None:
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("plotting needs matplotlib (pip install refimpl[plot])") from exc
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
     classification = result.get("dataset", {}).get("task", "classification") == "classification"
     ncols = 3 if classification else 2
-    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 4.2))
+    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 4.4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    styles = ["-", "--", ":", "-."]
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
     omitted = False
+    rule_handles, layers_seen = [], 0
     for i, (key, e) in enumerate(result["rules"].items()):
+        if not e["epochs"]:
+            continue
         c = colors[i % len(colors)]
+        rule_handles.append(Line2D([], [], color=c, lw=2, label=key))
         ep = [0] + [r["epoch"] for r in e["epochs"]]
         init = e.get("initial", {})
         for split, ls in (("train", "--"), ("test", "-")):
             ys = [init.get(f"{split}_loss", math.nan)] + [r[f"{split}_loss"] for r in e["epochs"]]
-            axes[0].plot(ep, ys, ls, color=c, label=f"{key} {split}")
+            axes[0].plot(ep, ys, ls, color=c)
             if classification:
                 ys = [init.get(f"{split}_accuracy", math.nan)] + [r[f"{split}_accuracy"] for r in e["epochs"]]
-                axes[1].plot(ep, ys, ls, color=c, label=f"{key} {split}")
+                axes[1].plot(ep, ys, ls, color=c)
         angs = [r.get("angles") for r in e["epochs"]]
         if angs and angs[0] is not None:
             for layer in range(len(angs[0])):
@@ -681,72 +807,50 @@ def plot_curves(result: dict, path) -> None:
                 if all(y < 1e-3 for y in ys if not math.isnan(y)):
                     omitted = True  # identical to BP's update (e.g. every output layer of FA/DFA)
                     continue
-                axes[-1].plot(ep[1:], ys, styles[layer % len(styles)], color=c, marker=".",
-                              label=f"{key} W{layer + 1}")
+                # one colour per rule, one marker per layer, always solid: the dashes of the other
+                # panels mean train/test and nothing here
+                axes[-1].plot(ep[1:], ys, "-", color=c, marker=markers[layer % len(markers)], ms=4, lw=1)
+                layers_seen = max(layers_seen, layer + 1)
     axes[0].set_yscale("log")
-    axes[0].set_title(f"loss ({result.get('config', {}).get('loss', '')}); train --, test -")
-    axes[0].set_xlabel("epoch")
+    axes[0].set_title(f"loss ({result.get('config', {}).get('loss', '')}); train --, test —")
     if classification:
-        axes[1].set_title("accuracy; train --, test -")
-        axes[1].set_xlabel("epoch")
+        axes[1].set_title("accuracy; train --, test —")
         axes[1].set_ylim(0, 1.01)
-        axes[1].grid(alpha=0.3)
-    axes[-1].set_title("angle to BP's update (deg), per layer" + ("\n(layers at 0°, i.e. equal to BP, omitted)"
-                                                                  if omitted else ""), fontsize=10)
-    from matplotlib.ticker import MaxNLocator
-
+    axes[-1].set_title("angle to BP's update (deg)" + ("\n(layers equal to BP omitted)" if omitted else ""),
+                       fontsize=10)
+    axes[-1].set_ylim(bottom=0)
+    if layers_seen:
+        axes[-1].legend(handles=[Line2D([], [], color="0.3", marker=markers[l % len(markers)], ls="-", lw=1,
+                                        label=f"W{l + 1}") for l in range(layers_seen)],
+                        fontsize=7, loc="best", title="layer", title_fontsize=7)
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[-1].set_xlabel("epoch")
-    axes[-1].set_ylim(bottom=0)
-    for ax in axes:
+        ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, ncol=1 if len(result["rules"]) < 4 else 2)
+    # the rules' legend sits below the panels, where it covers no curve however many rules there are
+    ncol = min(len(rule_handles), 6) or 1
+    rows = (len(rule_handles) + ncol - 1) // ncol
+    if rule_handles:
+        fig.legend(handles=rule_handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.suptitle(f"{result['data']}, seed {result['seed']}, network {result.get('network', {}).get('sizes')}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06 * rows, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 class Progress:
-    """Progress over ``total`` epochs: a rich or tqdm bar on a terminal when installed, a simple
-    carriage-return bar on a terminal otherwise, one plain line per epoch when not a terminal."""
+    """Progress over ``total`` epochs (:class:`refimpl.console.Progress`, ``rich``): a bar on a
+    terminal, one plain line per epoch otherwise (:meth:`line`); ``progress(key, record)``."""
 
     def __init__(self, total: int, stream=None, quiet: bool = False, force: str | None = None):
-        import sys
+        from .console import Progress as _P
 
-        self.total, self.n, self.quiet = total, 0, quiet
-        self.stream = stream if stream is not None else sys.stdout
-        tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.kind = force or ("plain" if not tty else self._pick())
-        self._bar = None
-        self.t0 = time.perf_counter()
-        if quiet:
-            return
-        if self.kind == "rich":
-            from rich.progress import Progress as RP
+        self._p = _P(total, "epochs", stream=stream, quiet=quiet, every=0, force=force, label="training")
+        self.kind = self._p.kind
 
-            self._bar = RP(transient=False)
-            self._bar.start()
-            self._task = self._bar.add_task("training", total=total)
-        elif self.kind == "tqdm":
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, file=self.stream, unit="epoch")
-        elif self.kind == "bar":
-            self.stream.write(f"\r[{'':<30}] 0/{total} epochs")
-            self.stream.flush()
-
-    @staticmethod
-    def _pick():
-        for mod in ("rich", "tqdm"):
-            try:
-                importlib.import_module(mod)
-                return mod
-            except ImportError:
-                continue
-        return "bar"
+    @property
+    def n(self):
+        return self._p.n
 
     @staticmethod
     def line(key, record) -> str:
@@ -762,32 +866,13 @@ class Progress:
         return "  ".join(parts)
 
     def __call__(self, key, record):
-        self.n += 1
-        if self.quiet:
-            return
-        acc = record.get("test_accuracy")
-        desc = f"{key} epoch {record['epoch']} " + (f"test_acc {acc:.3f}" if acc is not None
-                                                     else f"test_loss {record['test_loss']:.3g}")
-        if self.kind == "rich":
-            self._bar.update(self._task, advance=1, description=desc)
-        elif self.kind == "tqdm":
-            self._bar.set_description(desc)
-            self._bar.update(1)
-        elif self.kind == "bar":
-            frac = self.n / max(self.total, 1)
-            self.stream.write(f"\r[{'#' * int(30 * frac):<30}] {self.n}/{self.total} epochs  {desc:<36} "
-                              f"{time.perf_counter() - self.t0:.1f}s")
-            self.stream.flush()
+        if self._p.kind == "rich":
+            acc = record.get("test_accuracy")
+            self._p.advance(f"{key} epoch {record['epoch']} " + (f"test_acc {acc:.3f}" if acc is not None
+                                                                 else f"test_loss {record['test_loss']:.3g}"))
         else:
-            print(self.line(key, record), file=self.stream, flush=True)
+            self._p.n += 1
+            self._p.line(self.line(key, record))
 
     def close(self):
-        if self.quiet:
-            return
-        if self.kind == "rich":
-            self._bar.stop()
-        elif self.kind == "tqdm":
-            self._bar.close()
-        elif self.kind == "bar":
-            self.stream.write("\n")
-            self.stream.flush()
+        self._p.close()

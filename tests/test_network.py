@@ -159,3 +159,18 @@ class TestBadInput:
             ri.Network((np.ones((4, 3)),), (xs.zeros(4, dtype=xs.float64),), ("tanh",))
         with pytest.raises(TypeError, match="x: array_api_strict"):
             self.net().forward(xs.ones((2, 3), dtype=xs.float64))
+
+
+def test_api_edges_name_the_argument():
+    """Issue 19 A: raw numpy errors or silent NaN on bad arguments."""
+    with pytest.raises(ValueError, match="seed"):
+        ri.Network.init([3, 2], seed=-1)
+    with pytest.raises(ValueError, match="gain"):
+        ri.Network.init([3, 2], gain=-1)
+    net = ri.Network.init([3, 2])
+    with pytest.raises(ValueError, match="empty batch"):
+        ri.rules.BP(loss="mse").updates(net, ri.rules.BP().init(net), np.zeros((0, 3)), np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="momentum"):
+        ri.optim.SGD(lr=0.1, momentum=2)
+    with pytest.raises(ValueError, match="momentum"):
+        ri.optim.SGD(lr=0.1, momentum=1.0)

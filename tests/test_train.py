@@ -297,11 +297,11 @@ def test_progress_modes():
     p.close()
     assert "bp" in s.getvalue() and "test_acc 0.9000" in s.getvalue() and "\r" not in s.getvalue()
     s = io.StringIO()
-    p = T.Progress(2, stream=s, force="bar")
+    p = T.Progress(2, stream=s, force="rich")  # the rich bar (a real dependency), forced on a non-TTY
     p("bp", rec)
     p("bp", {**rec, "epoch": 2})
     p.close()
-    assert "\r[" in s.getvalue() and "2/2 epochs" in s.getvalue()
+    assert "2/2" in s.getvalue() and "epochs" in s.getvalue()
 
 
 def test_cli_train_end_to_end(tmp_path, capsys):
@@ -321,7 +321,9 @@ def test_cli_train_end_to_end(tmp_path, capsys):
     assert m["data"] == "digits" and m["seed"] == 1
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
     # the printed table shows the numbers of metrics.json
-    table = out[out.index("rule  epochs"):]
+    import re
+
+    table = out[re.search(r"^rule +epochs", out, re.M).start():]
     for r in rules:
         last = m["rules"][r]["epochs"][-1]
         row = next(line for line in table.splitlines() if line.startswith(r + " "))
@@ -424,42 +426,53 @@ def test_cli_train_sizes_and_auxiliary_outputs(tmp_path, capsys):
     assert "--sizes" in capsys.readouterr().err
 
 
-def test_progress_uses_tqdm_and_rich_when_installed(monkeypatch):
-    """rich and tqdm are optional: stand-ins record what the progress reporter asks of them."""
-    import sys
-    import types
+def test_progress_and_tables_use_rich():
+    """Issue 19: one well-kept library (rich, a core dependency) draws the bars and the tables;
+    the two home-made bars are gone."""
+    import inspect
 
-    calls = []
+    import refimpl.cli as cli
+    from refimpl import console
 
-    class FakeTqdm:
-        def __init__(self, total, file, unit):
-            calls.append(("tqdm", total, unit))
+    assert "rich" in inspect.getsource(console)
+    assert "#" * 3 not in inspect.getsource(cli) and "'#' *" not in inspect.getsource(T)
+    import tomllib
+    import pathlib
 
-        def set_description(self, d):
-            calls.append(("desc", d))
+    deps = tomllib.loads((pathlib.Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.startswith("rich") for d in deps)
 
-        def update(self, n):
-            calls.append(("update", n))
 
-        def close(self):
-            calls.append(("close",))
+# --- issue 19: `refimpl train --rule X` on its defaults ------------------------------------------
 
-    class FakeRich:
-        def __init__(self, transient):
-            pass
+@pytest.mark.parametrize("rule", ["gaitprop", "tpinverse", "microcircuit", "corinfomax"])
+def test_cli_train_defaults_pick_what_the_rule_supports(rule, tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from refimpl.cli import main
 
-        def start(self):
-            calls.append(("start",))
+    assert main(["train", "--rule", rule, "--epochs", "1", "--no-angles", "--no-plot", "--quiet",
+                 "--out", str(tmp_path)]) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    e = m["rules"][rule]
+    assert "error" not in e and e["epochs"]
+    if rule in ("microcircuit", "corinfomax", "gaitprop", "tpinverse"):
+        assert e["loss"] == "mse"
+    if rule in ("gaitprop", "tpinverse"):
+        assert e["network"]["sizes"] == [64, 64, 64, 64] and e["network"]["outputs"] == 10
 
-        def add_task(self, name, total):
-            calls.append(("task", total))
-            return 7
 
-        def update(self, task, advance, description):
-            calls.append(("advance", task, advance))
+def test_cli_train_rejected_network_exits_2_with_one_line_before_training(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from refimpl.cli import main
 
-        def stop(self):
-            calls.append(("stop",))
+    assert main(["train", "--rule", "gaitprop", "--hidden", "64,64", "--epochs", "50", "--out", str(tmp_path)]) == 2
+    cap = capsys.readouterr()
+    assert cap.err.count("\n") == 1 and cap.err.startswith("refimpl train: rule gaitprop:") and "--sizes" in cap.err
+    assert "epoch   1" not in cap.out and not (tmp_path / "metrics.json").exists()
+    assert main(["train", "--rule", "microcircuit", "--loss", "ce", "--out", str(tmp_path)]) == 2
+    assert "loss" in capsys.readouterr().err
+    assert main(["train", "--rule", "bp", "--seed", "-1", "--out", str(tmp_path)]) == 2
+    assert "--seed" in capsys.readouterr().err
 
     monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=FakeTqdm))
     rich = types.ModuleType("rich")
@@ -572,3 +585,39 @@ def test_cli_train_conv_architecture(tmp_path, capsys):
     # a dense --arch on digits reads the flat inputs
     assert main(["train", "--rule", "bp", "--arch", "l16 l10", "--epochs", "1", "--no-plot", "--quiet",
                  "--out", str(tmp_path / "d")]) == 0
+
+
+
+def test_failed_run_writes_no_png_and_prints_the_whole_error(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    from refimpl.cli import main
+
+    rc = main(["train", "--rule", "bp", "--data", "teacher", "--activation", "relu", "--hidden", "16",
+               "--optimizer", "sgd", "--lr", "1e3", "--momentum", "0", "--epochs", "30", "--out", str(tmp_path)])
+    cap = capsys.readouterr()
+    assert rc == 1 and not (tmp_path / "learning_curves.png").exists()
+    assert "NonFiniteLossError" in cap.out and "no learning-curve PNG" in cap.err
+
+
+def test_a_run_near_chance_says_so(tmp_path):
+    pytest.importorskip("sklearn")
+    from refimpl import data as D
+
+    data = D.load("digits", seed=0)
+    with pytest.warns(RuntimeWarning, match="near chance"):
+        m = T.compare(["bp:loss='ce'"], data, hidden=(8,), epochs=1, batch_size=64, seed=0,
+                      optimizer=ri.optim.SGD(lr=1e-6), angles=False)
+    assert "near_chance" in m["rules"]["bp:loss='ce'"]
+    assert "near chance" in T.format_table(m)
+
+
+def test_plot_with_many_rules_puts_the_legend_outside(tmp_path):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("sklearn")
+    from refimpl import data as D
+
+    data = D.load("digits", seed=0)
+    m = T.compare(["bp", "fa", "dfa", "usf"], data, hidden=(8,), epochs=1, batch_size=128, seed=0)
+    T.plot_curves(m, tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 10_000

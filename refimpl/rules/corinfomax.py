@@ -367,7 +367,11 @@ class CorInfoMax:
             (entry 0 unused; 0.15).
         lateral: ``"dropped"`` (the code) or ``"exact"`` (Sherman-Morrison/Woodbury).
         symmetrize: symmetrise ``B`` after each lateral step (True).
-        weight_decay: add ``eps W`` to ``dW`` and ``dWb`` (False).
+        weight_decay: add ``eps W`` to ``dW`` and ``dWb`` (False), so ``W <- W - mu dW`` is
+            ``W <- (1 - mu eps) W - mu dW_contrast``. The authors' code decays the *already updated*
+            weight, ``W <- (1 - mu eps)(W - mu dW_contrast)``: the two differ by ``mu^2 eps dW_contrast``
+            (O(mu^2); pinned in tests/rules/test_corinfomax.py). To reproduce the code exactly, keep
+            ``weight_decay=False`` and multiply by ``(1 - mu eps)`` after the optimiser's step.
         output_apical_leak: the output's ``-u_P`` apical term (True, the code; A-Q1).
         init_gain: gain of the Xavier-uniform ``Wb`` and of ``J`` in ``B = J J^T`` (1.0).
         loss: ``"mse"`` (the nudging is the gradient of ``1/2 ||y - r_P||^2``); targets are one-hot rows.

@@ -46,17 +46,22 @@ In float32 (``eps = 1.2e-7``) it is not negligible: measured on 20-unit nets wit
 ``W_2..W_L`` (batch 8), fixed gamma = 1e-3 (C1) gives relative errors to BP of ~1e-4 / 0.2 / 1e2
 at L = 2 / 3 / 4, and adaptive gamma = 1e-7 (C2's setting) ~1 at every depth. A large adaptive
 gamma (1e-2) keeps float32 rounding at ~1e-5, but then the truncation (tanh: ~5e-3) or, for
-leaky-ReLU, kink crossings (often O(1) errors at L = 4) dominate. Use float64 (as C2 does);
-nothing is raised or warned.
+leaky-ReLU, kink crossings (often O(1) errors at L = 4) dominate. Use float64 (as C2 does).
+Where the estimate ``eps * gamma^-(L-1)`` (fixed) or ``L * eps / gamma`` (adaptive) reaches 0.1,
+``updates`` emits a ``RuntimeWarning`` (the result is legal but rounding noise); nothing is raised.
 To get back C1's own numbers: C1 returns ``-dW`` (negative gradients, applied with ``+lr``);
 C2's local loss ``m * sum (t - h)^2`` has no 1/2 and sums over the batch, so C2's autograd
 gradients are ``B * dW`` (its output target ``h - 1/2 dCE/dh`` compensates the missing 1/2).
 
-**Targets.** :meth:`GaitProp.targets` returns ``(None, tau_1, ..., tau_L)``: the literal targets of
-C1/C2 (label target ``tau_L`` with ``m_L = 1``, incremental targets below). The target of the input
-is never needed (``W_1`` may be non-square) and is ``None``. The multipliers are in
-``upd.record["multipliers"]``. The equivalent bookkeeping with an incremental output target
-``t_L = h_L - gamma e_L`` and ``m_L = 1/gamma`` gives the same updates; it is not the one exposed.
+**Targets.** :meth:`GaitProp.targets` returns ``(None, tau_1, ..., tau_L)``: C1's targets (label
+target ``tau_L`` with ``m_L = 1``, incremental targets below; literal for C1, checked against its
+code on identical weights). The target of the input is never needed (``W_1`` may be non-square) and
+is ``None``. The multipliers are in ``upd.record["multipliers"]``. The equivalent bookkeeping with an
+incremental output target ``t_L = h_L - gamma e_L`` and ``m_L = 1/gamma`` gives the same updates; it
+is not the one exposed. C2's scaling code (Dalm et al.) differs by factors of 2 that cancel in the
+updates: its label target is ``h_L - e_L/2`` (the gradient of a summed mse without 1/2, halved), so
+its fixed-gamma nudges are half of refimpl's and its adaptive multipliers differ by a factor 2;
+refimpl's targets are C1's, its updates equal both codes' after their own scaling.
 
 **Network requirements.** Layers ``l = 2..L`` (those a target is inverted through) must be square,
 with an invertible activation (``linear``, ``tanh``, ``sigmoid``, ``leaky_relu``, ``elu``,
@@ -430,6 +435,25 @@ def _with_auxiliary(xp, layer, tau, z):
     return xp.concat([tau, z[:, keep:, ...]], axis=1)
 
 
+def rounding_estimate(net, gamma: float, adaptive: bool) -> float:
+    """Relative rounding error of the updates the ``1/gamma`` multipliers amplify (module docstring,
+    'Precision'): ``eps * gamma^-(L-1)`` fixed, ``L * eps / gamma`` adaptive, eps of the net's dtype."""
+    eps = 2.220446049250313e-16 if net.dtype == net.xp.float64 else 1.1920928955078125e-07
+    L = net.depth
+    return L * eps / gamma if adaptive else eps * gamma ** -(L - 1)
+
+
+def _warn_rounding(net, gamma, adaptive) -> None:
+    import warnings
+
+    est = rounding_estimate(net, gamma, adaptive)
+    if est >= 0.1:
+        warnings.warn(f"GaitProp: with gamma={gamma:g} ({'adaptive' if adaptive else 'fixed'}), depth {net.depth} and "
+                      f"dtype {net.dtype}, the 1/gamma multipliers amplify rounding to ~{est:.2g} relative error: the "
+                      "updates are rounding noise (use float64, or a larger gamma / smaller depth)",
+                      RuntimeWarning, stacklevel=4)
+
+
 def _local_updates(net, trace, taus, mults, B):
     """``E_l = m_l (h_l - tau_l) / B``, ``Delta_l = P_l^T(E_l) * D_l``, ``dW_l = Delta_l.T @ h_{l-1}``
     (any layer type: ``weight_grad``/``bias_grad``; ``P_l^T`` = identity for dense layers)."""
@@ -526,6 +550,7 @@ class GaitProp:
         k = _check_outputs(net, self.outputs)
         xp, _ = check_batch(net, x, y)
         factors = inverse_factors(net, activations=True, max_cond=self.max_cond, rule="GaitProp")
+        _warn_rounding(net, self.gamma, self.adaptive)
         trace = net.forward(x)
         tau_L = output_target(loss, trace.h[-1], y, k)
         taus, mults, gammas, nudged = _target_pass(net, trace, tau_L, self.gamma, self.adaptive, "GaitProp",

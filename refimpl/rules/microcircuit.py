@@ -502,17 +502,32 @@ class Simulation:
 
 def simulate(rule, net, state, x, y=None, *, dt: float = 0.1, steps: int = 1000, sigma: float = 0.0,
              seed: int = 0, tau_0: Optional[float] = None, learn: bool = False, eta_up=None,
-             eta_pi=None, eta_ip=None, tau_w: float = 30.0, record_every: int = 0) -> Simulation:
+             eta_pi=None, eta_ip=None, tau_w: float = 30.0, record_every: int = 0,
+             plasticity_order: str = "filter_first") -> Simulation:
     """Forward-Euler (Euler-Maruyama when ``sigma > 0``) integration of the somatic dynamics.
 
     Per step (spec §1.2-1.3; phll ``PyraLNet``): ``u <- u + dt f(u) + sigma sqrt(dt) xi`` for every
     pyramidal and interneuron soma, from ``u = 0``, input and target constant over the run (a
     pattern). ``tau_0``: inputs and targets are low-pass filtered, ``r_0 <- r_0 + dt/tau_0 (x - r_0)``
     from ``r_0 = 0`` (clamped if None). With ``learn=True`` the three plasticity rules run along the
-    dynamics, low-pass filtered as in the phll code: ``D <- D + dt/tau_w (-D + G)``, ``W <- W + dt eta D``
-    with ``G`` the batch mean of the instantaneous paper-sign update; ``eta_up`` (per layer, length
-    N), ``eta_pi``, ``eta_ip`` (per hidden layer, length N-1) default to zero. The bottom-up step
-    moves ``net.W[k-1] = c_k Wpp_k`` by ``c_k dt eta D``. Noise ``xi`` is drawn on the host from ``seed``.
+    dynamics with a low-pass filter ``D`` of the instantaneous update ``G`` (the *batch mean* of the
+    paper-sign update, ``(1/B) sum_b``, so a batch of B copies of one sample moves W exactly as that
+    sample does): ``eta_up`` (per layer, length N), ``eta_pi``, ``eta_ip`` (per hidden layer, length
+    N-1) default to zero. The bottom-up step moves ``net.W[k-1] = c_k Wpp_k`` by ``c_k dt eta D``.
+    Noise ``xi`` is drawn on the host from ``seed``.
+
+    ``plasticity_order`` (the pair ``(W, D)`` per step):
+        ``"filter_first"`` (default): ``D <- D + dt/tau_w (G - D)``, then ``W <- W + dt eta D``
+            with the *new* D (semi-implicit; one step from rest already moves W).
+        ``"phll"``: the phll code's order, plain forward Euler on ``(W, D)``:
+            ``W <- W + dt eta D`` with the *old* D, then ``D <- D + dt/tau_w (G - D)``
+            (one step from rest leaves W exactly unchanged). The two differ by O(dt^2 eta/tau_w) per step.
+
+    Where this differs from the phll code (read for issue 19, stated so that results compare):
+    noise: phll adds ``dt sigma xi`` per step, refimpl ``sigma sqrt(dt) xi`` (Euler-Maruyama: the
+    noise of a run does not depend on dt); phll's ``sigma`` is refimpl's ``sigma sqrt(dt)``. Input
+    filter: phll's low-pass of the input starts at the first pattern and is advanced *before* each
+    step; refimpl's starts at 0 and is advanced *after* the step (the step sees the previous r_0).
     """
     xp = namespace(x)
     N = net.depth
@@ -529,6 +544,9 @@ def simulate(rule, net, state, x, y=None, *, dt: float = 0.1, steps: int = 1000,
         raise ValueError(f"tau_0: expected None or a time constant > 0, got {tau_0!r}")
     if not tau_w > 0:
         raise ValueError(f"tau_w: expected a time constant > 0, got {tau_w!r}")
+    if plasticity_order not in ("filter_first", "phll"):
+        raise ValueError(f"plasticity_order: expected 'filter_first' or 'phll', got {plasticity_order!r}")
+    phll = plasticity_order == "phll"
     eta_up = tuple(eta_up) if eta_up is not None else (0.0,) * N
     eta_pi = tuple(eta_pi) if eta_pi is not None else (0.0,) * (N - 1)
     eta_ip = tuple(eta_ip) if eta_ip is not None else (0.0,) * (N - 1)
@@ -582,15 +600,17 @@ def simulate(rule, net, state, x, y=None, *, dt: float = 0.1, steps: int = 1000,
             for k in range(1, N + 1):
                 vhat = _c(rule, k, N) * vB[k]
                 G = (rho[k](uP[k]) - rho[k](vhat)).T @ r[k - 1] / B
+                old = D_up[k - 1]
                 D_up[k - 1] = D_up[k - 1] + (dt / tau_w) * (G - D_up[k - 1])
-                wpp[k - 1] = wpp[k - 1] + dt * eta_up[k - 1] * D_up[k - 1]
+                wpp[k - 1] = wpp[k - 1] + dt * eta_up[k - 1] * (old if phll else D_up[k - 1])
             for k in range(1, N):
                 GI = (rho[k + 1](uI[k]) - rho[k + 1](kI * vI[k])).T @ r[k] / B
                 GP = (-vA[k]).T @ rho[k + 1](uI[k]) / B
+                old_ip, old_pi = D_ip[k - 1], D_pi[k - 1]
                 D_ip[k - 1] = D_ip[k - 1] + (dt / tau_w) * (GI - D_ip[k - 1])
                 D_pi[k - 1] = D_pi[k - 1] + (dt / tau_w) * (GP - D_pi[k - 1])
-                ip[k - 1] = ip[k - 1] + dt * eta_ip[k - 1] * D_ip[k - 1]
-                pi[k - 1] = pi[k - 1] + dt * eta_pi[k - 1] * D_pi[k - 1]
+                ip[k - 1] = ip[k - 1] + dt * eta_ip[k - 1] * (old_ip if phll else D_ip[k - 1])
+                pi[k - 1] = pi[k - 1] + dt * eta_pi[k - 1] * (old_pi if phll else D_pi[k - 1])
         noise = (lambda shape: from_numpy(sigma * math.sqrt(dt) * gen.standard_normal(shape), xp, x.dtype, dev)) \
             if gen is not None else None
         uP = [uP[0]] + [uP[k] + dt * du[k] + (noise(tuple(uP[k].shape)) if noise else 0.0) for k in range(1, N + 1)]

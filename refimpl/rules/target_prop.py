@@ -59,7 +59,10 @@ linear output ``a_L`` straight to hidden layer ``l``: ``g_l(a_L) = a_L @ Q_l^T (
 ``state.Q[l-1]`` of shape ``(n_l, n_L)`` (the direct analogue of ``W^T``), ``state.Q[L-1] = None``.
 ``"direct_rhl"`` (DDTP-RHL) uses ``z(a_L) = tanh(a_L @ R^T)`` with a fixed random ``R``
 (``state.R``, shape ``(rhl_width, n_L)``) in place of ``a_L`` for layers ``1..L-2``; the last
-hidden layer keeps the linear map.
+hidden layer keeps the linear map. Meulemans' random layer is a ``torch.nn.Linear`` with its
+default bias, ``tanh(a_L R^T + r)`` with a fixed random ``r ~ U(-1/sqrt(n_L), 1/sqrt(n_L))``:
+``DRL(feedback="direct_rhl", rhl_bias=True)`` adds it (``state.r``, shape ``(rhl_width,)``); the
+default has no bias (the theorems are about the feedback Jacobian, which ``r`` only shifts).
 
 **Targets.** Output target (spec §2.0) ``t_L = h_L - beta * e`` where ``e`` is the per-sample
 derivative ``dl_b/dh_L[b]`` (``reduction="sum"``: Ernoult's summed loss) or the gradient of the
@@ -84,8 +87,12 @@ as the E-code's block-wise local loss).
 
 so that the output layer's update is exactly BP's gradient of the batch-mean loss, and every layer's
 update equals BP's (JMC feedback, spec C3) or the Gauss-Newton-target regression (exact inverses,
-spec A4) as ``beta -> 0``. Paper scales: Ernoult's optimiser sees ``beta * dW`` (``"sum"``);
-Meulemans' hand-coded gradient (no 1/2 in the loss) is ``2 beta dW`` (``"mean"``).
+spec A4) as ``beta -> 0``. Paper scales: Ernoult's optimiser sees ``beta * dW`` (``"sum"``).
+Meulemans' hand-coded forward gradient (his local loss ``||h_l - t_l||^2`` averaged over the batch,
+no 1/2) is ``(2 beta / B) dW`` with ``reduction="mean"`` (checked against his code on identical
+weights, issue 19). His ``target_stepsize`` eta maps to ``beta`` through the output loss: for
+``"ce"`` ``beta = eta``; for ``"mse"`` ``beta = 2 eta / n_L`` (``torch.nn.MSELoss`` averages over
+the ``n_L`` output units and has no 1/2, so its gradient is ``2 / n_L`` times refimpl's).
 
 **Feedback losses** (per-sample value ``l_b``; ``feedback_updates`` returns the gradient of the batch
 mean ``(1/B) sum_b l_b`` with respect to ``Q_l, c_l``, written out below):
@@ -230,7 +237,7 @@ class TPState:
     """Feedback parameters of a target-propagation rule.
 
     ``Q[i]``, ``c[i]``: layer ``i+1``'s feedback (module docstring for shapes); ``R``: the fixed
-    random layer of DDTP-RHL (else None); ``opt``: per-layer feedback-optimiser states (None until
+    random layer of DDTP-RHL (else None), ``r`` its fixed bias (``rhl_bias=True``; else None); ``opt``: per-layer feedback-optimiser states (None until
     the first ``train_feedback``); ``step``: number of ``train_feedback`` calls (seeds the noise).
     """
 
@@ -239,6 +246,7 @@ class TPState:
     R: Any = None
     opt: Optional[tuple] = None
     step: int = 0
+    r: Any = None
 
 
 @dataclass(frozen=True)
@@ -454,11 +462,23 @@ def drl_sequential_loss(net, trace, phis, Qs, cs, layer, eps, sigma):
     return lb, dQ, dc, {"x_noisy": xt, "reconstruction": r}
 
 
-def _direct_features(trace_aL, R, use_rhl: bool):
+def _inverse_or_raise(xp, W, i):
+    """``W^{-1}``, or ValueError naming the layer when W is singular to working precision
+    (``cond(W) > 1/eps``: the inverse would be rounding noise or a LinAlgError)."""
+    Wh = np.asarray(to_numpy(W), dtype=np.float64)
+    cond = np.linalg.cond(Wh) if np.all(np.isfinite(Wh)) else np.inf
+    if not cond < 1.0 / np.finfo(np.dtype(str(W.dtype).split(".")[-1])).eps:
+        raise ValueError(f"exact_inverse_state: weights[{i}] is singular to working precision (cond {cond:.3g}); "
+                         "an exact inverse needs an invertible W")
+    return xp.linalg.inv(W)
+
+
+def _direct_features(trace_aL, R, use_rhl: bool, r=None):
     if not use_rhl:
         return trace_aL
     xp = namespace(trace_aL)
-    return xp.tanh(trace_aL @ R.T)
+    a = trace_aL @ R.T
+    return xp.tanh(a if r is None else a + r)
 
 
 def _unflatten(xp, v, like):
@@ -471,10 +491,10 @@ def _flatten(xp, v):
     return v if v.ndim == 2 else xp.reshape(v, (v.shape[0], -1))
 
 
-def drl_direct_loss(net, trace, Q, layer, eps, sigma, R=None, difference: bool = True):
+def drl_direct_loss(net, trace, Q, layer, eps, sigma, R=None, difference: bool = True, r=None):
     """Meulemans et al.'s DRL for the direct feedback of hidden ``layer`` (module docstring).
 
-    ``R`` given: DDTP-RHL features ``tanh(a_L R^T)``. ``difference=False`` is DDTP-control (the
+    ``R`` given: DDTP-RHL features ``tanh(a_L R^T)`` (``tanh(a_L R^T + r)`` with the bias ``r``). ``difference=False`` is DDTP-control (the
     ablation without the difference correction: ``r = g(a~_L)``), whose gradient is
     ``(2/(sigma^2 B)) (r - h~)^T z(a~_L)`` (a bias ``c`` would be needed to reconstruct ``h``;
     direct maps carry none, as in DDTP-linear). On an image-shaped layer the direct map reaches
@@ -486,8 +506,8 @@ def drl_direct_loss(net, trace, Q, layer, eps, sigma, R=None, difference: bool =
     ht = trace.h[layer] + sigma * eps
     at, _, _ = _forward_from(net, ht, layer, L)
     use_rhl = R is not None
-    zt = _direct_features(at, R, use_rhl)
-    z0 = _direct_features(trace.a[L], R, use_rhl)
+    zt = _direct_features(at, R, use_rhl, r)
+    z0 = _direct_features(trace.a[L], R, use_rhl, r)
     if difference:
         u = zt - z0
         r = trace.h[layer] + _unflatten(xp, u @ Q.T, ht)
@@ -691,7 +711,13 @@ class _TargetProp:
                                                     xp, dt, dev)
                   for s in Qs)
         c = tuple(None if s is None else xp.zeros(s, dtype=dt, device=dev) for s in cs)
-        return TPState(Q, c, R)
+        return TPState(Q, c, R, r=self._draw_rhl_bias(gen, net))
+
+    def _draw_rhl_bias(self, gen, net):
+        return None
+
+    def _rhl_bias(self, state, layer, L):
+        return None
 
     def _draw_R(self, gen, net):
         return None
@@ -731,7 +757,7 @@ class _TargetProp:
                 if W.shape[0] != W.shape[1]:
                     raise ValueError(f"{where}: weights[{i}] has shape {tuple(W.shape)}; an exact inverse needs "
                                      "square layers")
-                Wi = xp.linalg.inv(W)
+                Wi = _inverse_or_raise(xp, W, i)
                 Q.append(Wi)
                 c.append(-(b @ Wi.T))
                 continue
@@ -770,6 +796,10 @@ class _TargetProp:
                 got = None if state.R is None else tuple(state.R.shape)
                 raise ValueError(f"state.R: expected the fixed random feedback layer of shape {want} "
                                  f"(DDTP-RHL, from rule.init), got {got}")
+            if getattr(self, "rhl_bias", False) and (state.r is None or tuple(state.r.shape) != (self.rhl_width,)):
+                got = None if state.r is None else tuple(state.r.shape)
+                raise ValueError(f"state.r: expected the fixed random bias of shape ({self.rhl_width},) "
+                                 f"(DDTP-RHL with rhl_bias=True, from rule.init), got {got}")
 
     # -- targets and updates --
 
@@ -781,8 +811,8 @@ class _TargetProp:
             aL = trace.a[L]
             dL = -self.beta * e * net.activation(L).df(aL)  # a^_L - a_L
             for l in range(1, L):
-                R = self._rhl(state, l, L)
-                u = _direct_features(aL + dL, R, R is not None) - _direct_features(aL, R, R is not None)
+                R, r = self._rhl(state, l, L), self._rhl_bias(state, l, L)
+                u = _direct_features(aL + dL, R, R is not None, r) - _direct_features(aL, R, R is not None, r)
                 t[l] = trace.h[l] + _unflatten(namespace(u), u @ state.Q[l - 1].T, trace.h[l])
             return tuple(t)
         phis = self.phis(net)
@@ -931,13 +961,17 @@ class DRL(_TargetProp):
     random hidden feedback layer of width ``rhl_width``). As ``sigma -> 0`` the loss is
     ``||J_path Jbar_l - I||_F^2`` per sample, minimised by ``J_path = Jbar_l^+`` (the Gauss-Newton
     condition): DTP then propagates Gauss-Newton targets (spec §3b). Defaults follow
-    ``mnist_DDTPlinear.py``'s optimiser (Adam); ``beta`` is Meulemans' ``target_stepsize`` when
-    ``reduction="mean"``.
+    ``mnist_DDTPlinear.py``'s optimiser (Adam); ``beta`` is Meulemans' ``target_stepsize`` eta when
+    ``reduction="mean"`` and the loss is ``"ce"`` (``"mse"``: ``beta = 2 eta / n_L``, module docstring).
+    ``rhl_bias``: DDTP-RHL's random layer with a fixed random bias, ``tanh(a_L R^T + r)``, as in
+    Meulemans' code (``nn.Linear``'s default bias init ``U(-1/sqrt(n_L), 1/sqrt(n_L))``); False:
+    ``tanh(a_L R^T)``.
     """
 
     feedback: str = "sequential"
     rhl_width: int = 256
     optimizer: str = "adam"
+    rhl_bias: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -945,6 +979,11 @@ class DRL(_TargetProp):
             raise ValueError(f"feedback: expected 'sequential', 'direct_linear' or 'direct_rhl', got {self.feedback!r}")
         if isinstance(self.rhl_width, bool) or not isinstance(self.rhl_width, int) or self.rhl_width < 1:
             raise ValueError(f"rhl_width: expected a positive integer, got {self.rhl_width!r}")
+        if not isinstance(self.rhl_bias, bool):
+            raise TypeError(f"rhl_bias: expected a bool, got {self.rhl_bias!r}")
+        if self.rhl_bias and self.feedback != "direct_rhl":
+            raise ValueError(f"rhl_bias: only DDTP-RHL (feedback='direct_rhl') has a random layer, got "
+                             f"feedback={self.feedback!r}")
         object.__setattr__(self, "_direct", self.feedback != "sequential")
 
     def _feature_width(self, net):
@@ -963,11 +1002,21 @@ class DRL(_TargetProp):
     def _rhl(self, state, layer, L):
         return state.R if (self.feedback == "direct_rhl" and layer < L - 1) else None
 
+    def _draw_rhl_bias(self, gen, net):
+        if not self.rhl_bias:
+            return None
+        bound = 1.0 / math.sqrt(net.sizes[-1])
+        return from_numpy(gen.uniform(-bound, bound, (self.rhl_width,)), net.xp, net.dtype, device_of(net.weights[0]))
+
+    def _rhl_bias(self, state, layer, L):
+        return state.r if (self.rhl_bias and layer < L - 1) else None
+
     def _layer_loss(self, net, trace, state, layer, sigma, key):
         if self._direct:
             eps = self._noise(net, layer, tuple(trace.h[layer].shape), key)
             lb, dQ, _, rec = drl_direct_loss(net, trace, state.Q[layer - 1], layer, eps, sigma,
-                                             R=self._rhl(state, layer, net.depth))
+                                             R=self._rhl(state, layer, net.depth),
+                                             r=self._rhl_bias(state, layer, net.depth))
             dc = namespace(dQ).zeros_like(state.c[layer - 1])
         else:
             eps = self._noise(net, layer, tuple(trace.h[layer - 1].shape), key)

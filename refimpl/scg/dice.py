@@ -45,6 +45,9 @@ def dice(sample: Sample, order: int = 1) -> DiCE:
     if order not in (1, 2):
         raise ValueError(f"order: expected 1 or 2, got {order!r}")
     graph, B = sample.graph, sample.batch
+    from .surrogate import require_costs
+
+    require_costs(graph, "dice")
     xp = namespace(sample.theta)
     dt, dev = sample.theta.dtype, device_of(sample.theta)
     costs = {c: sample.cost(c) for c in graph.costs}

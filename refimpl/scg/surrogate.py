@@ -45,6 +45,14 @@ def _costs(sample):
     return {c: sample.cost(c) for c in sample.graph.costs}
 
 
+def require_costs(graph, what: str) -> None:
+    """ValueError when ``graph`` has no Cost node: ``E[sum_c c]`` is then empty and every estimator
+    would return a gradient of exactly 0 that looks like a result."""
+    if not graph.costs:
+        raise ValueError(f"graph: {what} needs at least one Cost node (the objective is E[sum of costs]); "
+                         "this graph has none")
+
+
 def q_values(sample: Sample, cost_scope: str = "downstream") -> dict:
     """``{w: Q_w (B,)}``: the sampled costs downstream of ``w`` (or all costs)."""
     if cost_scope not in ("downstream", "all"):
@@ -116,6 +124,7 @@ def surrogate(sample: Sample, baselines: dict | None = None, cost_scope: str = "
             theta reaches a distribution; kept for the controls of the theorems).
     """
     graph = sample.graph
+    require_costs(graph, "surrogate")
     xp = namespace(sample.theta)
     B = sample.batch
     costs = _costs(sample)

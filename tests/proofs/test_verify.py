@@ -119,3 +119,69 @@ def test_records_name_the_layer_types_of_conv_instances():
                         "backend": "numpy", "dtype": "float64"})
     assert rec["holds"] is True and rec["control_holds"] is False, rec
     assert rec["instance"].startswith("input=") and "conv2d(" in rec["instance"] and "linear(" in rec["instance"]
+
+
+# --- every variant (rule kind, mode, tableau) in every run (issue 19 C) ---------------------------
+
+class _Recording:
+    """Wraps RngDrawer.variant to record what a draw asked for and got."""
+
+    def __init__(self, gen, index):
+        from proofs.theorem import RngDrawer
+
+        self.d = RngDrawer(gen, index=index)
+        self.asked = {}
+        inner = self.d.variant
+
+        def variant(key, options):
+            got = inner(key, options)
+            self.asked[key] = (tuple(options), got)
+            return got
+
+        self.d.variant = variant
+
+
+@pytest.mark.parametrize("thm", proofs.THEOREMS, ids=lambda t: t.name)
+def test_every_variant_is_checked_in_every_run(thm):
+    """Instance i takes options[i % n] of every variant key and a run has >= thm.variants
+    instances, so a default run (5 instances, or 2 for a slow theorem) checks every rule kind.
+    Before, feedback_gradients_match_autograd drew its kind at random and verify's 5 instances
+    never drew sequential DRL (a planted sigma-factor bug in its feedback gradient passed)."""
+    import numpy as np
+
+    for instances in (1, 5):
+        n = V.instances_for(thm, instances, thorough=False)
+        seen, options = {}, {}
+        for i in range(n):
+            r = _Recording(np.random.default_rng(V.instance_seed(thm.name, 0, i)), i)
+            thm.draw(r.d, "numpy", "float64")
+            for key, (opts, got) in r.asked.items():
+                options[key] = opts
+                seen.setdefault(key, set()).add(repr(got))
+        for key, opts in options.items():
+            assert {repr(o) for o in opts} <= seen[key], (thm.name, key, n)
+
+
+def test_variant_is_stable_within_a_draw_and_keeps_the_stream_aligned():
+    import numpy as np
+    from proofs.theorem import RngDrawer
+
+    a, b = RngDrawer(np.random.default_rng(3), index=4), RngDrawer(np.random.default_rng(3))
+    assert a.variant("k", "abc") == "b" and a.variant("k", "abc") == "b"
+    b.choice("abc")
+    assert a.integer(0, 10**9) == b.integer(0, 10**9)
+
+
+def test_feedback_gradient_theorem_runs_every_tp_kind():
+    thm = proofs.get("target_prop.feedback_gradients_match_autograd")
+    tasks = V.make_tasks([thm], instances=5, seed=0)
+    assert len(tasks) == 6
+    kinds = set()
+    for t in tasks:
+        import numpy as np
+        from proofs.theorem import RngDrawer
+        inst = thm.draw(RngDrawer(np.random.default_rng(V.instance_seed(thm.name, 0, t["index"])), index=t["index"]),
+                        "numpy", "float64")
+        rule = inst.params["rule"]
+        kinds.add(type(rule).__name__ + ":" + getattr(rule, "feedback", ""))
+    assert {"DRL:sequential", "DRL:direct_linear", "DRL:direct_rhl", "TP:", "DTP:", "LDRL:"} <= kinds, kinds

@@ -400,3 +400,51 @@ def test_train_loop_runs_gaitprop_with_auxiliary_outputs():
     res = train(GaitProp(gamma=1e-3), net, data, optimizer=ri.optim.Adam(lr=1e-3), epochs=1, batch_size=64,
                 seed=0, outputs=10)
     assert res is not None
+
+
+def test_float32_past_the_rounding_wall_warns():
+    """Issue 19 A: float32 GAIT-prop at a depth where README says the result is rounding noise
+    (fixed gamma 1e-3, L = 4: eps gamma^-3 ~ 1e2) warns; float64 there and float32 at L = 2 do not."""
+    import warnings
+
+    from refimpl.rules import GaitProp
+
+    def run(dtype, L):
+        net = ri.Network.init([6] * (L + 1), activation="leaky_relu(0.1)", output_activation="leaky_relu(0.1)",
+                              init="orthogonal", seed=0, dtype=dtype)
+        x = np.random.default_rng(0).standard_normal((4, 6)).astype(dtype)
+        rule = GaitProp(gamma=1e-3)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            rule.updates(net, rule.init(net), x, x)
+        return [str(m.message) for m in w if issubclass(m.category, RuntimeWarning)]
+
+    assert any("rounding noise" in m for m in run("float32", 4))
+    assert run("float64", 4) == [] and run("float32", 2) == []
+
+
+@pytest.mark.parametrize("form", ["full", "offdiag"])
+def test_ortho_regulariser_descends_its_penalty(form):
+    """Mutation survivor (issue 19): the regulariser's sign (d - ortho g) passed every test. The
+    added term must be ortho * the gradient of ortho_penalty (central differences), so that
+    W - lr dW descends the penalty."""
+    from refimpl.rules import GaitProp
+    from refimpl.rules import gaitprop as G
+
+    if form not in G.ORTHO_FORMS:
+        pytest.skip(f"no ortho_form {form!r}")
+    net = ri.Network.init([4, 5, 5, 5], activation="leaky_relu(0.1)", output_activation="leaky_relu(0.1)",
+                          seed=2, gain=1.3)
+    x = np.random.default_rng(1).standard_normal((3, 4))
+    y = np.random.default_rng(2).standard_normal((3, 5))
+    upd0, _ = GaitProp(gamma=1e-3).updates(net, None, x, y)
+    upd1, _ = GaitProp(gamma=1e-3, ortho=0.3, ortho_form=form).updates(net, None, x, y)
+    for i in (1, 2):
+        W = np.asarray(net.weights[i])
+        num = np.zeros_like(W)
+        h = 1e-6
+        for idx in np.ndindex(W.shape):
+            E = np.zeros_like(W)
+            E[idx] = h
+            num[idx] = (float(G.ortho_penalty(W + E, form)) - float(G.ortho_penalty(W - E, form))) / (2 * h)
+        np.testing.assert_allclose(np.asarray(upd1.dW[i]) - np.asarray(upd0.dW[i]), 0.3 * num, rtol=1e-6, atol=1e-8)

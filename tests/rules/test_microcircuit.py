@@ -439,3 +439,77 @@ def test_float32_runs_and_agrees_with_float64():
     for a, b in zip(upd.dW, ref.dW):
         assert a.dtype == np.float32
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)
+
+
+def test_simulated_plasticity_is_a_batch_mean():
+    """Issue 19 C: the plasticity of simulate without its 1/B passed every test (the only test of
+    simulated learning checked the direction). A batch of 3 copies of one sample must move every
+    weight (bottom-up, PI, IP) exactly as that one sample does; without 1/B it moves them 3x."""
+    r = Microcircuit(lateral="plastic")
+    net = _net((3, 4, 2))
+    x, y = _batch(net, B=1)
+    st = r.init(net)
+    kw = dict(steps=40, learn=True, eta_up=(1e-2, 1e-2), eta_pi=(1e-2,), eta_ip=(1e-2,), tau_w=3.0)
+    one = M.simulate(r, net, st, x, y, **kw)
+    three = M.simulate(r, net, st, np.repeat(x, 3, axis=0), np.repeat(y, 3, axis=0), **kw)
+    moved = 0.0
+    for a, b, w in zip(one.net.weights, three.net.weights, net.weights):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-15)
+        moved = max(moved, float(np.max(np.abs(a - w))))
+    for a, b, w in zip(one.state.pi + one.state.ip, three.state.pi + three.state.ip, st.pi + st.ip):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-15)
+        moved = max(moved, float(np.max(np.abs(a - w))))
+    assert moved > 1e-6  # the comparison is not between two unmoved networks
+
+
+def test_simulate_plasticity_order_phll_is_forward_euler():
+    """phll updates W with the old low-pass D and then D: one step from rest leaves W exactly
+    unchanged; refimpl's default ('filter_first') moves W by dt eta dt/tau_w G already."""
+    r = Microcircuit(lateral="plastic")
+    net = _net((3, 4, 2))
+    x, y = _batch(net, B=2)
+    st = r.init(net)
+    kw = dict(steps=1, learn=True, eta_up=(0.1, 0.1), eta_pi=(0.1,), eta_ip=(0.1,), tau_w=3.0)
+    ph = M.simulate(r, net, st, x, y, plasticity_order="phll", **kw)
+    ff = M.simulate(r, net, st, x, y, **kw)
+    for a, w in zip(ph.net.weights, net.weights):
+        np.testing.assert_allclose(a, w, rtol=1e-15, atol=0)
+    assert max(float(np.max(np.abs(a - w))) for a, w in zip(ff.net.weights, net.weights)) > 0
+    # two steps: phll's W moves by dt eta D_1 = dt eta (dt/tau_w) G_0 = filter_first's first step
+    ph2 = M.simulate(r, net, st, x, y, plasticity_order="phll", **dict(kw, steps=2))
+    for a, b in zip(ph2.net.weights, ff.net.weights):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="plasticity_order"):
+        M.simulate(r, net, st, x, y, plasticity_order="euler", **kw)
+
+
+def test_random_top_down_scale():
+    """Mutation survivor (issue 19): feedback_scale's default (1, the phll code's) was pinned by
+    nothing: random TD_k ~ N(0, feedback_scale^2 / n_{k+1})."""
+    assert Microcircuit().feedback_scale == 1.0
+    net = _net((3, 200, 400, 2))
+    st = Microcircuit(top_down="random").init(net, seed=0)
+    td = np.asarray(st.top_down[0])
+    assert td.shape == (200, 400) and abs(td.std() * math.sqrt(400) - 1.0) < 0.02
+
+
+def test_simulated_lateral_learning_follows_the_steady_state_rule():
+    """Mutation survivor (issue 19): a sign flip inside simulate's interneuron plasticity
+    (rho(u_I) + rho(k_I v_I)) passed every test. From perturbed lateral weights, without a target,
+    slow simulated learning of IP (and PI) moves them along the steady-state lateral rule
+    (-dIP, -dPI of feedback_updates), as the bottom-up test above does for W."""
+    r = Microcircuit(lateral="plastic")
+    net = _net((3, 4, 2))
+    x, _ = _batch(net, B=3)
+    st = r.init(net)
+    g = np.random.default_rng(7)
+    st = dataclasses.replace(st, ip=tuple(p + 0.3 * g.standard_normal(p.shape) for p in st.ip),
+                             pi=tuple(p + 0.3 * g.standard_normal(p.shape) for p in st.pi))
+    dPI, dIP, _ = r.feedback_updates(net, st, x)
+    for which, kw, ref, new in (("ip", dict(eta_ip=(1e-4,)), dIP, lambda s: s.state.ip),
+                                ("pi", dict(eta_pi=(1e-4,)), dPI, lambda s: s.state.pi)):
+        sim = M.simulate(r, net, st, x, None, steps=2000, learn=True, **kw)
+        moved = (np.asarray(new(sim)[0]) - np.asarray(getattr(st, which)[0])).ravel()
+        expect = -np.asarray(ref[0]).ravel()
+        cos = moved @ expect / (np.linalg.norm(moved) * np.linalg.norm(expect))
+        assert cos > 0.95, (which, cos)

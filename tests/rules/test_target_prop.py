@@ -497,3 +497,78 @@ def test_ldrl_training_on_a_linear_conv_block_approaches_the_kernel():
     assert cos > 0.99, cos
     cos0 = float(np.sum(np.asarray(rule.init(net, seed=1).Q[1]) * W) / np.linalg.norm(rule.init(net, seed=1).Q[1]) / np.linalg.norm(W))
     assert abs(cos0) < 0.6
+
+
+def test_rhl_bias_is_meulemans_random_layer():
+    """Issue 19 B: Meulemans' DDTP-RHL random layer is tanh(R a_L + r) with a fixed random bias r
+    (torch's default Linear bias). DRL(rhl_bias=True) adds it: targets and the feedback gradient
+    (against torch autograd, same noise) use tanh(a_L R^T + r); the default has no bias."""
+    torch = pytest.importorskip("torch")
+    net, x, y = _setup(sizes=(5, 6, 4, 3))
+    assert DRL(feedback="direct_rhl", rhl_width=4).init(net).r is None
+    rule = DRL(feedback="direct_rhl", rhl_width=4, rhl_bias=True, sigma=0.1)
+    s = rule.init(net, seed=3)
+    assert s.r.shape == (4,) and np.all(np.abs(s.r) <= 1 / np.sqrt(3)) and np.any(s.r != 0)
+    tr = net.forward(x)
+    L = net.depth
+    aL = np.asarray(tr.a[L])
+    t = rule.targets(net, s, x, y)
+    _, e = tp.output_target(rule.loss, tr, y, rule.beta, rule.reduction)
+    aL_hat = aL - rule.beta * np.asarray(e) * net.activation(L).df(aL)
+    z = lambda a: np.tanh(a @ np.asarray(s.R).T + np.asarray(s.r))
+    np.testing.assert_allclose(t[1], np.asarray(tr.h[1]) + (z(aL_hat) - z(aL)) @ np.asarray(s.Q[0]).T,
+                               rtol=1e-12, atol=1e-14)
+    fb = rule.feedback_updates(net, s, x, key=(5,))
+    rec = fb.record[1]
+    Wt = [torch.tensor(np.asarray(W), requires_grad=False) for W in net.weights]
+    bt = [torch.tensor(np.asarray(b)) for b in net.biases]
+    Q = torch.tensor(np.asarray(s.Q[0]), requires_grad=True)
+    h1 = torch.tensor(np.asarray(tr.h[1]))
+    ht = h1 + rule.sigma * torch.tensor(np.asarray(rec["eps"]))
+    h = ht
+    for l in range(2, L + 1):
+        a = h @ Wt[l - 1].T + bt[l - 1]
+        h = torch.tanh(a) if l < L else a
+    zt = lambda a: torch.tanh(a @ torch.tensor(np.asarray(s.R)).T + torch.tensor(np.asarray(s.r)))
+    r = h1 + (zt(a) - zt(torch.tensor(aL))) @ Q.T
+    loss = ((r - ht) ** 2).sum(1).mean() / rule.sigma ** 2
+    loss.backward()
+    np.testing.assert_allclose(fb.dQ[0], Q.grad.numpy(), rtol=1e-10, atol=1e-13)
+    with pytest.raises(ValueError, match=r"state\.r"):
+        rule.targets(net, dataclasses.replace(s, r=None), x, y)
+    with pytest.raises(ValueError, match="rhl_bias"):
+        DRL(feedback="direct_linear", rhl_bias=True)
+
+
+def test_exact_inverse_state_of_a_singular_layer_names_it():
+    net, x, y = _setup(sizes=(4, 4, 4), act="tanh")
+    W = np.asarray(net.weights[1]).copy()
+    W[0] = W[1]
+    net = net.replace(weights=(net.weights[0], W))
+    with pytest.raises(ValueError, match=r"weights\[1\].*singular"):
+        DTP(feedback_activation="inverse").exact_inverse_state(net)
+
+
+def test_meulemans_scales_as_documented():
+    """Issue 19 B: with reduction='mean', Meulemans' hand-coded forward gradient (local loss
+    mean_b ||h_l - t_l||^2, no 1/2) is (2 beta / B) dW (the docstring said 2 beta dW), and his
+    target_stepsize eta is beta for ce but beta = 2 eta / n_L for mse (nn.MSELoss means over units)."""
+    torch = pytest.importorskip("torch")
+    net, x, y = _setup(sizes=(5, 6, 4, 3), B=7)
+    B, nL = x.shape[0], net.sizes[-1]
+    eta = 0.3
+    rule = DTP(beta=2 * eta / nL, loss="mse", reduction="mean")
+    s = rule.init(net, seed=1)
+    t = rule.targets(net, s, x, y)
+    upd, _ = rule.updates(net, s, x, y)
+    tr = net.forward(x)
+    # his output target: h_L - eta * d MSELoss(h_L, y) / d h_L
+    hL = torch.tensor(np.asarray(tr.h[-1]), requires_grad=True)
+    torch.nn.functional.mse_loss(hL, torch.tensor(y)).backward()
+    np.testing.assert_allclose(t[-1], np.asarray(tr.h[-1]) - eta * hL.grad.numpy(), rtol=1e-12, atol=1e-14)
+    for l in range(1, net.depth + 1):
+        W = torch.tensor(np.asarray(net.weights[l - 1]), requires_grad=True)
+        a = torch.tensor(np.asarray(tr.h[l - 1])) @ W.T + torch.tensor(np.asarray(net.biases[l - 1]))
+        h = torch.tanh(a) if l < net.depth else a
+        ((h - torch.tensor(np.asarray(t[l]))) ** 2).sum(1).mean().backward()
+        np.testing.assert_allclose(W.grad.numpy(), (2 * rule.beta / B) * np.asarray(upd.dW[l - 1]), rtol=1e-10)

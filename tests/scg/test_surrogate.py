@@ -71,3 +71,38 @@ def test_surrogate_hessian_is_biased_dice_is_not():
     Hd = scg.weighted_mean(s.weights, scg.dice(s, order=2).per_sample_hessian)
     assert np.abs(Hs - H).max() > 1e-3 * np.abs(H).max()
     np.testing.assert_allclose(Hd, H, rtol=1e-10, atol=1e-12 * np.abs(H).max())
+
+
+def test_a_graph_without_cost_is_rejected():
+    """Issue 19 A: a graph with no Cost node gave a gradient of exactly 0 (looks like a result)."""
+    import array_api_compat.numpy as anp
+    from refimpl.backend import from_numpy
+
+    g = scg.Graph()
+    g.input("x", from_numpy(np.array([0.3, -0.7]), anp, "float64"))
+    g.mlp("f1", ["x"], [3, 3])
+    g.categorical("w1", "f1")
+    s = scg.sample(g, g.init_theta(0, anp, "float64"), seed=0, batch=4)
+    with pytest.raises(ValueError, match="Cost node"):
+        scg.surrogate(s)
+    with pytest.raises(ValueError, match="Cost node"):
+        scg.dice(s)
+
+
+def test_per_row_inputs_are_per_row():
+    """Mutation survivor (issue 19): a (B, n) input is one row per sample; treated as a constant
+    it would broadcast wrongly and no test noticed."""
+    import array_api_compat.numpy as anp
+    from refimpl.backend import from_numpy
+
+    rows = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
+    g = scg.Graph()
+    g.input("x", from_numpy(rows, anp, "float64"))
+    g.mlp("f", ["x"], [1])
+    g.cost("c", ["f"])
+    th = g.init_theta(0, anp, "float64")
+    s = scg.sample(g, th, seed=0, batch=3)
+    c = np.asarray(s.cost("c")).ravel()
+    assert c.shape == (3,) and len(set(np.round(c, 12))) == 3
+    with pytest.raises(ValueError, match="rows"):
+        scg.sample(g, th, seed=0, batch=4)
