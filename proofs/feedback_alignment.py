@@ -534,7 +534,7 @@ THEOREMS = (
         control_breaks="random B (FA's own initialisation) instead of W",
     ),
     Theorem(
-        name="feedback_alignment.fa_equals_bp_conv",
+        name="feedback_alignment.fa_equals_bp_conv", variants=3,
         statement="FA on a convolutional network (1-3 conv layers with and without max/avg pooling, then 1-2 "
                   "linear) with B[i] = W[i] gives BP's (autograd's) dW, db in every layer: the transposed "
                   "convolution with B = W is the exact adjoint",

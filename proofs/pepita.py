@@ -287,6 +287,11 @@ def _limit_factor(k: float) -> float:
 
 # --- pepita.zero_feedback_is_delta_rule --------------------------------------------------------
 
+def _draw_any_dense(d, xp, dtype):
+    # dense draws: the oracle of output_update_is_delta_at_its_pass modulates flat inputs
+    return _draw(d, xp, dtype, ("tanh", "sigmoid", "relu", "leaky_relu", "softplus", "elu", "linear"), conv=False)
+
+
 def _draw_any(d, xp, dtype):
     return _draw(d, xp, dtype, ("tanh", "sigmoid", "relu", "leaky_relu", "softplus", "elu", "linear"))
 
@@ -724,7 +729,7 @@ THEOREMS = (
         source="Dellaferrera & Kreiman, ICML 2022, Alg. 1 (output layer: e' of the modulated pass); ICLR 2023 "
                "code's first-pass variant; spec pepita_fa.md §3a",
         conditions="the error of the pass the rule names",
-        draw=_draw_any, check=lambda i: _output_update_evidence(i, False),
+        draw=_draw_any_dense, check=lambda i: _output_update_evidence(i, False),
         control=lambda i: _output_update_evidence(i, True),
         control_breaks="the other pass's error (first <-> modulated)",
         dtypes=("float64",),
