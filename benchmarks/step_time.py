@@ -1,6 +1,7 @@
-"""BP step time against the GEMM floor and against PyTorch (see :mod:`refimpl.bench`).
+"""Every rule's step time against BP, its own floor and a torch eager BP step (see :mod:`refimpl.bench`).
 
-    python benchmarks/step_time.py [--repeats N] [--json PATH]      # same as `refimpl bench`
+    python benchmarks/step_time.py [--rule all|NAME ...] [--dtype ...] [--repeats N] [--json PATH]
+    # same as `refimpl bench`
 """
 
 from refimpl.bench import main

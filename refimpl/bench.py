@@ -12,8 +12,9 @@ the load of a shared machine hit all of them alike:
 * ``/torch``: over an eager torch BP step of the same network (forward, loss, ``backward()``) on the
   same device and thread count.
 
-Each ratio is the median over ``--repeats`` interleaved repeats of the ratio of the two times
-taken back to back in one repeat; ``spread`` is the interquartile range of the per-repeat ``/BP``
+Each ratio is the median over ``--repeats`` interleaved repeats (in alternating order) of the
+ratio of the two times taken in one repeat (a time is the mean of enough calls to last
+:data:`MIN_SAMPLE_SECONDS`); ``spread`` is the interquartile range of the per-repeat ``/BP``
 ratios (how noisy the machine was). Absolute times (medians) only with ``--json``.
 
 **Networks.** ``mlp``: 784-1024-1024-10 (tanh, tanh, linear), batch 256, mse on one-hot targets
@@ -252,13 +253,25 @@ def _sync(xp):
             torch.cuda.synchronize()
 
 
+#: a sample is at least this long: fast steps (the papers' small nets) are run ``number`` times per
+#: sample (as timeit does), so one page fault or scheduler hiccup does not decide a ratio
+MIN_SAMPLE_SECONDS = 0.05
+
+
 def _timer(fn, sync):
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    number = max(1, int(MIN_SAMPLE_SECONDS / max(time.perf_counter() - t0, 1e-9)))
+
     def timed():
         sync()
         t0 = time.perf_counter()
-        fn()
+        for _ in range(number):
+            fn()
         sync()
-        return time.perf_counter() - t0
+        return (time.perf_counter() - t0) / number
     return timed
 
 

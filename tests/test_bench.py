@@ -13,6 +13,7 @@ def _small(monkeypatch):
     monkeypatch.setattr(bench, "BATCH", 8)
     monkeypatch.setattr(bench, "MC_PAPER", ([16, 12, 4], 4))
     monkeypatch.setattr(bench, "CIM_PAPER", ([16, 12, 4], 4))
+    monkeypatch.setattr(bench, "MIN_SAMPLE_SECONDS", 0.0)
 
 
 def test_bench_reports_ratios(tmp_path, monkeypatch, capsys):

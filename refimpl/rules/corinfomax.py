@@ -159,16 +159,19 @@ def _gamma(lam: float) -> float:
     return (1.0 - lam) / lam
 
 
-def soma_rhs(rule: "CorInfoMax", net, state: CorInfoMaxState, k: int, Uk, R, y, beta: float):
+def soma_rhs(rule: "CorInfoMax", net, state: CorInfoMaxState, k: int, Uk, R, y, beta: float, VB=None):
     """Right-hand side of layer ``k``'s soma (spec §2 "Dynamics (row-major)") and its ``(V_B, V_A)``.
 
     ``R``: activities of every layer, ``R[0] = x``; ``Uk``: layer ``k``'s membrane potential;
-    ``y``: the target (used only when ``beta != 0``). Returns ``(rhs, V_B, V_A)``, each ``(N, n_k)``.
+    ``y``: the target (used only when ``beta != 0``); ``VB``: the basal input ``R[k-1] W_{f,k-1}^T``
+    when the caller has it (:func:`relax` passes the input drive of layer 1, constant while ``x`` is
+    clamped). Returns ``(rhs, V_B, V_A)``, each ``(N, n_k)``.
     """
     P = net.depth
     eps, g, gam = rule.eps, rule.g_lk, _gamma(rule.lam)
     Rk = R[k]
-    VB = R[k - 1] @ net.weights[k - 1].T
+    if VB is None:
+        VB = R[k - 1] @ net.weights[k - 1].T
     if k < P:
         VA = eps * (2 * gam * (Rk @ state.B[k - 1]) + g * Rk) + R[k + 1] @ state.Wb[k].T
         rhs = -g * Uk + (VB - Uk) / eps + (VA - Uk) / eps
@@ -198,10 +201,11 @@ def relax(rule: "CorInfoMax", net, state: CorInfoMaxState, x, y, beta: float, st
     U = [None] + R[1:]
     VB = [None] * (P + 1)
     VA = [None] * (P + 1)
+    drive = x @ net.weights[0].T  # layer 1's basal input: x is clamped, so once per phase (issue 17)
     for t in range(steps):
         eta = neural_step_size(rule, t)
         for k in range(1, P + 1):
-            rhs, VB[k], VA[k] = soma_rhs(rule, net, state, k, U[k], R, y, beta)
+            rhs, VB[k], VA[k] = soma_rhs(rule, net, state, k, U[k], R, y, beta, VB=drive if k == 1 else None)
             U[k] = U[k] + eta * rhs
             R[k] = box(U[k])
     return Phase(tuple(R), tuple(U), tuple(VB), tuple(VA), float(beta))

@@ -240,7 +240,8 @@ SOLVERS = ("sweep", "euler")
 
 def steady_state(rule, net, state, x, y=None, *, max_iter: Optional[int] = None, tol: Optional[float] = None,
                  damping: Optional[float] = None, init=None, method: str = "sweep",
-                 self_predicting: bool = False, check_every: Optional[int] = None) -> Potentials:
+                 self_predicting: bool = False, check_every: Optional[int] = None, top_down=None,
+                 trace=None) -> Potentials:
     """The fixed point of the somatic dynamics (all ``du/dt = 0``), target on iff ``y`` is given.
 
     ``method="sweep"`` (default): layer-by-layer Gauss-Seidel sweeps of the steady-state map from the
@@ -253,19 +254,23 @@ def steady_state(rule, net, state, x, y=None, *, max_iter: Optional[int] = None,
     the caller guarantees the ideal lateral weights (``PI_k = -TD_k``, ``IP_k = (g_lk+g_D)/g_D
     W_{k+1}``, :func:`self_predicting`), which halves the matrix products of a sweep (below).
     ``check_every``: sweeps between convergence tests (each one host synchronisation; default 1 on
-    the CPU, 4 on an accelerator). ``damping`` is the Euler step (``rule.damping``).
+    the CPU, 4 on an accelerator). ``damping`` is the Euler step (``rule.damping``). ``top_down``
+    (the matrices ``TD_k`` as :func:`_top_down` gives them) and ``trace`` (``net.forward(x)``, the
+    start when ``init`` is None): reused when the caller has them already (``Microcircuit.updates``).
     """
     if method not in SOLVERS:
         raise ValueError(f"method: expected one of {SOLVERS}, got {method!r}")
     if method == "sweep":
         pot = _sweep_solve(rule, net, state, x, y, max_iter=max_iter, tol=tol, init=init,
-                           self_predicting=self_predicting, check_every=check_every)
+                           self_predicting=self_predicting, check_every=check_every, top_down=top_down,
+                           trace=trace)
         if pot is not None:
             return pot
     return _euler_solve(rule, net, state, x, y, max_iter=max_iter, tol=tol, damping=damping, init=init)
 
 
-def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting, check_every):
+def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting, check_every, top_down=None,
+                 trace=None):
     r"""Gauss-Seidel sweeps of the steady-state map, output layer first; ``None`` if they do not contract.
 
     One sweep (spec §1.6 maps, each population set to its steady-state value given its inputs'
@@ -312,13 +317,13 @@ def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting
         check_every = 1 if "cpu" in str(device_of(x)).lower() else 4
     rho = _rates(rule, net)
     W = net.weights
-    td = _top_down(rule, net, state)
+    td = _top_down(rule, net, state) if top_down is None else top_down
     pi, ip = state.pi, state.ip
     lam_A, lam_I, lam_out = rule.lam_A, rule.lam_I, rule.lam_out
     kI = rule.g_D / (rule.g_lk + rule.g_D)
     eps = 2.220446049250313e-16 if x.dtype == xp.float64 else 1.1920928955078125e-07
     if init is None:
-        tr = net.forward(x)
+        tr = net.forward(x) if trace is None else trace
         drive = tr.a[1]  # x @ W_1.T (zero biases): the input drive, constant over the solve
         uP = [x] + [tr.a[k] for k in range(1, N + 1)]
         uI = [None] + [tr.a[k + 1] for k in range(1, N)] + [None]
@@ -810,18 +815,18 @@ class Microcircuit:
                                   xp, dt, dev) for k in range(1, N))
         return MicrocircuitState(td, pi, ip)
 
-    def _prepared_state(self, net, state):
+    def _prepared_state(self, net, state, top_down=None):
         self.check_state(net, state)
         if self.lateral == "ideal":
-            pi, ip = self_predicting(self, net, _top_down(self, net, state))
+            pi, ip = self_predicting(self, net, _top_down(self, net, state) if top_down is None else top_down)
             state = replace(state, pi=pi, ip=ip)
         return state
 
-    def _solve(self, net, state, x, y, prepared: bool = False, max_iter: Optional[int] = None):
+    def _solve(self, net, state, x, y, prepared: bool = False, max_iter: Optional[int] = None, **reuse):
         """The steady state, checked; ``prepared``: ``state`` came from :meth:`_prepared_state` (with
         ``lateral="ideal"`` its lateral weights are then the self-predicting ones, which the sweeps exploit)."""
         pot = steady_state(self, net, state, x, y, max_iter=max_iter,
-                           self_predicting=prepared and self.lateral == "ideal")
+                           self_predicting=prepared and self.lateral == "ideal", **reuse)
         # accepted residual: 1e-8 relative in float64, 1e3 ulps in float32 (whose floor is ~1e-6)
         accept = 1e-8 if x.dtype == net.xp.float64 else 1e3 * 1.1920928955078125e-07
         if not math.isfinite(pot.residual) or pot.residual > accept * max(1.0, _max_abs(net.xp, pot.uP[1:])):
@@ -861,13 +866,20 @@ class Microcircuit:
         when the steady state is not reached (no stable fixed point)."""
         self._check_net(net)
         xp, y = check_batch(net, x, y, "mse")
-        state = self._prepared_state(net, state)
+        td = _top_down(self, net, state)  # once per step: the solves, the state and the record share it
+        state = self._prepared_state(net, state, td)
         N, B = net.depth, x.shape[0]
-        nudged = self._solve(net, state, x, y, prepared=True)
+        trace = net.forward(x)  # the start of both phases
+        nudged = self._solve(net, state, x, y, prepared=True, top_down=td, trace=trace)
         rho = _rates(self, net)
         r = [x] + [rho[k](nudged.uP[k]) for k in range(1, N)]
         alpha = self.alpha(N)
-        dW_paper = tuple(-(nudged.e[k].T @ r[k - 1]) / B for k in range(1, N + 1))
+        dW_paper = []
+        for k in range(1, N + 1):
+            g = nudged.e[k].T @ r[k - 1]
+            g /= -B  # -(E_k^T r_{k-1}) / B, in place on the product
+            dW_paper.append(g)
+        dW_paper = tuple(dW_paper)
         dW = tuple(dW_paper[k - 1] / (alpha[k - 1] * self.lam_out) for k in range(1, N + 1))
         db = tuple(xp.zeros_like(b) for b in net.biases)
         # The free phase is not needed for the update, only for the record and the loss. With the
@@ -875,12 +887,13 @@ class Microcircuit:
         # microcircuit.self_predicting_silence: v_A = 0, u_k = c_k v_B,k): one evaluation of the map
         # there (max_iter=0) gives its potentials and residual, checked like any solve. Learned
         # lateral weights: solved.
-        free = self._solve(net, state, x, None, prepared=True, max_iter=0 if self.lateral == "ideal" else None)
+        free = self._solve(net, state, x, None, prepared=True, max_iter=0 if self.lateral == "ideal" else None,
+                           top_down=td, trace=trace)
         loss = _losses.get("mse").value(free.uP[N], y)
         record = {"nudged": nudged, "free": free, "errors": nudged.e, "v_apical": nudged.vA,
                   "u_inter": nudged.uI, "u_pyr": nudged.uP, "dW_paper": dW_paper, "alpha": alpha,
                   "lam_out": self.lam_out, "loss": loss, "residual": nudged.residual,
-                  "top_down": _top_down(self, net, state)}
+                  "top_down": td}
         return Updates(dW, db, record), state
 
     def feedback_updates(self, net, state, x, y=None):
