@@ -40,9 +40,10 @@ the rule uses):
   triangular solve pairs with ``B`` right-hand sides, ``L`` weight gradients (the condition
   estimate, ``O(n^2)`` per layer, is not counted).
 * Microcircuit (ideal lateral weights): ``N`` forward (the start and the input drive), per sweep
-  ``2(N-1)`` products (``A_k = r_{k-1} W_k^T`` for ``k >= 2`` and ``A_N``, the apical ``V_A,k``),
-  times the sweeps the step actually made (reported), ``N`` weight gradients; the final map
-  evaluation is not counted.
+  3 times the top pair's two products (``A_N = r_{N-1} W_N^T`` and the apical ``V_A,N-1``), once
+  ``A_k = r_{k-1} W_k^T`` for ``2 <= k < N`` and ``V_A,k`` for ``k <= N-2``, times the sweeps the
+  step actually made (reported), ``N`` weight gradients; the final map evaluation is not counted,
+  nor the products of the first sweep that the forward pass already made.
 * CorInfoMax: per sweep and layer ``k``: the basal ``R_{k-1} W_{f,k-1}^T`` (for ``k >= 2``; the input
   drive is constant, counted once), the lateral ``R_k B_k``, the backward ``R_{k+1} W_{b,k}^T``
   (``k < P``), times ``t_free + t_nudge`` sweeps; the contrast: forward and backward errors and
@@ -162,8 +163,10 @@ def _floor_ops(case: Case, rule, record) -> list:
         return fwd + [("lu", s[l]) for l in range(2, L + 1)] + [("trs", s[l], B) for l in range(2, L + 1)] + wgrad
     if key == "microcircuit":
         sweeps = int(record["nudged"].iterations)
-        per = [("gemm", B, s[k - 1], s[k]) for k in range(2, L + 1)] + \
-              [("gemm", B, s[k + 1], s[k]) for k in range(1, L)]
+        inner = 3  # microcircuit._sweep_solve's default repetitions of the top pair
+        top = [("gemm", B, s[L - 1], s[L]), ("gemm", B, s[L], s[L - 1])] * inner
+        per = top + [("gemm", B, s[k - 1], s[k]) for k in range(2, L)] + \
+            [("gemm", B, s[k + 1], s[k]) for k in range(1, L - 1)]
         return fwd + per * sweeps + wgrad
     if key == "corinfomax":
         P = L

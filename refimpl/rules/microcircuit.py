@@ -134,6 +134,9 @@ class Potentials:
     residual: float
     iterations: int
     target: bool
+    #: the rates ``rho_k(uP[k])`` (``rates[0] = x``), as the solver computed them at the returned
+    #: potentials (bitwise ``rho_k(uP[k])``); kept so that the plasticity does not re-evaluate them
+    rates: Optional[tuple] = None
 
     def as_dict(self) -> dict:
         return {"u_pyr": self.uP, "u_inter": self.uI, "v_basal": self.vB, "v_basal_hat": self.vB_hat,
@@ -225,14 +228,22 @@ def _potentials(rule, net, wpp, td, pi, ip, x, uP, uI, y, rho, vB1=None):
     return vB, vA, vI, new_uP, new_uI
 
 
-def _assemble(rule, net, x, uP, uI, vB, vA, vI, rho, residual, iterations, target) -> Potentials:
+def _assemble(rule, net, x, uP, uI, vB, vA, vI, rho, residual, iterations, target, rates=None,
+              vB_hat=None, rates_hat=None) -> Potentials:
+    """:class:`Potentials` at ``uP``; ``rates`` (``rho_k(uP[k])``), ``vB_hat`` (``c_k vB[k]``) and
+    ``rates_hat`` (``rho_k(vB_hat[k])``): reused where the caller has them (bitwise the same values)."""
     N = net.depth
     kI = rule.g_D / (rule.g_lk + rule.g_D)
-    vB_hat = [None] + [_c(rule, k, N) * vB[k] for k in range(1, N + 1)]
+    if vB_hat is None:
+        vB_hat = [None] + [_c(rule, k, N) * vB[k] for k in range(1, N + 1)]
+    if rates is None:
+        rates = [x] + [rho[k](uP[k]) for k in range(1, N + 1)]
+    if rates_hat is None:
+        rates_hat = [None] + [rho[k](vB_hat[k]) for k in range(1, N + 1)]
     vI_hat = [None] + [kI * vI[k] for k in range(1, N)] + [None]
-    e = [None] + [rho[k](uP[k]) - rho[k](vB_hat[k]) for k in range(1, N + 1)]
+    e = [None] + [rates[k] - rates_hat[k] for k in range(1, N + 1)]
     return Potentials(tuple(uP), tuple(uI), tuple(vB), tuple(vB_hat), tuple(vA), tuple(vI), tuple(vI_hat),
-                      tuple(e), float(residual), int(iterations), bool(target))
+                      tuple(e), float(residual), int(iterations), bool(target), tuple(rates))
 
 
 SOLVERS = ("sweep", "euler")
@@ -241,7 +252,7 @@ SOLVERS = ("sweep", "euler")
 def steady_state(rule, net, state, x, y=None, *, max_iter: Optional[int] = None, tol: Optional[float] = None,
                  damping: Optional[float] = None, init=None, method: str = "sweep",
                  self_predicting: bool = False, check_every: Optional[int] = None, top_down=None,
-                 trace=None) -> Potentials:
+                 trace=None, inner: int = 3) -> Potentials:
     """The fixed point of the somatic dynamics (all ``du/dt = 0``), target on iff ``y`` is given.
 
     ``method="sweep"`` (default): layer-by-layer Gauss-Seidel sweeps of the steady-state map from the
@@ -257,33 +268,42 @@ def steady_state(rule, net, state, x, y=None, *, max_iter: Optional[int] = None,
     the CPU, 4 on an accelerator). ``damping`` is the Euler step (``rule.damping``). ``top_down``
     (the matrices ``TD_k`` as :func:`_top_down` gives them) and ``trace`` (``net.forward(x)``, the
     start when ``init`` is None): reused when the caller has them already (``Microcircuit.updates``).
+    ``inner``: how often a sweep repeats the top pair (output and last hidden layer; 1 = plain
+    top-down sweeps; :func:`_sweep_solve`).
     """
     if method not in SOLVERS:
         raise ValueError(f"method: expected one of {SOLVERS}, got {method!r}")
     if method == "sweep":
         pot = _sweep_solve(rule, net, state, x, y, max_iter=max_iter, tol=tol, init=init,
                            self_predicting=self_predicting, check_every=check_every, top_down=top_down,
-                           trace=trace)
+                           trace=trace, inner=inner)
         if pot is not None:
             return pot
     return _euler_solve(rule, net, state, x, y, max_iter=max_iter, tol=tol, damping=damping, init=init)
 
 
 def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting, check_every, top_down=None,
-                 trace=None):
+                 trace=None, inner: int = 3):
     r"""Gauss-Seidel sweeps of the steady-state map, output layer first; ``None`` if they do not contract.
 
     One sweep (spec §1.6 maps, each population set to its steady-state value given its inputs'
     *latest* values; the third-party phll ``SteadNet`` sweeps layer by layer the same way), written
     with the network's weights ``W_k = c_k Wpp_k`` so that ``A_k = c_k V_B,k = r_{k-1} @ W_k.T``:
 
-        U_N   = (1 - lam_out) A_N + lam_out y                 (A_N = c_N V_B,N; no target: U_N = A_N)
-        for k = N-1, ..., 1:
+        repeat `inner` times (the top pair, A_{N-1} fixed):
+            U_N       = (1 - lam_out) A_N + lam_out y         (A_N = c_N V_B,N; no target: U_N = A_N)
+            U_{N-1}   = A_{N-1} + lam_A V_A,N-1               (U^I_{N-1}, V_A,N-1 as below)
+        for k = N-2, ..., 1:
             U^I_k = (1 - lam_I) kI r_k @ IP_k.T + lam_I U_{k+1}
             V_A,k = rho(U_{k+1}) @ TD_k.T + rho(U^I_k) @ PI_k.T
             U_k   = A_k + lam_A V_A,k
 
-    ``A_1 = x @ W_1.T`` (the input drive) is computed once per solve. The interneurons are not
+    ``inner = 1`` is the plain top-down sweep. The slow mode of the plain sweep is the loop between
+    the output and the last hidden layer (measured on 784-1024-1024-10: with that pair solved
+    three times per sweep the sweeps needed to 1e-15 fall from 16 to 8, while repeating it costs
+    only products with the narrow output layer, ``B n_{N-1} n_N``); a block Gauss-Seidel
+    iteration with the same fixed points. ``A_1 = x @ W_1.T`` (the input drive) is computed once per
+    solve, and the first sweep from the forward pass reads its products ``A_k`` and rates. The interneurons are not
     iterated separately: ``U^I_k`` is an explicit function of ``U_k`` and ``U_{k+1}``, so a sweep is a
     map of the pyramidal potentials alone and has exactly the fixed points of the full map.
     With the ideal lateral weights (``self_predicting``) ``kI IP_k = W_{k+1}`` and ``PI_k = -TD_k``,
@@ -292,17 +312,24 @@ def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting
     instead of four (equal up to rounding; with ``TD_k = W_{k+1}.T / c_{k+1}`` for transposed top-down
     weights the scalar is applied to the ``(B, n_k)`` product, not to the matrix).
 
-    Matrix products (the floor of ``refimpl bench``): per sweep ``2 (N-1)`` with ``self_predicting``
-    (``A_k`` for ``k >= 2``, ``V_A,k``; plus ``A_N``), ``4 (N-1)`` without; once per solve the input
-    drive (taken from the forward pass when starting there) and one evaluation of the map at the
-    returned state (dendrites and ``residual = max|F(U) - U|``, as the Euler solver reports them).
+    Matrix products (the floor of ``refimpl bench``): per sweep, with ``self_predicting``, ``inner``
+    times the top pair's two (``A_N``, ``V_A,N-1``), and ``A_{N-1}`` (``N >= 3``) and ``A_k``
+    (``2 <= k < N-1``), ``V_A,k`` (``k <= N-2``) once; without ``self_predicting`` two more per layer
+    (``IP``, ``PI``); once per solve the input drive (taken from the forward pass when starting there)
+    and one evaluation of the map at the returned state (dendrites and ``residual = max|F(U) - U|``,
+    as the Euler solver reports them).
 
-    Measured (softplus, transposed top-down, ideal lateral, float64): the sweep map contracts by
-    ~0.1 per sweep, 15-17 sweeps to 1e-14 on 784-500-10 (batch 1 and 32), 784-1024-1024-10
-    (batch 256) and 30-20-20-20-5, against 68-149 Euler steps; Anderson acceleration (memory 2-5) on
-    top saved only 1-4 sweeps at the cost of the Gram products and was not adopted (issue 17 note).
+    Measured (softplus, transposed top-down, ideal lateral, float64): the plain sweep (``inner=1``)
+    contracts by ~0.12 per sweep, 15-17 sweeps to 1e-14 on 784-500-10 (batch 1 and 32),
+    784-1024-1024-10 (batch 256) and 30-20-20-20-5, against 68-149 Euler steps; with ``inner=3``
+    8 sweeps on 784-1024-1024-10 and 5 on 784-500-10 (each of those = 3 plain sweeps: its only
+    hidden layer is the top pair's). Anderson acceleration (memory 2-5) on the plain sweep saved
+    only 1-4 sweeps at the cost of the Gram products and was not adopted (issue 17 note).
 
-    Convergence: the largest change of a potential in a sweep, ``<= tol * max(1, max|U|)``, or
+    Convergence: the a-posteriori distance estimate ``q / (1 - q) * change <= tol * max(1, max|U|)``,
+    ``change`` the largest change of a potential in the sweep and ``q`` the larger of the last two
+    observed contraction ratios (for a contraction with factor ``q``, ``|U - U*| <= q / (1 - q)
+    change``; in the first two tests, without ratios, ``change`` itself); or
     stalled at rounding (no new best in 3 sweeps -- 3 tests -- once below ``max(10 tol, 64 eps)``,
     relative; Euler waits 10 steps, its slow modes make progress that late, a sweep contracting by
     ~0.1 does not: float32 with the default tol 1e-14 stops there).
@@ -313,6 +340,8 @@ def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting
     N = net.depth
     max_iter = rule.max_iter if max_iter is None else int(max_iter)
     tol = rule.tol if tol is None else float(tol)
+    if isinstance(inner, bool) or not isinstance(inner, int) or inner < 1:
+        raise ValueError(f"inner: expected an integer >= 1 (repetitions of the top pair per sweep), got {inner!r}")
     if check_every is None:
         check_every = 1 if "cpu" in str(device_of(x)).lower() else 4
     rho = _rates(rule, net)
@@ -322,14 +351,21 @@ def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting
     lam_A, lam_I, lam_out = rule.lam_A, rule.lam_I, rule.lam_out
     kI = rule.g_D / (rule.g_lk + rule.g_D)
     eps = 2.220446049250313e-16 if x.dtype == xp.float64 else 1.1920928955078125e-07
+    A0 = None  # products A_k = r_{k-1} @ W_k.T of the starting state, where the forward pass made them
     if init is None:
         tr = net.forward(x) if trace is None else trace
         drive = tr.a[1]  # x @ W_1.T (zero biases): the input drive, constant over the solve
         uP = [x] + [tr.a[k] for k in range(1, N + 1)]
         uI = [None] + [tr.a[k + 1] for k in range(1, N)] + [None]
+        # At the forward pass U_k = a_k, so r_k = phi(a_k) = z_k (hidden) and r_{k-1} @ W_k.T = a_k:
+        # the first sweep (and a max_iter=0 evaluation) reads them instead of recomputing them
+        # (bitwise the same values: the same functions of the same arrays, the biases are zero).
+        A0 = tr.a
+        r = [x] + [tr.z[k] for k in range(1, N)] + [rho[N](tr.a[N])]
     else:
         drive = x @ W[0].T
         uP, uI = list(init.uP), list(init.uI)
+        r = [x] + [rho[k](uP[k]) for k in range(1, N + 1)]
 
     def vA_of(k, r_up, uI_k, r):
         if self_predicting:
@@ -338,23 +374,42 @@ def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting
 
     def uI_of(k, A_up, uP_up, r):
         v = A_up if self_predicting else kI * (r[k] @ ip[k - 1].T)
-        return (1 - lam_I) * v + lam_I * uP_up
+        t = (1 - lam_I) * v
+        t += lam_I * uP_up  # (1 - lam_I) v + lam_I U_{k+1}, on one temporary
+        return t
 
-    r = [x] + [rho[k](uP[k]) for k in range(1, N + 1)]
+    def change_of(new, old):
+        d = new - old
+        return xp.max(xp.abs(d))
+
+    def A_of(k, first):
+        return A0[k] if first and A0 is not None else r[k - 1] @ W[k - 1].T
+
     best, best_it, it = math.inf, 0, 0
+    tested = []  # the changes at the last convergence tests
     while it < max_iter:
-        A_up = r[N - 1] @ W[N - 1].T
-        new = A_up if y is None else (1 - lam_out) * A_up + lam_out * y
-        change = xp.max(xp.abs(new - uP[N]))
-        uP[N], r[N] = new, rho[N](new)
-        for k in range(N - 1, 0, -1):
+        # the top pair (N-1, N), iterated `inner` times with A_{N-1} fixed (its loop is the slow mode)
+        start_top, start_low = uP[N], uP[N - 1]
+        A_low = drive if N == 2 else A_of(N - 1, it == 0)  # r_{N-2} is not yet updated in this sweep
+        for rep in range(inner):
+            A_up = A_of(N, it == 0 and rep == 0)
+            new = A_up if y is None else (1 - lam_out) * A_up + lam_out * y
+            uP[N], r[N] = new, rho[N](new)
+            uI[N - 1] = uI_of(N - 1, A_up, uP[N], r)
+            vA = vA_of(N - 1, r[N], uI[N - 1], r)
+            vA *= lam_A
+            vA += A_low  # A_{N-1} + lam_A V_A,N-1
+            uP[N - 1], r[N - 1] = vA, rho[N - 1](vA)
+        change = xp.maximum(change_of(uP[N], start_top), change_of(uP[N - 1], start_low))
+        A_up = A_low
+        for k in range(N - 2, 0, -1):
             uI[k] = uI_of(k, A_up, uP[k + 1], r)
             vA = vA_of(k, r[k + 1], uI[k], r)
-            A_up = drive if k == 1 else r[k - 1] @ W[k - 1].T
+            A_up = drive if k == 1 else A_of(k, it == 0)  # r_{k-1} is not yet updated in this sweep
             vA *= lam_A  # vA is this sweep's own product: in place, no temporaries
             vA += A_up
             new = vA     # A_k + lam_A V_A,k
-            change = xp.maximum(change, xp.max(xp.abs(new - uP[k])))
+            change = xp.maximum(change, change_of(new, uP[k]))
             uP[k], r[k] = new, rho[k](new)
         it += 1
         if it % check_every and it < max_iter:
@@ -363,8 +418,16 @@ def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting
         if not math.isfinite(ch) or (best < math.inf and ch > 1e3 * max(best, 1e-300)):
             return None
         scale = max(1.0, _max_abs(xp, uP[1:]))
-        if ch <= tol * scale:
+        if len(tested) >= 2 and tested[-2] > 0 and tested[-1] > 0:
+            # a-posteriori estimate of the distance to the fixed point of a contraction with factor q:
+            # |U - U*| <= q / (1 - q) |U - U_prev|, q (per sweep) the larger of the last two observed
+            # ratios of changes (no estimate, i.e. not converged, while they are >= 1)
+            q = max(tested[-1] / tested[-2], ch / tested[-1]) ** (1.0 / check_every)
+            if q < 1 and q / (1 - q) * ch <= tol * scale:
+                break
+        elif ch <= tol * scale:  # the first tests (the start may be the fixed point: the free phase)
             break
+        tested.append(ch)
         if ch < best:
             best, best_it = ch, it
         elif it - best_it >= 3 * check_every and ch <= max(10 * tol, 64 * eps) * scale:
@@ -372,7 +435,7 @@ def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting
         elif it - best_it > 40:
             return None
     # one evaluation of the map at the returned state (Jacobi: every input at its returned value)
-    A = [None, drive] + [r[k - 1] @ W[k - 1].T for k in range(2, N + 1)]
+    A = [None, drive] + [A_of(k, it == 0) for k in range(2, N + 1)]
     vB = [None] + [A[k] / _c(rule, k, N) for k in range(1, N + 1)]
     vA, vI, nP, nI = [None] * (N + 1), [None] * (N + 1), [x] + [None] * N, [None] * (N + 1)
     for k in range(1, N):
@@ -382,7 +445,7 @@ def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting
         nP[k] = A[k] + lam_A * vA[k]
     nP[N] = A[N] if y is None else (1 - lam_out) * A[N] + lam_out * y
     residual = _max_abs(xp, [nP[k] - uP[k] for k in range(1, N + 1)] + [nI[k] - uI[k] for k in range(1, N)])
-    return _assemble(rule, net, x, uP, uI, vB, vA, vI, rho, residual, it, y is not None)
+    return _assemble(rule, net, x, uP, uI, vB, vA, vI, rho, residual, it, y is not None, rates=r)
 
 
 def _euler_solve(rule, net, state, x, y=None, *, max_iter: Optional[int] = None, tol: Optional[float] = None,
@@ -872,7 +935,7 @@ class Microcircuit:
         trace = net.forward(x)  # the start of both phases
         nudged = self._solve(net, state, x, y, prepared=True, top_down=td, trace=trace)
         rho = _rates(self, net)
-        r = [x] + [rho[k](nudged.uP[k]) for k in range(1, N)]
+        r = nudged.rates if nudged.rates is not None else [x] + [rho[k](nudged.uP[k]) for k in range(1, N)]
         alpha = self.alpha(N)
         dW_paper = []
         for k in range(1, N + 1):

@@ -192,15 +192,17 @@ def test_sweep_solver_reaches_the_euler_fixed_point(phi, sizes, td, lateral, lat
     if ideal:  # the factorised sweep equals the general one
         general = M.steady_state(r, net, st, x, yy, self_predicting=False)
         assert diff(sweep, general) <= 1e-13
+    plain = M.steady_state(r, net, st, x, yy, self_predicting=ideal, inner=1)  # no inner repetitions
+    assert diff(sweep, plain) <= 1e-12 and plain.residual <= 1e-13
     if target:
-        early = M.steady_state(r, net, st, x, yy, max_iter=2, self_predicting=ideal)
+        early = M.steady_state(r, net, st, x, yy, max_iter=2, self_predicting=ideal, inner=1)
         assert diff(early, euler) > 1e-6 and early.residual > 1e-6
 
 
 def test_sweeps_that_do_not_contract_fall_back_to_euler():
-    """A linear net with strong random top-down and lateral weights: the sweep map does not contract
-    (the Gauss-Seidel iteration diverges) although the dynamics have a stable fixed point; the
-    default solver then returns Euler's fixed point (found by search, seed 0, feedback_scale 4)."""
+    """A linear net with strong random top-down and lateral weights: the plain sweep map (inner=1)
+    does not contract (the Gauss-Seidel iteration diverges) although the dynamics have a stable fixed
+    point; the solver then returns Euler's fixed point (found by search, seed 0, feedback_scale 4)."""
     net = ri.Network.init([3, 5, 4, 2], activation="linear", output_activation="linear", init="normal", seed=0)
     r = Microcircuit(top_down="random", feedback_scale=4.0, lateral="plastic", lateral_init="random",
                      lateral_scale=1.0, tol=1e-13)
@@ -208,12 +210,19 @@ def test_sweeps_that_do_not_contract_fall_back_to_euler():
     g = np.random.default_rng(0)
     x, y = g.standard_normal((4, 3)), g.standard_normal((4, 2))
     assert M._sweep_solve(r, net, st, x, y, max_iter=5000, tol=1e-13, init=None, self_predicting=False,
-                          check_every=1) is None
-    pot = M.steady_state(r, net, st, x, y)
+                          check_every=1, inner=1) is None
+    pot = M.steady_state(r, net, st, x, y, inner=1)
     euler = M.steady_state(r, net, st, x, y, method="euler")
     assert pot.residual <= 1e-10 and pot.iterations == euler.iterations
     for u, v in zip(pot.uP[1:], euler.uP[1:]):
         np.testing.assert_array_equal(u, v)
+    # The default sweep repeats the top pair 3 times (inner=3): that block iteration does contract
+    # here (slowly, ~370 sweeps), and reaches the fixed point more closely than Euler at the same tol:
+    # against Euler at tol 1e-17, 2.2e-12 (Euler at tol 1e-13: 7.2e-11, its slow modes).
+    tight = M.steady_state(r, net, st, x, y, method="euler", tol=1e-17, max_iter=200000)
+    default = M.steady_state(r, net, st, x, y)
+    assert tight.residual <= 1e-13 and default.iterations < euler.iterations
+    assert max(np.max(np.abs(u - v)) for u, v in zip(default.uP[1:], tight.uP[1:])) <= 1e-11
     with pytest.raises(ValueError, match="method: expected one of"):
         M.steady_state(r, net, st, x, y, method="newton")
 
@@ -513,3 +522,25 @@ def test_simulated_lateral_learning_follows_the_steady_state_rule():
         expect = -np.asarray(ref[0]).ravel()
         cos = moved @ expect / (np.linalg.norm(moved) * np.linalg.norm(expect))
         assert cos > 0.95, (which, cos)
+
+
+def test_first_sweep_reuses_the_forward_pass_exactly_and_inner_is_validated():
+    """Issue 17: starting from the forward pass, the first sweep reads its products A_k = a_k and
+    rates r_k = z_k instead of recomputing them; starting from the same potentials given as ``init``
+    (which recomputes them) gives bitwise the same fixed point, so the reuse changes no number."""
+    r = Microcircuit(tol=1e-14)
+    net = _net((5, 8, 7, 3), "softplus")
+    x, y = _batch(net)
+    st = r._prepared_state(net, r.init(net, seed=2))
+    start = M.steady_state(r, net, st, x, None, max_iter=0, self_predicting=True)  # the forward pass
+    tr = net.forward(x)
+    for k in range(1, net.depth + 1):
+        assert np.array_equal(start.uP[k], tr.a[k])
+    a = M.steady_state(r, net, st, x, y, self_predicting=True)
+    b = M.steady_state(r, net, st, x, y, self_predicting=True, init=start)
+    assert a.iterations == b.iterations
+    for u, v in zip(a.uP[1:] + a.vA[1:-1] + a.e[1:], b.uP[1:] + b.vA[1:-1] + b.e[1:]):
+        np.testing.assert_array_equal(u, v)
+    for bad in (0, -1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="inner: expected an integer >= 1"):
+            M.steady_state(r, net, st, x, y, inner=bad)
