@@ -185,10 +185,21 @@ def fa_flipped_kernel(model, x, y, state, loss):
 
 
 @torch_impl
-def brsf_conv(model, x, y, state, loss):
+def sign_feedback_conv(model, x, y, state, loss, mode, feedback_init, scale):
+    """uSF / brSF / frSF (Liao et al. 2016; BioTorch): B = |M| * sign(W) with the handed-over
+    magnitudes (brSF: this update's draw, frSF: init's); uSF: B = s * sign(W), s the xavier
+    std sqrt(2 / (fan_in + fan_out)) with torch's conv fans (C_in*kh*kw, C_out*kh*kw)."""
     from proofs.examples.torch_fa import FAConv2d
 
-    Bs = [M.abs() * torch.sign(m.weight.detach()) for M, m in zip(state["M"], weighted_layers(model))]
+    Bs = []
+    for i, m in enumerate(weighted_layers(model)):
+        sgn = torch.sign(m.weight.detach())
+        if mode == "usf":
+            assert feedback_init == "xavier" and scale is None
+            fi, fo = nn.init._calculate_fan_in_and_fan_out(m.weight)
+            Bs.append((2.0 / (fi + fo)) ** 0.5 * sgn)
+        else:
+            Bs.append(state["M"][i].abs() * sgn)
     _feedback_step(model, x, y, Bs, loss, FAConv2d)
 
 
@@ -216,8 +227,9 @@ def test_fa_with_a_flipped_kernel_in_the_input_gradient_fails():
     assert any(d["type"] == "conv2d" and max(d["kernel_size"]) >= 2 for d in lay[i + 1:])
 
 
-def test_brsf_handed_over_magnitudes_work_on_conv():
-    res = C.check("brsf", brsf_conv, instances=15, architectures=CONV)
+@pytest.mark.parametrize("rule", ["usf", "brsf", "frsf"])
+def test_sign_feedback_works_on_conv(rule):
+    res = C.check(rule, sign_feedback_conv, instances=10, architectures=CONV)
     assert res.passed, res.summary()
 
 
