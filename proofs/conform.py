@@ -151,7 +151,8 @@ CONV_STATES = {
                               "(C_out, C_in, kh, kw); the input gradient is the transposed convolution with "
                               "B[i] in W[i]'s place (torch.nn.grad.conv2d_input)",
     "DFA": "B[i]: (n_L, C*H'*W') over layer i+1's pre-pooling units a_{i+1} (torch flatten order); hidden "
-           "delta = reshape(e_L @ B[i], a_{i+1}.shape) * f'(a_{i+1}), then pooled layers are not unpooled",
+           "delta = reshape(e_L @ B[i], a_{i+1}.shape) * f'(a_{i+1}) (no pooling transpose: B reaches the "
+           "units before the pooling)",
     "PEPITA": "F: (n_0, n_L) with n_0 = C*H*W (x_mod = x + sign * reshape(e @ F.T, x.shape)); masks[l]: "
               "(B, C, H', W'), the pre-pooling shape of layer l+1's units",
     "TP, DTP, DRL, LDRL": "Q[i]: W[i]'s own layout (C_out, C_in, kh, kw) for a conv layer (ConvTranspose2d's "
@@ -176,7 +177,8 @@ HANDED_OVER = {
     "SignSymmetry": "brSF: state['M'] = the magnitudes M_t of this update (brsf_magnitudes(net, seed, step)); "
                     "the feedback is |M[i]| * sign(W[i]) (frSF: M is init's, fixed; uSF: None)",
     "PEPITA": "state['masks'] = the hidden layers' inverted-dropout masks (L-1 arrays (B, n_l) with entries "
-              "0 or 1/keep_prob, None entries when keep_prob == 1), shared by both passes",
+              "0 or 1/keep_prob, None entries when keep_prob == 1; a conv layer's have the pre-pooling shape "
+              "(B, C, H', W')), shared by both passes",
     "CorInfoMax": "state['signed_beta'] = beta with this batch's random sign (signed_beta(state))",
     "feedback (TP, DTP, DRL, LDRL)": "with feedback=True: state['noise'][i] = the noise of layer i+1's feedback "
                                      "loss (None where not trained; rows replicated `samples` times): standard "

@@ -555,3 +555,88 @@ def test_diagnose_on_kernels():
     assert "channels swapped" in C.diagnose(e.transpose(1, 0, 2, 3).copy(), e)
     assert C.diagnose(e + 1e-3 * np.random.default_rng(4).standard_normal(e.shape), e) is None
     assert "transposed" not in (C.diagnose(e[:, :, ::-1, ::-1].copy(), e) or "")
+
+
+# --- precision and older files ----------------------------------------------------------------------
+
+def test_float32_conv_instances_keep_their_layers():
+    seen = []
+
+    def spy(weights, biases, activations, x, y, state, layers, **hyper):
+        from proofs.examples.torch_fa import fa_updates
+        seen.append((weights[0].dtype, x.ndim, layers[0]["type"]))
+        return fa_updates(weights, biases, activations, x, y, state, layers=layers, **hyper)
+
+    res = C.check("fa", spy, instances=8, architectures=CONV, dtype="float32")
+    assert res.passed, res.summary()
+    assert all(s == (np.float32, 4, "conv2d") for s in seen)
+
+
+def test_dense_counterexample_without_layer_records_still_replays():
+    # files written before conv draws record no input_shape / layers: replayed as dense networks
+    bad = C.check("fa", FA_SLIP, instances=30)
+    c = json.loads(json.dumps(bad.counterexample))
+    assert c["instance"]["layers"][0]["type"] == "linear" and "sizes=" in C.format_counterexample(c)
+    for k in ("layers", "input_shape", "architecture"):
+        c["instance"].pop(k)
+    assert not C.replay("fa", FA_SLIP, c).holds and C.replay("fa", FA_OK, c).holds
+
+
+# --- DTP feedback updates on conv (the handed-over noise in the images' shape) -------------------------
+
+def dtp_feedback_torch(weights, biases, activations, x, y, state, layers, sigma, **hyper):
+    """DTP's reconstruction loss (Lee et al. 2015, Eq. 8) per layer l >= 2, mean over the batch of
+    ||g_l(f_l(h_{l-1} + sigma eps)) - (h_{l-1} + sigma eps)||^2, differentiated by autograd with
+    respect to Q_l and c_l; g_l unpools through the noisy pass's own argmax."""
+    from refimpl.torch_bridge import activation_module
+
+    L = len(weights)
+    Ws, bs = [torch.as_tensor(W) for W in weights], [torch.as_tensor(b) for b in biases]
+    acts = [activation_module(a) for a in activations]
+
+    def layer(l, h):
+        sp = layers[l - 1]
+        if sp["type"] == "conv2d":
+            a = F.conv2d(h, Ws[l - 1], bs[l - 1], tuple(sp["stride"]), tuple(sp["padding"]))
+        else:
+            a = F.linear(h.flatten(1), Ws[l - 1], bs[l - 1])
+        z = acts[l - 1](a)
+        pool = sp.get("pool")
+        if not pool:
+            return z, z
+        fn = F.max_pool2d if pool["type"] == "max" else F.avg_pool2d
+        return z, fn(z, tuple(pool["kernel_size"]), tuple(pool["stride"]))
+
+    h = [torch.as_tensor(x)]
+    for l in range(1, L + 1):
+        h.append(layer(l, h[-1])[1])
+    dQ, dc = [None] * L, [None] * L
+    for l in range(2, L + 1):
+        sp = layers[l - 1]
+        xt = h[l - 1] + sigma * torch.as_tensor(state["noise"][l - 1]).reshape(h[l - 1].shape)
+        z, p = layer(l, xt)
+        if sp.get("pool"):
+            zz = z.detach().requires_grad_(True)
+            pool = sp["pool"]
+            fn = F.max_pool2d if pool["type"] == "max" else F.avg_pool2d
+            (p,) = torch.autograd.grad(fn(zz, tuple(pool["kernel_size"]), tuple(pool["stride"])), zz, p)
+        u = acts[l - 1](p.detach())
+        Q = torch.as_tensor(state["Q"][l - 1]).clone().requires_grad_(True)
+        c = torch.as_tensor(state["c"][l - 1]).clone().requires_grad_(True)
+        if sp["type"] == "conv2d":
+            (kh, kw), (s0, s1), (p0, p1) = sp["kernel_size"], sp["stride"], sp["padding"]
+            H, W = xt.shape[2:]
+            op = (H - ((u.shape[2] - 1) * s0 - 2 * p0 + kh), W - ((u.shape[3] - 1) * s1 - 2 * p1 + kw))
+            r = F.conv_transpose2d(u, Q, None, (s0, s1), (p0, p1), op) + c.reshape(1, -1, 1, 1)
+        else:
+            r = (u @ Q.T).reshape(xt.shape) + c.reshape((1,) + tuple(xt.shape[1:]))
+        loss = ((r - xt) ** 2).sum() / xt.shape[0]
+        gQ, gc = torch.autograd.grad(loss, [Q, c])
+        dQ[l - 1], dc[l - 1] = gQ.numpy(), gc.numpy()
+    return dQ, dc
+
+
+def test_dtp_feedback_updates_pass_on_conv():
+    res = C.check("dtp", dtp_feedback_torch, instances=15, feedback=True, architectures=CONV,
+                  hyper={"sigma": C.Range(0.01, 0.5)})
+    assert res.passed, res.summary()
