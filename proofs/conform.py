@@ -5,21 +5,37 @@ The adapter contract (README "Checking your own implementation")::
     impl(weights, biases, activations, x, y, state, **hyper) -> (dW, db)
 
 * ``weights``, ``biases``: lists of NumPy arrays in the instance's dtype (``dtype=``, float64 by
-  default), ``weights[i]`` of shape ``(n_{i+1}, n_i)`` (torch.nn.Linear layout), ``biases[i]`` of
-  shape ``(n_{i+1},)``;
+  default), ``weights[i]`` of shape ``(n_{i+1}, n_i)`` (torch.nn.Linear layout) for a dense layer,
+  ``(C_out, C_in, kh, kw)`` (torch.nn.Conv2d layout) for a convolutional one; ``biases[i]`` of
+  shape ``(n_{i+1},)`` (``(C_out,)``: one per channel);
 * ``activations``: list of refimpl activation names (``"tanh"``, ``"leaky_relu(0.2)"``, ...;
   :mod:`proofs.conform_torch` maps them to torch modules, in one place);
-* ``x``: ``(B, n_0)``; ``y``: ``(B, n_L)`` targets (mse) or integer labels ``(B,)`` (ce);
+* ``x``: ``(B, n_0)`` for a dense network, ``(B, C, H, W)`` (NCHW) for a convolutional one;
+  ``y``: ``(B, n_L)`` targets (mse) or integer labels ``(B,)`` (ce);
 * ``state``: the rule's state as a dict of NumPy arrays / lists of arrays (e.g. FA's ``{"B": [...]}``),
   *drawn* (not only initialised: :data:`STATE_DRAWS`), plus every random quantity the reference
   draws inside ``updates`` (:data:`HANDED_OVER`), so that an independent implementation can match
-  the reference exactly;
+  the reference exactly; on a convolutional network (:data:`CONV_STATES`) FA's and the sign
+  feedbacks' ``B``/``M`` are kernels in ``W``'s layout, DFA's ``B[i]`` is ``(n_L, C*H'*W')`` over
+  layer ``i+1``'s *pre-pooling* units (torch flatten order), PEPITA's ``F`` is ``(n_0, n_L)`` with
+  ``n_0 = C*H*W`` and its masks have the pre-pooling shape ``(B, C, H', W')``, the TP family's
+  ``Q[i]`` is in ``W[i]``'s own layout (``ConvTranspose2d``'s) and ``c[i]`` is per input channel;
 * ``**hyper``: every hyper-parameter of the reference rule *as resolved* (defaults included, drawn
   values where ``hyper`` gives a :class:`Range`); an implementation whose signature has no
   ``**kwargs`` receives the ones it names;
 * ``layers`` (only if the signature names it): the network as a list of layer descriptions
-  (``{"type": "linear", "in_features", "out_features", "bias", "activation"}``), the hook through
-  which convolutional layers will be described;
+  (:func:`layer_specs`), one dict per layer with ``type`` (``"linear"`` or ``"conv2d"``),
+  ``activation``, ``spec`` (e.g. ``"conv2d(2->3,k3,s2,p1)+maxpool2"``), ``weight_shape``, ``bias``,
+  ``in_shape`` (per-sample input shape), ``out_shape`` (per-sample shape of the pre-activation
+  ``a``; for a conv layer before pooling) and ``h_shape`` (what the next layer reads: after
+  pooling); a linear layer also has ``in_features``, ``out_features`` and ``flatten`` (True for
+  the first linear layer after a conv layer: its input is flattened in torch order,
+  ``h.reshape(B, -1)`` of ``(B, C, H, W)``, i.e. ``nn.Flatten()``); a conv layer has
+  ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding`` (pairs), ``pool``
+  (None or ``{"type": "max"|"avg", "kernel_size": (kh, kw), "stride": (sh, sw)}``, applied after
+  the activation, no padding; max pooling routes the gradient to the first maximum of its window)
+  and ``keep`` (None: every channel is passed on). :func:`proofs.conform_torch.to_sequential`
+  turns them into an ``nn.Sequential``;
 * returns per-layer ``dW``, ``db`` (NumPy arrays or torch tensors) in gradient convention: what
   autograd's ``.grad`` would hold for BP (``W <- W - lr * dW`` descends), batch-mean loss.
 
@@ -34,6 +50,14 @@ Precision: the instance is drawn in float64, rounded to ``dtype`` and handed ove
 reference runs in float64 on the *rounded* values, so the only difference is the implementation's
 own arithmetic, judged with the tolerance table's row for ``dtype`` (:mod:`proofs.tolerances`;
 float32: rtol 1e-4, atol 1e-5, the reason is written there) unless ``rtol``/``atol`` override it.
+
+Architectures: ``check(..., architectures=("mlp",))`` (default; CLI ``--arch mlp``) draws dense
+networks, ``("conv",)`` (``--arch conv``) convolutional ones (:func:`proofs.strategies.draw_conv_network`:
+1-3 conv layers with optional 2x2 max/avg pooling, then 1-2 linear layers; images 3-7 pixels a
+side, batch <= 6), ``("mlp", "conv")`` (``--arch any``) either. Rules without a convolutional
+form are refused with one clear error (:data:`NO_CONV`); why every conv draw is valid for the
+others is written at :data:`RULE_CONV_NETWORKS`. A counterexample records the architecture
+(``input_shape`` and the layer descriptions), so :func:`replay` rebuilds the exact network.
 
 Hypothesis drives the search over networks, batches, states and hyper-parameter ranges; on a
 mismatch it shrinks to a minimal counterexample (structure and batch; once a failure is found, a
@@ -56,12 +80,14 @@ import numpy as np
 
 import refimpl as ri
 from refimpl.backend import to_numpy, from_numpy
-from .strategies import draw_network, draw_batch, ALL_ACTIVATIONS, INVERTIBLE_ACTIVATIONS
+from .strategies import (draw_network, draw_conv_network, draw_batch, ALL_ACTIVATIONS, INVERTIBLE_ACTIVATIONS,
+                         ARCHITECTURES)
 from .theorem import HypothesisDrawer, Evidence
 from .tolerances import tolerance, TOLERANCES
 
 __all__ = ["check", "replay", "replay_details", "format_counterexample", "load_impl", "resolve_rule", "resolved_hyper", "state_to_host", "handed_state",
-           "layer_specs", "diagnose", "ConformResult", "Range", "RULE_NETWORKS", "STATE_DRAWS", "HANDED_OVER",
+           "layer_specs", "diagnose", "ConformResult", "Range", "RULE_NETWORKS", "RULE_CONV_NETWORKS", "NO_CONV",
+           "CONV_STATES", "STATE_DRAWS", "HANDED_OVER", "check_architectures", "network_from_record",
            "ReferenceRejected", "ReplayRefused", "rule_name"]
 
 #: Networks a rule is defined on (rule class name -> draw_network keyword arguments).
@@ -74,6 +100,67 @@ RULE_NETWORKS = {
     "Microcircuit": dict(depth=(2, 4), output_activations=("linear",), bias=False, shared_hidden=True),
     "CorInfoMax": dict(bias=False),
 }
+
+#: Rules conform does not check on convolutional networks (rule class name -> the reason; ``check``
+#: with ``architectures`` containing "conv" raises one ValueError naming the rule and the reason).
+NO_CONV = {
+    "Microcircuit": "the dendritic microcircuit (Sacramento et al. 2018) is defined on dense layers only "
+                    "(refimpl's Microcircuit refuses conv networks); use --arch mlp",
+    "CorInfoMax": "CorInfoMax (Bozkurt et al. 2024) is defined on dense layers only (refimpl's CorInfoMax refuses "
+                  "conv networks); use --arch mlp",
+    "GaitProp": "GAIT-prop inverts layers 2..L, which on a conv network must be invertible convs (square per-patch "
+                "matrix, C_out = C_in*kh*kw, auxiliary channels `keep`, no pooling) before a square dense output "
+                "whose first `outputs` units carry the loss (Dalm et al. 2023); conform has no draw of that "
+                "structure (its outputs hyper-parameter would have to follow the draw): use --arch mlp, and "
+                "`refimpl verify --only gaitprop` (proofs/gaitprop.py draws such nets) for conv",
+    "TPInverse": "TPInverse inverts layers 2..L, which on a conv network must be invertible convs (square per-patch "
+                 "matrix, C_out = C_in*kh*kw, auxiliary channels `keep`, no pooling) before a square dense output "
+                 "whose first `outputs` units carry the loss; conform has no draw of that structure: use --arch mlp",
+}
+
+#: Convolutional draws per rule (rule class name -> :func:`proofs.strategies.draw_conv_network`
+#: keyword arguments; no entry: every conv draw, max and average pooling included). Why no rule
+#: below needs a restriction:
+#:
+#: * BP, FA, SignSymmetry (uSF, brSF, frSF): the only non-smooth conv operation is max pooling,
+#:   whose backward routes each window's gradient to its forward argmax. conform's weights, biases
+#:   and inputs are continuous, so a window holds two equal maxima only where they are the same
+#:   computation (ReLU zeros, windows that read padding only), and there either routing gives the
+#:   same gradient (a zero derivative behind both, or no input behind both). The theorem
+#:   ``usf_equals_bp_with_equal_magnitudes`` draws no max pooling because it *sets* every
+#:   ``|W_ij| = s`` (exact ties in the forward pass, broken differently by two summation orders);
+#:   conform's forward weights are Gaussian and uSF's sign feedback enters the backward pass only.
+#: * DFA: the hidden delta ``reshape(e_L @ B[i]) * f'(a)`` is formed at the pre-pooling units, so the
+#:   pooling enters the forward pass only; ``dfa_equals_bp_one_hidden_layer`` excludes max pooling
+#:   because it compares DFA with *BP* (whose feedback through max pooling depends on the argmax),
+#:   which conform does not.
+#: * PEPITA: the modulated pass has its own argmax; that is part of the rule (the kernel update reads
+#:   the pre-pooling units of both passes), and its ties are the measure-zero ones above.
+#: * TP, DTP, DRL, L-DRL: the feedback unpools through the argmax of the forward pass that produced
+#:   its argument (the clean pass for targets, the noisy pass for g(f(x + eps))): the rule's
+#:   definition (refimpl.rules.target_prop), tie-free as above.
+#:
+#: A float32 instance (``dtype="float32"``) adds one case: two entries of a max-pooling window
+#: closer than float32's rounding may be ordered differently by a float32 implementation than by
+#: the float64 reference (probability about the window count times 1e-7 per instance).
+RULE_CONV_NETWORKS: dict = {}
+
+#: How each rule's handed-over state looks on a convolutional network (state field -> layout).
+CONV_STATES = {
+    "FA / uSF / frSF / brSF": "B[i] (FA) and M[i] (frSF, brSF's magnitudes) are kernels of W[i]'s shape "
+                              "(C_out, C_in, kh, kw); the input gradient is the transposed convolution with "
+                              "B[i] in W[i]'s place (torch.nn.grad.conv2d_input)",
+    "DFA": "B[i]: (n_L, C*H'*W') over layer i+1's pre-pooling units a_{i+1} (torch flatten order); hidden "
+           "delta = reshape(e_L @ B[i], a_{i+1}.shape) * f'(a_{i+1}) (no pooling transpose: B reaches the "
+           "units before the pooling)",
+    "PEPITA": "F: (n_0, n_L) with n_0 = C*H*W (x_mod = x + sign * reshape(e @ F.T, x.shape)); masks[l]: "
+              "(B, C, H', W'), the pre-pooling shape of layer l+1's units",
+    "TP, DTP, DRL, LDRL": "Q[i]: W[i]'s own layout (C_out, C_in, kh, kw) for a conv layer (ConvTranspose2d's "
+                          "weight: g(y) = conv_transpose(phi(P^T y), Q) cropped to the input size + c), W[i].T's "
+                          "shape for a dense one; c[i]: (C_in,) per input channel for a conv layer, (C*H*W,) "
+                          "for the dense layer after a conv (its feedback is reshaped to the image)",
+}
+
 
 #: How a state is drawn beyond ``rule.init`` (state class name -> description); every field an
 #: implementation must use ranges over its values, so an implementation that ignores one fails.
@@ -90,7 +177,8 @@ HANDED_OVER = {
     "SignSymmetry": "brSF: state['M'] = the magnitudes M_t of this update (brsf_magnitudes(net, seed, step)); "
                     "the feedback is |M[i]| * sign(W[i]) (frSF: M is init's, fixed; uSF: None)",
     "PEPITA": "state['masks'] = the hidden layers' inverted-dropout masks (L-1 arrays (B, n_l) with entries "
-              "0 or 1/keep_prob, None entries when keep_prob == 1), shared by both passes",
+              "0 or 1/keep_prob, None entries when keep_prob == 1; a conv layer's have the pre-pooling shape "
+              "(B, C, H', W')), shared by both passes",
     "CorInfoMax": "state['signed_beta'] = beta with this batch's random sign (signed_beta(state))",
     "feedback (TP, DTP, DRL, LDRL)": "with feedback=True: state['noise'][i] = the noise of layer i+1's feedback "
                                      "loss (None where not trained; rows replicated `samples` times): standard "
@@ -228,11 +316,19 @@ def handed_state(rule, net, state, x, feedback=None) -> dict:
     return out
 
 
+def _pair(v) -> tuple:
+    return tuple(int(n) for n in v)
+
+
 def layer_specs(net) -> list:
-    """The network as layer descriptions (passed as ``layers`` to an implementation that names it):
-    one dict per layer with ``type`` (``net.layers[i].kind``: ``"linear"``; convolutional kinds when
-    conform draws conv networks), ``activation``, ``spec`` (the layer's one-line description),
-    ``weight_shape``, and for linear layers ``in_features``, ``out_features``."""
+    """The network as layer descriptions (passed as ``layers`` to an implementation that names it;
+    stored in counterexamples): one dict per layer with ``type`` (``"linear"`` or ``"conv2d"``),
+    ``activation``, ``spec`` (the layer's one-line description), ``weight_shape``, ``bias``,
+    ``in_shape``, ``out_shape`` (of the pre-activation ``a``, before pooling) and ``h_shape`` (after
+    pooling: what the next layer reads); linear layers add ``in_features``, ``out_features`` and
+    ``flatten`` (True when the input is an image, flattened in torch order); conv layers add
+    ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``pool`` (None or
+    ``{"type": "max"|"avg", "kernel_size", "stride"}``) and ``keep`` (module docstring)."""
     specs = getattr(net, "layers", None) or (None,) * net.depth
     out = []
     for sp, W, a in zip(specs, net.weights, net.activations):
@@ -240,9 +336,87 @@ def layer_specs(net) -> list:
         d = {"type": kind, "activation": a, "weight_shape": tuple(int(n) for n in W.shape), "bias": True,
              "spec": sp.describe() if sp is not None else f"linear({W.shape[1]}->{W.shape[0]})"}
         if kind == "linear":
-            d.update(in_features=int(W.shape[1]), out_features=int(W.shape[0]))
+            in_shape = _pair(sp.in_shape) if sp is not None and sp.in_shape is not None else (int(W.shape[1]),)
+            d.update(in_features=int(W.shape[1]), out_features=int(W.shape[0]), in_shape=in_shape,
+                     out_shape=(int(W.shape[0]),), h_shape=(int(W.shape[0]),), flatten=len(in_shape) > 1)
+        elif kind == "conv2d":
+            pool = None
+            if sp.pool is not None:
+                pool = {"type": "max" if sp.pool.kind == "maxpool" else "avg",
+                        "kernel_size": _pair(sp.pool.kernel_size), "stride": _pair(sp.pool.stride)}
+            d.update(in_channels=int(sp.in_shape[0]), out_channels=int(sp.out_channels),
+                     kernel_size=_pair(sp.kernel_size), stride=_pair(sp.stride), padding=_pair(sp.padding),
+                     pool=pool, keep=sp.keep, in_shape=_pair(sp.in_shape), out_shape=_pair(sp.out_shape),
+                     h_shape=_pair(sp.h_shape))
         out.append(d)
     return out
+
+
+def _spec_from_description(i: int, d: dict):
+    """The unbound refimpl layer spec of one :func:`layer_specs` entry (the inverse map)."""
+    from refimpl.layers import Conv2d, Linear, MaxPool2d, AvgPool2d
+
+    kind = d.get("type", "linear")
+    if kind == "linear":
+        return Linear()
+    if kind == "conv2d":
+        pool = d.get("pool")
+        if pool is not None:
+            cls = {"max": MaxPool2d, "avg": AvgPool2d}.get(pool.get("type"))
+            if cls is None:
+                raise ValueError(f"counterexample layers[{i}].pool: expected type 'max' or 'avg', got {pool!r}")
+            pool = cls(tuple(pool["kernel_size"]), tuple(pool["stride"]))
+        return Conv2d(stride=tuple(d["stride"]), padding=tuple(d["padding"]), pool=pool, keep=d.get("keep"))
+    raise ValueError(f"counterexample layers[{i}]: unknown layer type {kind!r} (expected 'linear' or 'conv2d')")
+
+
+def network_from_record(inst: dict, weights, biases, activations) -> "ri.Network":
+    """The network of a stored instance: dense when it records no conv layer (files written
+    before conv draws record none), else rebuilt from ``input_shape`` and ``layers``."""
+    layers = inst.get("layers")
+    if not layers or all(d.get("type", "linear") == "linear" and not d.get("flatten") for d in layers):
+        return ri.Network(tuple(weights), tuple(biases), tuple(activations))
+    if inst.get("input_shape") is None:
+        raise ValueError("counterexample: a convolutional instance needs its input_shape")
+    specs = tuple(_spec_from_description(i, d) for i, d in enumerate(layers))
+    return ri.Network(tuple(weights), tuple(biases), tuple(activations), layers=specs,
+                      input_shape=tuple(int(n) for n in inst["input_shape"]))
+
+
+def _like(net, weights, biases) -> "ri.Network":
+    """``net`` with other weights and biases (same layer specs and input shape)."""
+    return ri.Network(tuple(weights), tuple(biases), net.activations, layers=getattr(net, "layers", None),
+                      input_shape=getattr(net, "input_shape", None))
+
+
+def _architecture(net) -> str:
+    """``sizes=[...]`` for a dense network, ``input=CxHxW layers=[...]`` for a conv one."""
+    from .strategies import describe_network
+    return describe_network(net)
+
+
+def _instance_record(net, x, y, rule, state, state_seed) -> dict:
+    """The stored form of an instance (arrays as lists, the architecture as layer descriptions)."""
+    return {"sizes": list(net.sizes), "activations": list(net.activations), "batch": int(x.shape[0]),
+            "input_shape": [int(n) for n in net.input_shape], "layers": _jsonable(layer_specs(net)),
+            "architecture": _architecture(net),
+            "loss": getattr(rule, "loss", None), "state_seed": state_seed,
+            "weights": [to_numpy(W).tolist() for W in net.weights],
+            "biases": [to_numpy(b).tolist() for b in net.biases],
+            "x": to_numpy(x).tolist(), "y": to_numpy(y).tolist(), "state": _jsonable(state_to_host(state))}
+
+
+def check_architectures(rule, architectures) -> tuple:
+    """``architectures`` validated (entries of :data:`proofs.strategies.ARCHITECTURES`, a string
+    accepted for one) and checked against the rule (:data:`NO_CONV`): one ValueError naming the
+    rule and the reason."""
+    archs = (architectures,) if isinstance(architectures, str) else tuple(architectures or ())
+    if not archs or any(a not in ARCHITECTURES for a in archs):
+        raise ValueError(f"architectures: expected a non-empty subset of {ARCHITECTURES}, got {architectures!r}")
+    kind = type(rule).__name__
+    if "conv" in archs and kind in NO_CONV:
+        raise ValueError(f"{kind} is not checked on convolutional networks: {NO_CONV[kind]}")
+    return tuple(dict.fromkeys(archs))
 
 
 # --- drawing and rounding states ---------------------------------------------------------------
@@ -364,7 +538,10 @@ def diagnose(received, expected, *, batch: int = 1, hyper: Optional[dict] = None
     """The name of a slip when ``received`` differs from ``expected`` in a recognisable way.
 
     Recognised: a scalar factor (flipped sign, 2, 1/2, the batch size ``B``, 1/B, ``beta`` or
-    1/beta of the rule's hyper-parameters, zero), a transposed matrix, and, with ``derivative``
+    1/beta of the rule's hyper-parameters, zero), a transposed matrix, for conv kernels
+    ``(C_out, C_in, kh, kw)`` swapped channel axes (``ConvTranspose2d``'s layout) and a spatially
+    flipped kernel (a true convolution where torch's cross-correlation is meant; "transposed" is
+    meaningless for kernels and never tried on them), and, with ``derivative``
     (the activation derivative ``f'(a)`` of the layer for a batch of one: received and expected are
     then its delta), a missing or doubled activation derivative. ``rtol``: how closely the form must
     fit (relative to ``max|received|``).
@@ -377,6 +554,11 @@ def diagnose(received, expected, *, batch: int = 1, hyper: Optional[dict] = None
             ok = np.allclose(a.T, e, rtol=1e-6, atol=1e-12 + 1e-6 * np.max(np.abs(e), initial=0))
             return f"transposed: received shape {a.shape}, expected {e.shape}" + \
                    (" (received.T agrees)" if ok else "")
+        if a.ndim == 4 and e.ndim == 4 and a.shape == (e.shape[1], e.shape[0]) + e.shape[2:]:
+            ok = np.allclose(a.transpose(1, 0, 2, 3), e, rtol=1e-6, atol=1e-12 + 1e-6 * np.max(np.abs(e), initial=0))
+            return (f"kernel channels swapped: received shape {a.shape}, expected {e.shape} ((in, out, kh, kw), "
+                    "ConvTranspose2d's layout, where Conv2d's (out, in, kh, kw) is expected)"
+                    + (" (received.transpose(1, 0, 2, 3) agrees)" if ok else ""))
         return None
     scale = max(float(np.max(np.abs(a), initial=0)), float(np.max(np.abs(e), initial=0)))
     if scale == 0:
@@ -388,6 +570,12 @@ def diagnose(received, expected, *, batch: int = 1, hyper: Optional[dict] = None
 
     if a.ndim == 2 and a.shape[0] == a.shape[1] and a.shape[0] > 1 and close(a, e.T) and not close(a, e):
         return "transposed matrix (received = expected.T)"
+    if a.ndim == 4 and a.shape[2] * a.shape[3] > 1:
+        if close(a, e[:, :, ::-1, ::-1]) and not close(a, e):
+            return ("spatially flipped kernel (received = expected[:, :, ::-1, ::-1]: a true convolution where "
+                    "torch's cross-correlation is meant, or a flip too many)")
+        if a.shape[0] == a.shape[1] and a.shape[0] > 1 and close(a, e.transpose(1, 0, 2, 3)) and not close(a, e):
+            return "kernel channels swapped (received = expected.transpose(1, 0, 2, 3): ConvTranspose2d's layout)"
     if derivative is not None:
         d = np.asarray(to_numpy(derivative), dtype=np.float64)
         if d.shape == e.shape and not np.allclose(d, 1.0, rtol=0, atol=10 * rtol):
@@ -498,8 +686,8 @@ def _run_once(s: _Setup, rule, net, x, y, state, impl_hyper: dict):
             ref = rule.targets(net, state, x, y) if s.targets else rule.updates(net, state, x, y)[0]
         handed = handed_state(rule, net, state, x, feedback=fb)
     except (ValueError, TypeError) as exc:
-        raise ReferenceRejected(f"the reference {type(rule).__name__} rejected the drawn instance (sizes "
-                                f"{list(net.sizes)}, activations {list(net.activations)}): {exc}; restrict the "
+        raise ReferenceRejected(f"the reference {type(rule).__name__} rejected the drawn instance ("
+                                f"{_architecture(net)}, activations {list(net.activations)}): {exc}; restrict the "
                                 "draw with network=... (proofs.conform.RULE_NETWORKS)") from exc
     cast = (lambda a: None if a is None else np.asarray(a).astype(dt)) if dt != "float64" else (lambda a: a)
     yh = to_numpy(y)
@@ -620,14 +808,9 @@ def _report(s: _Setup, rule, net, x, y, state, res, state_seed) -> dict:
         "detail": detail.get(origin, ""), "slip": slip,
         "expected": _jsonable(to_numpy(exp[i])) if exp[i] is not None else None,
         "received": _jsonable(np.asarray(to_numpy(act[i]), dtype=np.float64)) if act[i] is not None else None,
-        "instance": {"sizes": list(net.sizes), "activations": list(net.activations), "batch": B,
-                     "loss": getattr(rule, "loss", None), "state_seed": state_seed,
-                     "weights": [to_numpy(W).tolist() for W in net.weights],
-                     "biases": [to_numpy(b).tolist() for b in net.biases],
-                     "x": to_numpy(x).tolist(), "y": to_numpy(y).tolist(),
-                     "state": _jsonable(state_to_host(state)),
-                     "handed_over": sorted(k for k, v in handed.items()
-                                           if k not in host_state or (host_state[k] is None and v is not None))},
+        "instance": dict(_instance_record(net, x, y, rule, state, state_seed),
+                         handed_over=sorted(k for k, v in handed.items()
+                                            if k not in host_state or (host_state[k] is None and v is not None))),
     }
 
 
@@ -664,6 +847,15 @@ def _layer_index(label: str) -> int:
     return int(label[label.index("[") + 1:label.index("]")])
 
 
+def _record_architecture(inst: dict) -> str:
+    """``sizes=[...]`` (dense) or ``input=CxHxW layers=[conv2d(..)+maxpool2 | linear(..)]`` of a stored instance."""
+    layers = inst.get("layers") or []
+    if any(d.get("type", "linear") != "linear" for d in layers) and inst.get("input_shape"):
+        return (f"input={'x'.join(str(n) for n in inst['input_shape'])} "
+                f"layers=[{' | '.join(str(d.get('spec')) for d in layers)}]")
+    return f"sizes={inst.get('sizes')}"
+
+
 def format_counterexample(c: dict, header: str = "counterexample", what: str = "minimal counterexample") -> str:
     """The human-readable form of a counterexample dict (what the CLI prints)."""
     inst = c.get("instance", {})
@@ -673,7 +865,7 @@ def format_counterexample(c: dict, header: str = "counterexample", what: str = "
              f"{c.get('tolerance', {}).get('atol', math.nan):.0e})",
              f"  hyper-parameters: {', '.join(f'{k}={v!r}' for k, v in hyper.items())}"
              + (f"  [drawn from {c['hyper_ranges']}]" if c.get("hyper_ranges") else ""),
-             f"  {what}: sizes={inst.get('sizes')} activations={inst.get('activations')} "
+             f"  {what}: {_record_architecture(inst)} activations={inst.get('activations')} "
              f"batch={inst.get('batch')} loss={inst.get('loss')}"]
     if c.get("where") == "impl raised":
         lines.append(f"  the implementation raised: {c.get('detail')}")
@@ -725,13 +917,18 @@ def _prepare(rule, impl, hyper, impl_hyper, dtype, rtol, atol, targets, seed, fe
 def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, impl_hyper: Optional[dict] = None,
           seed: int = 0, losses=("mse", "ce"), activations=ALL_ACTIVATIONS, targets: bool = False,
           network: Optional[dict] = None, dtype: str = "float64", rtol: Optional[float] = None,
-          atol: Optional[float] = None, feedback: bool = False) -> ConformResult:
+          atol: Optional[float] = None, feedback: bool = False, architectures=("mlp",),
+          conv: Optional[dict] = None) -> ConformResult:
     """Check ``impl`` against the reference ``rule`` on ``instances`` Hypothesis-drawn instances.
 
     ``hyper`` sets the reference rule's hyper-parameters (a :class:`Range` is drawn per instance);
     ``impl`` receives every hyper-parameter of the reference as resolved (``impl_hyper`` replaces
     that dict). ``dtype``: the precision the instance is handed over in (judged with that row of
-    the tolerance table; ``rtol``/``atol`` override it). Returns a :class:`ConformResult`; on a
+    the tolerance table; ``rtol``/``atol`` override it). ``architectures``: ``("mlp",)`` (dense
+    networks; ``network`` adds :func:`~proofs.strategies.draw_network` keyword arguments),
+    ``("conv",)`` (convolutional ones; ``conv`` adds :func:`~proofs.strategies.draw_conv_network`
+    keyword arguments, e.g. ``{"pools": (None,)}``) or both; a rule without a convolutional form
+    raises ValueError (:data:`NO_CONV`). Returns a :class:`ConformResult`; on a
     mismatch it holds the shrunk counterexample with all its arrays, which :func:`replay` runs again.
 
     For use inside a pytest suite: the ``refimpl_conform`` fixture (``refimpl.pytest_plugin``), or
@@ -743,6 +940,10 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
         raise ValueError(f"instances: expected an integer >= 1, got {instances!r}")
     s = _prepare(rule, impl, hyper, impl_hyper, dtype, rtol, atol, targets, seed, feedback)
     ref = s.ref
+    archs = check_architectures(ref, architectures)
+    conv_kwargs = dict(RULE_CONV_NETWORKS.get(type(ref).__name__, {}))
+    conv_kwargs.setdefault("activations", activations)
+    conv_kwargs.update(conv or {})
     net_kwargs = dict(RULE_NETWORKS.get(type(ref).__name__, {}))
     net_kwargs.setdefault("activations", activations)
     net_kwargs.update(network or {})
@@ -764,16 +965,25 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
         d = HypothesisDrawer(data)
         loss = d.choice(loss_choices)
         drawn = {k: r.draw(d) for k, r in s.ranges.items()}
-        kw = dict(net_kwargs)
-        if kw.pop("shared_hidden", False):
-            kw["activations"] = (d.choice(kw["activations"]),)
-        if loss == "ce" and kw.get("kind", "any") == "any":
-            kw.setdefault("output_width", (2, 12))
-        elif loss == "ce" and kw.get("output_width") is None:  # square kinds: 1-class ce is constant
-            lo, hi = kw.get("width", (1, 12))
-            kw["width"] = (max(2, lo), max(2, hi))
-        net = draw_network(d, "numpy", "float64", **kw)
-        x, y = draw_batch(d, net, loss, labels=True)
+        arch = d.choice(archs) if len(archs) > 1 else archs[0]  # one architecture: the draws of before
+        if arch == "conv":
+            ckw = dict(conv_kwargs)
+            if loss == "ce" and ckw.get("output_width") is None:  # 1-class ce is constant (no gradient)
+                ckw["output_width"] = (2, 6)
+            net = draw_conv_network(d, "numpy", "float64", **ckw)
+            # small batches: a conv instance already has B*H'*W' terms per kernel entry
+            x, y = draw_batch(d, net, loss, labels=True, batch=(1, 6))
+        else:
+            kw = dict(net_kwargs)
+            if kw.pop("shared_hidden", False):
+                kw["activations"] = (d.choice(kw["activations"]),)
+            if loss == "ce" and kw.get("kind", "any") == "any":
+                kw.setdefault("output_width", (2, 12))
+            elif loss == "ce" and kw.get("output_width") is None:  # square kinds: 1-class ce is constant
+                lo, hi = kw.get("width", (1, 12))
+                kw["width"] = (max(2, lo), max(2, hi))
+            net = draw_network(d, "numpy", "float64", **kw)
+            x, y = draw_batch(d, net, loss, labels=True)
         state_seed = d.integer(0, 2**16)
         upd = dict(drawn)
         try:
@@ -782,15 +992,14 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
             rejected.append(ReferenceRejected(f"{type(ref).__name__} rejected the drawn hyper-parameters {upd}: {exc}"))
             raise rejected[-1] from exc
         if s.dtype != "float64":
-            net = ri.Network(tuple(_round(W, s.dtype) for W in net.weights),
-                             tuple(_round(b, s.dtype) for b in net.biases), net.activations)
+            net = _like(net, [_round(W, s.dtype) for W in net.weights], [_round(b, s.dtype) for b in net.biases])
             x = _round(x, s.dtype)
             y = y if np.issubdtype(np.asarray(y).dtype, np.integer) else _round(y, s.dtype)
         try:
             state = r.init(net, seed=state_seed)
         except (ValueError, TypeError) as exc:
             rejected.append(ReferenceRejected(
-                f"{type(r).__name__}.init rejected the drawn network (sizes {list(net.sizes)}, activations "
+                f"{type(r).__name__}.init rejected the drawn network ({_architecture(net)}, activations "
                 f"{list(net.activations)}): {exc}; restrict the draw with network=... (proofs.conform.RULE_NETWORKS)"))
             raise rejected[-1] from exc
         state = _round_state(_draw_state(state, np.random.default_rng([state_seed, 0x5EED])), s.dtype)
@@ -807,12 +1016,7 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
                              "tolerance": {"rtol": s.rtol, "atol": s.atol, "source": s.tol_source},
                              "version": ri.__version__, "seed": s.seed, "targets": s.targets,
                              "feedback": s.feedback, "where": "impl raised", "error": math.inf, "detail": f"{type(exc).__name__}: {exc}",
-                             "instance": {"sizes": list(net.sizes), "activations": list(net.activations),
-                                          "batch": int(x.shape[0]), "loss": getattr(r, "loss", None),
-                                          "state_seed": state_seed,
-                                          "weights": [W.tolist() for W in net.weights],
-                                          "biases": [b.tolist() for b in net.biases], "x": x.tolist(),
-                                          "y": np.asarray(y).tolist(), "state": _jsonable(state_to_host(state))}})
+                             "instance": _instance_record(net, x, y, r, state, state_seed)})
             raise
         holds, errors = res[0], res[1]
         if holds:
@@ -915,8 +1119,8 @@ def replay_details(rule, impl, counterexample: dict, *, hyper: Optional[dict] = 
     inst = c["instance"]
     if hasattr(r, "loss") and inst.get("loss") is not None and inst["loss"] != r.loss:
         r = dataclasses.replace(r, loss=inst["loss"])
-    net = ri.Network(tuple(np.asarray(W, dtype=np.float64) for W in inst["weights"]),
-                     tuple(np.asarray(b, dtype=np.float64) for b in inst["biases"]), tuple(inst["activations"]))
+    net = network_from_record(inst, [np.asarray(W, dtype=np.float64) for W in inst["weights"]],
+                              [np.asarray(b, dtype=np.float64) for b in inst["biases"]], inst["activations"])
     x = np.asarray(inst["x"], dtype=np.float64)
     y = np.asarray(inst["y"])
     y = y.astype(np.int64) if inst.get("loss") == "ce" and y.ndim == 1 else y.astype(np.float64)
@@ -935,8 +1139,7 @@ def replay_details(rule, impl, counterexample: dict, *, hyper: Optional[dict] = 
                  c.get("targets", False) if targets is None else targets, c.get("seed", 0),
                  c.get("feedback", False) if feedback is None else feedback)
     if s.dtype != "float64":  # the values an implementation in s.dtype receives (a no-op on a stored float32 run)
-        net = ri.Network(tuple(_round(W, s.dtype) for W in net.weights),
-                         tuple(_round(b, s.dtype) for b in net.biases), net.activations)
+        net = _like(net, [_round(W, s.dtype) for W in net.weights], [_round(b, s.dtype) for b in net.biases])
         x = _round(x, s.dtype)
         y = y if np.issubdtype(y.dtype, np.integer) else _round(y, s.dtype)
         state = _round_state(state, s.dtype)

@@ -383,7 +383,9 @@ def _add_conform(sub):
                                    "the slip's name when recognisable), writes it as JSON and exits 1. Adapter "
                                    "contract: impl(weights, biases, activations, x, y, state, **hyper) -> (dW, db), "
                                    "NumPy arrays (or torch tensors), gradient convention; hyper = every "
-                                   "hyper-parameter of the reference as resolved (see README).")
+                                   "hyper-parameter of the reference as resolved (see README). --arch conv: "
+                                   "weights (out, in, kh, kw), x (B, C, H, W), and an impl that names `layers` gets "
+                                   "the layer descriptions (stride, padding, pooling, flatten).")
     p.add_argument("rule", help="rule name: bp, fa, dfa, usf, brsf, frsf, gaitprop, dtp, ... or a class name")
     p.add_argument("--impl", required=True, metavar="MODULE:FUNCTION", help="your implementation")
     p.add_argument("--instances", type=int, default=100, metavar="N", help="random instances to try (default 100)")
@@ -398,6 +400,10 @@ def _add_conform(sub):
     p.add_argument("--atol", type=float, default=None, help="override the table's absolute tolerance (recorded)")
     p.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
     p.add_argument("--targets", action="store_true", help="compare targets (impl returns L+1 targets) instead of updates")
+    p.add_argument("--arch", choices=("mlp", "conv", "any"), default="mlp",
+                   help="networks to draw: mlp (dense, the default), conv (1-3 Conv2d layers with optional 2x2 max/avg "
+                        "pooling, then 1-2 Linear; weights (out, in, kh, kw), x (B, C, H, W)) or any (either); rules "
+                        "without a conv form (microcircuit, corinfomax, gaitprop, tpinverse) refuse conv")
     p.add_argument("--feedback", action="store_true",
                    help="compare feedback updates (dQ, dc) of TP/DTP/DRL/LDRL; the noise is in state['noise']")
     p.add_argument("--out", default="conform-counterexample.json", metavar="FILE.json",
@@ -482,7 +488,8 @@ def _conform(args) -> int:
                 print(C.format_counterexample(report, header="  replayed", what="instance"))
             return 0 if ev.holds else 1
         res = C.check(args.rule, impl, instances=args.instances, hyper=hyper, seed=args.seed, targets=args.targets,
-                      dtype=args.dtype, rtol=args.rtol, atol=args.atol, feedback=args.feedback)
+                      dtype=args.dtype, rtol=args.rtol, atol=args.atol, feedback=args.feedback,
+                      architectures={"mlp": ("mlp",), "conv": ("conv",), "any": ("mlp", "conv")}[args.arch])
     except C.ReplayRefused as exc:
         return fail(f"--replay refused: {exc}")
     except (ValueError, TypeError, ImportError, AttributeError, FileNotFoundError, IsADirectoryError) as exc:

@@ -89,7 +89,7 @@ def test_bad_arguments(capsys):
 @pytest.mark.parametrize("argv", [
     ["--instances", "0"], ["--instances", "-3"], ["--instances", "x"], ["--dtype", "float16"],
     ["--rtol", "-1"], ["--rtol", "nan"], ["--hyper", "beta=1:0.5"], ["--hyper", "=3"], ["--hyper", "nosuch=1"],
-    ["--replay-anyway"], ["--replay", "/nonexistent/cex.json"], ["--bogus"],
+    ["--replay-anyway"], ["--replay", "/nonexistent/cex.json"], ["--bogus"], ["--arch", "cnn"],
 ])
 def test_cli_edges_exit_2_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as exc_info:
