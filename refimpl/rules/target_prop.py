@@ -343,7 +343,9 @@ def forward_updates(net, trace, targets, beta, reduction):
     dW, db, local = [], [], []
     for l in range(1, net.depth + 1):
         lay = net.layer(l)
-        r = net.activation(l).df(trace.a[l]) * lay.unpool(xp, trace.h[l] - targets[l], trace.z[l]) / scale
+        # s_l'(a_l) P_l^T(h_l - t_l) by the fused backward product (bitwise df(a) * g), then / scale
+        r = net.activation(l).times_df(lay.unpool(xp, trace.h[l] - targets[l], trace.z[l]), trace.a[l], trace.z[l])
+        r = r / scale
         dW.append(lay.weight_grad(xp, r, trace.h[l - 1]))
         db.append(lay.bias_grad(xp, r))
         local.append(r)
