@@ -34,8 +34,8 @@ the rule uses):
 * DFA: ``L`` forward, ``L-1`` direct projections ``e B_l`` (``(B, n_L) x (n_L, n_l)``), ``L`` weight gradients.
 * PEPITA: two forward passes (``2L``), the modulation ``e F^T`` (``(B, n_L) x (n_L, n_0)``), ``L`` weight
   gradients.
-* DTP / DRL / L-DRL / TP: ``L`` forward, ``2(L-1)`` feedback products (``g_l(t_l)`` and ``g_l(h_l)``
-  per layer ``l = L..2``), ``L`` weight gradients.
+* DTP / DRL / L-DRL: ``L`` forward, ``2(L-1)`` feedback products (``g_l(t_l)`` and ``g_l(h_l)``
+  per layer ``l = L..2``), ``L`` weight gradients. TP: ``L-1`` feedback products (``g_l(t_l)`` only).
 * GAIT-prop, TPInverse: ``L`` forward, ``L-1`` LU factorisations of ``W_l`` (``l >= 2``) and ``L-1``
   triangular solve pairs with ``B`` right-hand sides, ``L`` weight gradients (the condition
   estimate, ``O(n^2)`` per layer, is not counted).
@@ -157,7 +157,9 @@ def _floor_ops(case: Case, rule, record) -> list:
         return fwd + [("gemm", B, s[L], s[l]) for l in range(1, L)] + wgrad
     if key == "pepita":
         return fwd + fwd + [("gemm", B, s[L], s[0])] + wgrad
-    if key in ("tp", "dtp", "drl", "ldrl"):
+    if key == "tp":  # t_{l-1} = g_l(t_l): one feedback product per layer
+        return fwd + back + wgrad
+    if key in ("dtp", "drl", "ldrl"):  # t_{l-1} = h_{l-1} + g_l(t_l) - g_l(h_l): two
         return fwd + back + back + wgrad
     if key in ("gaitprop", "tpinverse"):
         return fwd + [("lu", s[l]) for l in range(2, L + 1)] + [("trs", s[l], B) for l in range(2, L + 1)] + wgrad
@@ -278,6 +280,14 @@ def _timer(fn, sync):
     return timed
 
 
+def _quietly(fn):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return fn()
+
+
 def measure(case: Case, dtype: str, repeats: int, backend: str = "numpy") -> dict:
     """One row: medians of the interleaved repeats and the ratios."""
     from .backend import resolve_namespace, device_of
@@ -296,7 +306,9 @@ def measure(case: Case, dtype: str, repeats: int, backend: str = "numpy") -> dic
         rec["error"] = f"{type(exc).__name__}: {exc}"
         return rec
     bp = _rules.BP(loss="mse")
-    fns = {"rule": lambda: rule.updates(net, state, x, y), "bp": lambda: bp.updates(net, None, x, y),
+    # a warning of the rule (GAIT-prop's float32 rounding) was shown by the call above: once is enough
+    quiet = lambda fn: (lambda: _quietly(fn))
+    fns = {"rule": quiet(lambda: rule.updates(net, state, x, y)), "bp": lambda: bp.updates(net, None, x, y),
            "floor": _floor(_floor_ops(case, rule, upd.record), xp, net.dtype, dev)}
     if case.kind == "microcircuit":
         rec["sweeps"] = int(upd.record["nudged"].iterations)
@@ -365,6 +377,33 @@ def format_table(recs) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(recs) -> str:
+    """README's speed table: one line per row with its float32 and float64 ratios side by side."""
+    def cell(r, key, spread=False):
+        if r is None or "error" in r:
+            return "n/a"
+        v = f"{r[key]:.2f}" if key in r else ""
+        return v + (f" ({r['over_bp_q25']:.2f}–{r['over_bp_q75']:.2f})" if spread and v else "")
+
+    keys = []
+    by = {}
+    for r in recs:
+        k = (r["rule"], r.get("label", ""), r["net"], r["batch"])
+        if k not in by:
+            keys.append(k)
+        by.setdefault(k, {})[r["dtype"]] = r
+    lines = ["| rule | net | batch | sweeps | f32 /BP | f32 /floor | f32 /torch BP | f64 /BP | f64 /floor | "
+             "f64 /torch BP |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for k in sorted(keys):
+        f32, f64 = by[k].get("float32"), by[k].get("float64")
+        sweeps = "/".join(str(r["sweeps"]) for r in (f32, f64) if r is not None and "sweeps" in r)
+        name = k[0] + (f" ({k[1]})" if k[1] else "")
+        lines.append(f"| {name} | {k[2]} | {k[3]} | {sweeps} | {cell(f32, 'over_bp', True)} | "
+                     f"{cell(f32, 'over_floor')} | {cell(f32, 'over_torch')} | {cell(f64, 'over_bp', True)} | "
+                     f"{cell(f64, 'over_floor')} | {cell(f64, 'over_torch')} |")
+    return "\n".join(lines)
+
+
 def add_arguments(p):
     p.add_argument("--rule", action="append", default=None, metavar="NAME",
                    help="a rule name (repeatable) or 'all' (default: bp)")
@@ -372,6 +411,7 @@ def add_arguments(p):
     p.add_argument("--backend", choices=("numpy", "cupy", "torch"), default="numpy")
     p.add_argument("--repeats", type=int, default=7, help="interleaved repeats (medians are reported)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the records with absolute times and versions")
+    p.add_argument("--markdown", action="store_true", help="also print the table as README's markdown table")
     p.add_argument("--conv", action="store_true",
                    help="the conv rows instead: BP step of a CIFAR-shaped convnet (3x32x32, conv 32 - pool - conv 64 "
                         "- pool - linear 10, batch 64, float32) against a torch eager step with the same threads "
@@ -420,6 +460,9 @@ def run(args) -> int:
             print(format_table(recs[-1:]).splitlines()[-1], flush=True)
     print()
     print(format_table(recs))
+    if getattr(args, "markdown", False):
+        print()
+        print(format_markdown(recs))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"versions": versions(), "results": recs}, fh, indent=2)

@@ -80,3 +80,19 @@ def test_bench_conv_reports_the_ratio_and_checks_gradients(tmp_path, monkeypatch
     assert rec["grad_rel_error_vs_torch"] < 1e-5  # float32 sums over 4*8*8 terms: ~1e-7 relative
     assert "refimpl/torch" in capsys.readouterr().out
     assert main(["bench", "--conv", "--threads", "0"]) == 2
+
+
+def test_bench_markdown_is_one_line_per_row_with_both_dtypes(monkeypatch, capsys):
+    """--markdown prints README's speed table: a header, one line per (rule, net) with the float32
+    and float64 ratios side by side, sweeps as f32/f64 for the iterative rules."""
+    _small(monkeypatch)
+    assert main(["bench", "--rule", "bp", "--rule", "microcircuit", "--repeats", "1", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    md = [ln for ln in out.splitlines() if ln.startswith("|")]
+    assert md[0].startswith("| rule | net | batch | sweeps | f32 /BP")
+    rows = md[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| bp", "| microcircuit", "| microcircuit (paper)"]
+    for r in rows:
+        assert len(r.split("|")) == 12 and "n/a" not in r
+    mc = rows[1].split(" | ")
+    assert "/" in mc[3]  # sweeps f32/f64
