@@ -26,7 +26,7 @@ test: $(STAMP)
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/refimpl bench --rule all
+	$(BIN)/refimpl bench --rule all --markdown
 
 # On a machine with an NVIDIA GPU: CuPy for the driver's CUDA, the gpu-marked tests, verify and bench
 # on CuPy, a GPU-scale training run; one table, written to runs/gpu-check.json. Without a GPU make
