@@ -290,7 +290,8 @@ def _maxpool_evidence(inst, flip):
 
 THEOREMS = (
     Theorem(
-        name="bp.matches_autograd", variants=2,
+        name="bp.matches_autograd",
+        architectures=("mlp", "conv"), variants=2,
         table=("BP's layer-by-layer updates equal torch autograd's gradients (all activations, mse and ce)",
                "exact, float64 rtol 1e-10",
                "oracle parameters shifted by 100·rtol"),
@@ -302,7 +303,8 @@ THEOREMS = (
         control_breaks="the oracle's parameters are shifted by 100*rtol (relative): the check must see it",
     ),
     Theorem(
-        name="bp.matches_finite_differences", variants=2,
+        name="bp.matches_finite_differences",
+        architectures=("mlp", "conv"), variants=2,
         table=("⟨BP update, v⟩ equals central differences of the loss to O(s²) (C³ activations)",
                "order 2 + Richardson limit",
                "one-sided differences (order 1)"),
@@ -316,6 +318,10 @@ THEOREMS = (
     ),
     Theorem(
         name="bp.conv_equals_toeplitz",
+        architectures=("conv",),
+        table=('a conv layer (any kernel, stride, padding) is the dense layer of its unrolled Toeplitz matrix `T`: forward `h Tᵀ`, input-gradient `δ T`, weight and bias gradients (`δᵀh` pulled back to the kernel)',
+               'exact, float64 rtol 1e-10',
+               '`T` with a wrong padding (windows offset by one row)'),
         statement="a conv layer (any kernel, stride, padding) is the dense layer of its unrolled Toeplitz matrix T: "
                   "flatten(apply(W, h)) = flatten(h) T^T, flatten(transpose(W, delta)) = flatten(delta) T, "
                   "weight_grad = (delta^T h) pulled back through W -> T(W), bias_grad = delta summed per channel",
@@ -327,6 +333,10 @@ THEOREMS = (
     ),
     Theorem(
         name="bp.maxpool_backward_first_argmax",
+        architectures=("conv",),
+        table=("max pooling's transpose sends each output's gradient to the first maximum of its window (row-major), summed where windows overlap: torch's `max_pool2d` backward, ties included",
+               'exact vs torch autograd',
+               'the last maximum of each window'),
         statement="max pooling's transpose P^T g sends each output's gradient to the first maximum of its window "
                   "(row-major), summed where windows overlap: equal to torch's max_pool2d backward, ties included",
         source="torch.nn.functional.max_pool2d (CPU kernel keeps the first index attaining the max); "

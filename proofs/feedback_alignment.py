@@ -508,7 +508,8 @@ _SPEC = "spec pepita_fa.md"
 
 THEOREMS = (
     Theorem(
-        name="feedback_alignment.matches_torch_custom_autograd", variants=5,
+        name="feedback_alignment.matches_torch_custom_autograd",
+        architectures=("mlp", "conv"), variants=5,
         table=("FA, DFA, uSF, brSF, frSF equal a torch implementation written from the spec (custom `autograd.Function` with `grad_input = grad_output @ B`; BioTorch's DFA scheme)",
                "exact, float64 rtol 1e-10",
                "torch side's feedback shifted by 100·rtol"),
@@ -523,7 +524,8 @@ THEOREMS = (
         control_breaks="the torch side's feedback matrices shifted by 100*rtol (relative, fixed random pattern)",
     ),
     Theorem(
-        name="feedback_alignment.fa_equals_bp_when_B_is_W", variants=3,
+        name="feedback_alignment.fa_equals_bp_when_B_is_W",
+        architectures=("mlp", "conv"), variants=3,
         table=("FA with `B = W` is BP",
                "exact",
                "random `B`"),
@@ -534,7 +536,11 @@ THEOREMS = (
         control_breaks="random B (FA's own initialisation) instead of W",
     ),
     Theorem(
-        name="feedback_alignment.fa_equals_bp_conv", variants=3,
+        name="feedback_alignment.fa_equals_bp_conv",
+        architectures=("conv",), variants=3,
+        table=('FA on a convnet (1-3 conv layers, no/max/avg pooling, 1-2 linear) with `B = W` is BP: the transposed convolution with `B = W` is the exact adjoint',
+               'exact vs torch autograd',
+               "FA's random `B`"),
         statement="FA on a convolutional network (1-3 conv layers with and without max/avg pooling, then 1-2 "
                   "linear) with B[i] = W[i] gives BP's (autograd's) dW, db in every layer: the transposed "
                   "convolution with B = W is the exact adjoint",
@@ -545,7 +551,8 @@ THEOREMS = (
         control_breaks="random B (FA's own initialisation) instead of W",
     ),
     Theorem(
-        name="feedback_alignment.fa_last_layer_is_bp", variants=3,
+        name="feedback_alignment.fa_last_layer_is_bp",
+        architectures=("mlp", "conv"), variants=3,
         table=("FA's last-layer update is BP's for any `B`",
                "exact",
                "the same claim for the hidden layers"),
@@ -556,7 +563,8 @@ THEOREMS = (
         control_breaks="the same claim for the hidden layers, whose deltas pass through B",
     ),
     Theorem(
-        name="feedback_alignment.dfa_equals_bp_one_hidden_layer", variants=3,
+        name="feedback_alignment.dfa_equals_bp_one_hidden_layer",
+        architectures=("mlp", "conv"), variants=3,
         table=("DFA, `L = 2`, `B[0] = W_2` is BP",
                "exact",
                "random `B`"),
@@ -583,7 +591,8 @@ THEOREMS = (
         control_breaks="layers 2..L-1 made sigmoid (BP's feedback then depends on the input: no fixed B matches)",
     ),
     Theorem(
-        name="feedback_alignment.frsf_equals_bp_with_magnitudes_of_W", variants=3,
+        name="feedback_alignment.frsf_equals_bp_with_magnitudes_of_W",
+        architectures=("mlp", "conv"), variants=3,
         table=("frSF with `M = |W|` is BP",
                "exact",
                "random `M`"),
@@ -594,7 +603,8 @@ THEOREMS = (
         control_breaks="random magnitudes M (frSF's own initialisation)",
     ),
     Theorem(
-        name="feedback_alignment.usf_equals_bp_with_equal_magnitudes", variants=2,
+        name="feedback_alignment.usf_equals_bp_with_equal_magnitudes",
+        architectures=("mlp", "conv"), variants=2,
         table=("uSF is BP when every `|W_ij| = s` (its scale)",
                "exact",
                "unequal magnitudes"),

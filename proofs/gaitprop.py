@@ -791,6 +791,7 @@ _SOURCE = ("Ahmad, van Gerven & Ambrogioni, GAIT-prop, NeurIPS 2020 (arXiv 2006.
 THEOREMS = (
     Theorem(
         name="gaitprop.limit_equals_bp_orthogonal",
+        architectures=("mlp", "conv"),
         table=("GAIT-prop's γ→0 recursion `E_{l-1} = (D_l ⊙ E_l) W_l^{-T}` gives BP's gradients when `W_2..W_L` are orthogonal (any first layer, mse and ce, auxiliary outputs, depth ≤ 6)",
                "exact, float64 rtol 1e-10·depth",
                "`W_L → s W_L`, s ∈ [1.5, 2.5]"),
@@ -807,7 +808,8 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="gaitprop.equals_bp_piecewise_linear", variants=2,
+        name="gaitprop.equals_bp_piecewise_linear",
+        architectures=("mlp", "conv"), variants=2,
         table=("identity / leaky-ReLU, orthogonal `W_2..W_L`: GAIT-prop at a *finite* γ (fixed 1e-2 for L ≤ 4, adaptive 1e-6) equals BP when no nudge crosses a kink",
                "rounding model of the target pass, evaluated per instance (`proofs.gaitprop.rounding_bound`; measured errors ≤ 5 % of it)",
                "`W_L → s W_L`"),
@@ -824,6 +826,7 @@ THEOREMS = (
     ),
     Theorem(
         name="gaitprop.converges_to_bp_smooth",
+        architectures=("mlp", "conv"),
         table=("tanh / sigmoid / softplus, orthogonal `W_2..W_L`, adaptive γ: GAIT-prop − BP = O(γ) at every depth 2..6",
                "order 1 + Richardson limit on γ = 2e-3 … 2.5e-4",
                "`W_L → s W_L` (the limit is not BP)"),
@@ -855,6 +858,7 @@ THEOREMS = (
     ),
     Theorem(
         name="gaitprop.deviation_first_order_in_nonorthogonality",
+        architectures=("mlp", "conv"),
         table=("`W_l = Q_l + εG_l`: the γ→0 update leaves BP at first order in ε, i.e. ∝ ‖WᵀW − I‖",
                "order 1 + limit 0 + deviation resolvable above rounding",
                "perturbation along the orthogonal group (Cayley): nothing grows"),
@@ -870,6 +874,7 @@ THEOREMS = (
     ),
     Theorem(
         name="gaitprop.tp_equals_gauss_newton_linear",
+        architectures=("mlp", "conv"),
         table=("TP through exact inverses, linear invertible nets: targets = Gauss-Newton targets `h_l − J_l^{-1} e_L` (so TP is not BP, which uses `J_lᵀ`)",
                "exact, against `oracle.gauss_newton_targets`",
                "leaky-ReLU output, labels across the kink"),
@@ -885,6 +890,10 @@ THEOREMS = (
     ),
     Theorem(
         name="gaitprop.conv_inverse_counts_overlaps",
+        architectures=("conv",),
+        table=("invertible conv, overlapping patches: the paper code's inverse returns `x + N·d` for a reachable target `f(conv(x + d) + b)` (`N` patches per pixel); the pre-image only where `N = 1`",
+               'exact, float64 rtol 1e-10',
+               "a stale forward input (another batch's `h_{l-1}`)"),
         statement="invertible conv (square per-patch matrix P, any stride/padding, overlapping patches): C2's "
                   "inverse col2im(P^-1 rows(f^-1(t) - b)) - (N - 1) x with the layer's forward input x returns, for "
                   "a reachable target t = f(conv(x + d) + b), exactly x + N * d (N: patches covering each pixel) -- "

@@ -704,7 +704,8 @@ def _align_evidence(inst, use_independent: bool):
 
 THEOREMS = (
     Theorem(
-        name="pepita.zero_feedback_is_delta_rule", variants=2,
+        name="pepita.zero_feedback_is_delta_rule",
+        architectures=("mlp", "conv"), variants=2,
         table=("PEPITA with `F = 0`: every hidden update is exactly 0 and the output update is autograd's output-layer gradient (masked network)",
                "exact",
                "`F` of relative size 1e-3"),
@@ -735,7 +736,8 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="pepita.relu_activity_is_jvp", variants=2,
+        name="pepita.relu_activity_is_jvp",
+        architectures=("mlp", "conv"), variants=2,
         table=("ReLU / leaky-ReLU hidden layers, no unit crossing its kink: `h_l − h_l' = s·J_l(x)(F e)` (`s = −sign`, `J_l` by `torch.func.jvp`, shared dropout masks)",
                "exact, plus a rounding floor 1e3·u·L·max|h|",
                "`F` built to move one kept layer-1 unit exactly to `−a` (across its kink)"),
@@ -750,7 +752,8 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="pepita.smooth_activity_first_order", variants=2,
+        name="pepita.smooth_activity_first_order",
+        architectures=("mlp", "conv"), variants=2,
         table=("tanh/sigmoid/softplus: `(h_l − h_l')/ε = s·J_l(x)(F₀ e) + O(ε)`",
                "order 1 + Richardson limit",
                "the other sign convention (`s = +sign`)"),
@@ -764,7 +767,8 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="pepita.hidden_update_is_afa", variants=2,
+        name="pepita.hidden_update_is_afa",
+        architectures=("mlp", "conv"), variants=2,
         table=("hidden `dW_l/ε = s·U_lᵀh_{l−1}/B + O(ε)`, `U_l = D_l W_l ⋯ D_1 W_1 F₀ e` (adaptive feedback alignment, feedback `W_1 F`); biases too",
                "order 1 + Richardson limit (ReLU: kink-free grid)",
                "BP's gradients in place of the AFA update"),
@@ -792,7 +796,8 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="pepita.sign_flip", variants=2,
+        name="pepita.sign_flip",
+        architectures=("mlp", "conv"), variants=2,
         table=("`(dW_l(sign=+1) + dW_l(sign=−1))/ε = O(ε)` (hidden layers, same masks): the sign flips the first-order update",
                "order 1 + Richardson limit",
                "sign not flipped"),

@@ -1374,6 +1374,7 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.linear_symmetric_dtp_equals_bp",
+        architectures=("mlp", "conv"),
         table=("linear net, `Q_l = W_lᵀ`: DTP's update / β is autograd's gradient, any β",
                "exact, float64 rtol 1e-10",
                "tanh hidden layers"),
@@ -1388,6 +1389,7 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.exact_inverse_dtp_equals_tp",
+        architectures=("mlp", "conv"),
         table=("`g_l = f_l⁻¹` (square, invertible): DTP's targets are TP's",
                "exact",
                "`Q = W⁻¹ + 1e-3·N(0,1)`"),
@@ -1400,6 +1402,7 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.linear_exact_inverse_tp_equals_gn",
+        architectures=("mlp", "conv"),
         table=("linear square net, exact inverses: TP's targets are the per-sample Gauss-Newton targets `h - β J̄⁺e`, any β",
                "exact (jacrev + pinv oracle)",
                "non-square net, layer-wise pinv feedback"),
@@ -1453,7 +1456,8 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="target_prop.feedback_gradients_match_autograd", variants=6,
+        name="target_prop.feedback_gradients_match_autograd",
+        architectures=("mlp", "conv"), variants=6,
         table=("every hand-written feedback-loss gradient (reconstruction, DRL sequential/direct/RHL, L-DRL) equals autograd's, same noise",
                "exact, float64 rtol 1e-10",
                "oracle `Q` shifted by 100·rtol"),
@@ -1466,7 +1470,8 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="target_prop.ldrl_feedback_bias_gradient_is_zero", variants=6,
+        name="target_prop.ldrl_feedback_bias_gradient_is_zero",
+        architectures=("mlp", "conv"), variants=6,
         table=("∂ℒ_L-DRL/∂c = 0",
                "≤ 1e-14·max(1, ‖∂ℒ/∂Q‖)",
                "vanilla reconstruction loss"),
@@ -1480,6 +1485,10 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.ldrl_optimum_of_linear_conv_block_is_transpose",
+        architectures=("conv",),
+        table=("linear conv block (no or 2x2 average pooling): the stationary points of L-DRL's expected feedback loss are `Q = W` (the transposed convolution), plus the null space where pooling merges two taps",
+               'exact, float64 rtol 1e-10',
+               'tanh conv blocks, linear feedback'),
         statement="linear conv block (no pooling or 2x2 average pooling) with feedback transpose(Q, P^T y) + c: the "
                   "stationary points of the exact Gaussian expectation of L-DRL's written-out gradient are Q = W, the "
                   "transposed convolution with the forward kernel (the JMC J_g = J_f^T), plus the null space of "
@@ -1520,6 +1529,7 @@ THEOREMS = (
     ),
     Theorem(
         name="target_prop.jmc_dtp_equals_bp_first_order",
+        architectures=("mlp", "conv"),
         table=("JMC feedback (`φ(y) = y - y³/3` for tanh, `Q = Wᵀ`): DTP update / β = BP + O(β)",
                "order 1 + Richardson limit",
                "random `Q`"),

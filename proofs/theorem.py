@@ -164,6 +164,9 @@ class Theorem:
         slow: long-running; ``refimpl verify`` runs it with fewer instances unless ``--thorough``.
         table: README's row ``(summary, kind of check, control)`` in the theorem table (``refimpl
             verify --markdown`` prints it; default: the statement, "", ``control_breaks``).
+        architectures: the network kinds the draw produces, ``("mlp",)`` or ``("mlp", "conv")`` or
+            ``("conv",)`` (a test checks it against the draws); README's row says "MLP and conv" for
+            a theorem drawn on both.
         variants: the number of instances that cover every option of every
             :meth:`Drawer.variant` the draw asks for (the longest option list); ``refimpl verify``
             runs at least this many instances, so each rule kind / mode is checked in every run.
@@ -183,6 +186,7 @@ class Theorem:
     backends: tuple = ("numpy", "array_api_strict", "torch", "cupy")
     variants: int = 1
     table: tuple = ()
+    architectures: tuple = ("mlp",)
 
     def __post_init__(self):
         if not isinstance(self.variants, int) or self.variants < 1:
@@ -191,6 +195,9 @@ class Theorem:
             raise ValueError(f"name: expected 'family.name', got {self.name!r}")
         if self.kind not in ("theorem", "measurement"):
             raise ValueError(f"kind: expected 'theorem' or 'measurement', got {self.kind!r}")
+        if not self.architectures or not set(self.architectures) <= {"mlp", "conv"}:
+            raise ValueError(f"{self.name}: architectures: expected a non-empty tuple of 'mlp', 'conv', got "
+                             f"{self.architectures!r}")
         if self.kind == "theorem" and self.control is None:
             raise ValueError(f"{self.name}: a theorem needs a control (a check with a condition broken)")
 
@@ -200,6 +207,8 @@ class Theorem:
         name = f"`{self.name}`" + (" (slow)" if self.slow else "") + \
             (" (measurement)" if self.kind == "measurement" else "")
         summary, check, control = self.table if self.table else (self.statement, "", self.control_breaks)
+        if set(self.architectures) == {"mlp", "conv"}:
+            summary += " [MLP and conv nets]"
         if self.kind == "measurement" and not control:
             control = "—"
         return name, summary, check, control

@@ -3,7 +3,10 @@ import math
 import numpy as np
 import pytest
 
+import proofs
 from proofs.theorem import Theorem, Evidence, compare, order_check, RngDrawer
+from proofs.verify import instance_seed
+from refimpl.backend import resolve_namespace
 
 
 def test_compare_per_array_scaling():
@@ -79,3 +82,45 @@ def test_order_check_is_not_vacuous():
     gen = np.random.default_rng(0)
     assert not order_check(lambda s: 1e-15 * gen.standard_normal(3), [1e-2, 5e-3, 2.5e-3, 1.25e-3], 2,
                            scale=1.0).holds
+
+
+# --- Theorem.architectures: declared = drawn -----------------------------------------------
+
+#: instances drawn per theorem (the verify default is 5; the conv-or-MLP choice is a variant or a
+#: 1/2 choice, so 12 draws miss a kind with probability <= 2^-12 for a plain choice)
+DRAWS = 12
+
+
+def _kinds(thm) -> set:
+    xp = resolve_namespace("numpy")
+    kinds = set()
+    for i in range(DRAWS):
+        inst = thm.draw(RngDrawer(np.random.default_rng(instance_seed(thm.name, 0, i)), index=i), xp, "float64")
+        net = getattr(inst, "net", None)
+        if net is not None:
+            kinds.add("mlp" if net.is_dense else "conv")
+    return kinds
+
+
+@pytest.mark.parametrize("thm", [t for t in proofs.THEOREMS if not t.slow], ids=lambda t: t.name)
+def test_declared_architectures_are_the_drawn_ones(thm):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        kinds = _kinds(thm)
+    if kinds:  # draws without a network (the max-pooling tie maps) are described by their statement
+        assert kinds == set(thm.architectures), (thm.name, kinds, thm.architectures)
+    summary = thm.readme_row[1]
+    if set(thm.architectures) == {"mlp", "conv"}:
+        assert summary.endswith("[MLP and conv nets]")
+    elif thm.architectures == ("conv",):  # conv layers or their pooling
+        assert "conv" in summary.lower() or "pool" in summary.lower()
+
+
+def test_architectures_are_validated():
+    ok = dict(name="x.y", statement="s", source="s", conditions="c", draw=lambda *a: None,
+              check=lambda i: Evidence(True, 0.0, 0.0), control=lambda i: Evidence(False, 1.0, 0.0))
+    for bad in ((), ("cnn",), ("mlp", "transformer")):
+        with pytest.raises(ValueError, match="architectures: expected"):
+            Theorem(**ok, architectures=bad)
