@@ -23,8 +23,10 @@ square): 784-1024-1024-1024, orthogonal init, inputs ``0.5 xi``, targets ``h_L +
 full-size targets must stay in tanh's range). ``microcircuit``: the same MLP with softplus hidden units and no
 biases, and the paper's 784-500-10 at batch 32 (Sacramento et al. 2018, MNIST). ``corinfomax``: the
 same MLP (box activities, no biases, inputs in [0, 1]) and the paper's 784-500-10 at batch 20
-(Bozkurt et al. 2023, MNIST). Convolutional rows: :data:`CONV_ROWS` (empty until refimpl has
-convolution layers; a row there is a :class:`Case` on a conv net with its own floor).
+(Bozkurt et al. 2023, MNIST). ``conv`` (every rule defined on conv networks, :data:`CONV_RULES`):
+3x32x32 input, ``c32k3p1+mp2 c64k3p1+mp2 l10`` (conv 32 - ReLU - maxpool 2 - conv 64 - ReLU -
+maxpool 2 - linear 10), He init, batch 64, mse on one-hot targets (PEPITA: cross-entropy), torch's
+step on the same ``nn.Sequential``.
 
 **Floors** (``L`` layers of sizes ``n_0..n_L``, batch ``B``; a "product" is one GEMM of the shape
 the rule uses):
@@ -44,6 +46,11 @@ the rule uses):
   ``A_k = r_{k-1} W_k^T`` for ``2 <= k < N`` and ``V_A,k`` for ``k <= N-2``, times the sweeps the
   step actually made (reported), ``N`` weight gradients; the final map evaluation is not counted,
   nor the products of the first sweep that the forward pass already made.
+* Conv rows: the same counts with each layer's products in their GEMM form (refimpl/layers.py:
+  conv forward ``W (C_out x C_in kh kw) @ cols (C_in kh kw x B H' W')``, transpose and weight
+  gradient likewise, :func:`_layer_gemms`); DFA's projections go to the pre-pooling units, PEPITA's
+  modulation to the 3x32x32 input. The im2col / col2im copies and the pooling are *not* counted:
+  they are what a conv row's ``/floor`` shows above 1.
 * CorInfoMax: per sweep and layer ``k``: the basal ``R_{k-1} W_{f,k-1}^T`` (for ``k >= 2``; the input
   drive is constant, counted once), the lateral ``R_k B_k``, the backward ``R_{k+1} W_{b,k}^T``
   (``k < P``), times ``t_free + t_nudge`` sweeps; the contrast: forward and backward errors and
@@ -81,7 +88,7 @@ class Case:
     """One bench row: a rule spec, a network kind, sizes and batch."""
 
     rule: str
-    kind: str  # "mlp", "invertible", "microcircuit", "corinfomax"
+    kind: str  # "mlp", "invertible", "microcircuit", "corinfomax", "conv"
     sizes: tuple
     batch: int
     label: str = ""
@@ -111,9 +118,25 @@ def cases(names) -> list:
     return out
 
 
-#: Convolutional rows: to be filled when refimpl has convolution layers (refimpl/layers.py), one
-#: Case per rule on the conv net with its floor in FLOORS (left empty on purpose, issue 17).
-CONV_ROWS: tuple = ()
+#: The convolutional rows' network (issue 15's speed goal; ``refimpl bench --conv`` times its BP step
+#: against torch's with cross-entropy): input 3x32x32, ReLU, batch 64.
+CONV_INPUT = (3, 32, 32)
+CONV_ARCH = "c32k3p1+mp2 c64k3p1+mp2 l10"
+CONV_BATCH = 64
+#: Rules with a conv row: every rule defined on conv networks. Not here: the microcircuit and
+#: CorInfoMax (dense layers only) and GAIT-prop / TPInverse (they invert every layer after the
+#: first, so they need invertible convolutions, ``Conv2d(keep=n)`` with square patch matrices and
+#: no pooling: another network, not comparable with this row's BP).
+CONV_RULES = ("bp", "fa", "dfa", "signsymmetry", "pepita", "tp", "dtp", "drl", "ldrl")
+
+
+def conv_cases(names) -> list:
+    """The convolutional rows for rule ``names`` (``["all"]``: :data:`CONV_RULES`)."""
+    from .rules.registry import _resolve, _canon
+
+    keys = CONV_RULES if "all" in names else [_canon(_resolve(n)[0].__name__) for n in names]
+    sizes = (int(np.prod(CONV_INPUT)),)  # placeholder; the network is CONV_ARCH
+    return [Case(k, "conv", sizes, CONV_BATCH, "conv") for k in keys if k in CONV_RULES]
 
 
 def _problem(case: Case, dtype, xp, dev):
@@ -122,6 +145,11 @@ def _problem(case: Case, dtype, xp, dev):
 
     sizes, B = list(case.sizes), case.batch
     g = np.random.default_rng(1)
+    if case.kind == "conv":
+        net = Network.build(CONV_INPUT, CONV_ARCH, activation="relu", init="he", seed=0, dtype=dtype, xp=xp)
+        x = from_numpy(g.standard_normal((B,) + CONV_INPUT), xp, dtype, dev)
+        y = from_numpy(np.eye(net.sizes[-1])[g.integers(0, net.sizes[-1], B)], xp, dtype, dev)
+        return net, x, y
     hidden = {"mlp": "tanh", "invertible": "tanh", "microcircuit": "softplus", "corinfomax": "linear"}[case.kind]
     init = "orthogonal" if case.kind == "invertible" else "xavier"
     net = Network.init(sizes, activation=hidden, output_activation="linear", init=init, seed=0, dtype=dtype,
@@ -141,7 +169,30 @@ def _problem(case: Case, dtype, xp, dev):
 
 # --- floors --------------------------------------------------------------------------------------
 
-def _floor_ops(case: Case, rule, record) -> list:
+def _layer_gemms(net, B) -> tuple:
+    """Per layer the GEMM shapes ``(m, k, n)`` of its forward product, its transpose (input
+    gradient) and its weight gradient: dense ``(B, n_in, n_out)``, ``(B, n_out, n_in)``,
+    ``(n_out, B, n_in)``; conv (im2col form, refimpl/layers.py) ``(C_out, C_in kh kw, B H' W')``,
+    ``(C_in kh kw, C_out, B H' W')``, ``(C_out, B H' W', C_in kh kw)``."""
+    fwd, back, wgrad = [], [], []
+    for l in range(1, net.depth + 1):
+        lay = net.layer(l)
+        if getattr(lay, "kind", "linear") == "conv2d":
+            Co, Ho, Wo = lay.out_shape
+            K = lay.in_shape[0] * lay.kernel_size[0] * lay.kernel_size[1]
+            P = B * Ho * Wo
+            fwd.append(("gemm", Co, K, P))
+            back.append(("gemm", K, Co, P))
+            wgrad.append(("gemm", Co, P, K))
+        else:
+            n_in, n_out = net.sizes[l - 1], net.sizes[l]
+            fwd.append(("gemm", B, n_in, n_out))
+            back.append(("gemm", B, n_out, n_in))
+            wgrad.append(("gemm", n_out, B, n_in))
+    return fwd, back, wgrad
+
+
+def _floor_ops(case: Case, rule, record, net=None) -> list:
     """The unavoidable operations of a case as ``("gemm", m, k, n)``, ``("lu", n)``, ``("trs", n, m)``."""
     from .rules.registry import _canon
 
@@ -151,6 +202,14 @@ def _floor_ops(case: Case, rule, record) -> list:
     wgrad = [("gemm", s[l], B, s[l - 1]) for l in range(1, L + 1)]
     back = [("gemm", B, s[l], s[l - 1]) for l in range(2, L + 1)]
     key = _canon(type(rule).__name__)
+    if case.kind == "conv":
+        fwd, back_all, wgrad = _layer_gemms(net, B)
+        back = back_all[1:]  # layers 2..L: the input gradient of layer 1 is never needed
+        L, n_L = net.depth, net.sizes[-1]
+        if key == "dfa":  # e B_l over the pre-pooling units a_l of every hidden layer
+            return fwd + [("gemm", B, n_L, int(np.prod(net.layer(l).out_shape))) for l in range(1, L)] + wgrad
+        if key == "pepita":  # two forward passes, the modulation e F^T onto the input image
+            return fwd + fwd + [("gemm", B, n_L, int(np.prod(CONV_INPUT)))] + wgrad
     if key in ("bp", "fa", "signsymmetry"):
         return fwd + back + wgrad
     if key == "dfa":
@@ -241,6 +300,28 @@ def _torch_step(net, x, y, device):
     return run
 
 
+def _torch_conv_step(net, x, y, device):
+    """An eager torch BP step (mse, batch mean) of the conv network, the same weights: the module
+    :func:`refimpl.bench_conv.torch_module` builds."""
+    import torch
+    from .backend import to_numpy
+    from .bench_conv import torch_module
+
+    td = torch.float32 if "32" in str(net.dtype) else torch.float64
+    m, _ = torch_module(net, td, device)
+    xt = torch.tensor(to_numpy(x), dtype=td, device=device)
+    yt = torch.tensor(to_numpy(y), dtype=td, device=device)
+    params = list(m.parameters())
+
+    def run():
+        for p in params:
+            p.grad = None
+        loss = 0.5 * ((m(xt) - yt) ** 2).sum(dim=1).mean()
+        loss.backward()
+
+    return run
+
+
 # --- timing --------------------------------------------------------------------------------------
 
 def _sync(xp):
@@ -297,7 +378,8 @@ def measure(case: Case, dtype: str, repeats: int, backend: str = "numpy") -> dic
     net, x, y = _problem(case, dtype, xp, None)
     dev = device_of(x)
     rule = get_rule(case.rule)
-    rec = {"rule": case.rule, "net": "-".join(map(str, case.sizes)), "batch": case.batch, "kind": case.kind,
+    net_desc = ("x".join(map(str, CONV_INPUT)) + " " + CONV_ARCH) if case.kind == "conv" else "-".join(map(str, case.sizes))
+    rec = {"rule": case.rule, "net": net_desc, "batch": case.batch, "kind": case.kind,
            "label": case.label, "dtype": dtype, "backend": backend}
     try:
         state = rule.init(net, seed=0)
@@ -309,7 +391,7 @@ def measure(case: Case, dtype: str, repeats: int, backend: str = "numpy") -> dic
     # a warning of the rule (GAIT-prop's float32 rounding) was shown by the call above: once is enough
     quiet = lambda fn: (lambda: _quietly(fn))
     fns = {"rule": quiet(lambda: rule.updates(net, state, x, y)), "bp": lambda: bp.updates(net, None, x, y),
-           "floor": _floor(_floor_ops(case, rule, upd.record), xp, net.dtype, dev)}
+           "floor": _floor(_floor_ops(case, rule, upd.record, net), xp, net.dtype, dev)}
     if case.kind == "microcircuit":
         rec["sweeps"] = int(upd.record["nudged"].iterations)
     if case.kind == "corinfomax":
@@ -318,7 +400,7 @@ def measure(case: Case, dtype: str, repeats: int, backend: str = "numpy") -> dic
         import torch
 
         tdev = "cuda" if backend == "cupy" else "cpu"
-        fns["torch"] = _torch_step(net, x, y, tdev)
+        fns["torch"] = _torch_conv_step(net, x, y, tdev) if case.kind == "conv" else _torch_step(net, x, y, tdev)
         sync_t = (lambda: torch.cuda.synchronize()) if tdev == "cuda" else (lambda: None)
     except ImportError:
         sync_t = None
@@ -449,7 +531,7 @@ def run(args) -> int:
     if missing:
         raise ValueError(missing)
     names = args.rule or ["bp"]
-    rows = cases(names) + [c for c in CONV_ROWS if "all" in names or c.rule in names]
+    rows = cases(names) + conv_cases(names)
     dtypes = ("float32", "float64") if args.dtype == "both" else (args.dtype,)
     recs = []
     print(f"refimpl bench: {len(rows)} rows x {len(dtypes)} dtypes, backend {args.backend}, "

@@ -55,21 +55,40 @@ def _refimpl_step(net, x, y):
     return lambda: rule.updates(net, None, x, y)
 
 
-def _torch_module(net):
+def torch_module(net, dtype=None, device=None):
+    """``(nn.Sequential, weighted modules)`` of a refimpl network with its weights: Conv2d (+ its
+    activation, + MaxPool2d / AvgPool2d), Flatten before the first Linear after a conv, Linear (+
+    activation); ``dtype``/``device``: torch's (default float32, CPU)."""
     import torch
+    from .backend import to_numpy
+    from .torch_bridge import activation_module
 
     nn = torch.nn
-    (c1, c2, l3) = net.layers
-    m = nn.Sequential(nn.Conv2d(c1.in_shape[0], c1.out_channels, c1.kernel_size, c1.stride, c1.padding), nn.ReLU(),
-                      nn.MaxPool2d(c1.pool.kernel_size, c1.pool.stride),
-                      nn.Conv2d(c2.in_shape[0], c2.out_channels, c2.kernel_size, c2.stride, c2.padding), nn.ReLU(),
-                      nn.MaxPool2d(c2.pool.kernel_size, c2.pool.stride),
-                      nn.Flatten(), nn.Linear(l3.in_features, l3.out_features))
-    weighted = [m[0], m[3], m[7]]
+    dtype = torch.float32 if dtype is None else dtype
+    mods, weighted, after_conv = [], [], False
+    for l in range(1, net.depth + 1):
+        lay = net.layer(l)
+        if getattr(lay, "kind", "linear") == "conv2d":
+            if lay.keep is not None:
+                raise ValueError(f"layer {l}: Conv2d(keep=...) has no torch module here")
+            mod = nn.Conv2d(lay.in_shape[0], lay.out_channels, lay.kernel_size, lay.stride, lay.padding)
+            mods += [mod, activation_module(net.activations[l - 1])]
+            if lay.pool is not None:
+                P = nn.MaxPool2d if lay.pool.kind == "maxpool" else nn.AvgPool2d
+                mods.append(P(lay.pool.kernel_size, lay.pool.stride))
+            after_conv = True
+        else:
+            if after_conv:
+                mods.append(nn.Flatten())
+                after_conv = False
+            mod = nn.Linear(net.sizes[l - 1], net.sizes[l])
+            mods += [mod, activation_module(net.activations[l - 1])]
+        weighted.append(mod)
+    m = nn.Sequential(*mods).to(dtype=dtype, device=device)
     with torch.no_grad():
         for mod, W, b in zip(weighted, net.weights, net.biases):
-            mod.weight.copy_(torch.from_numpy(np.asarray(W)))
-            mod.bias.copy_(torch.from_numpy(np.asarray(b)))
+            mod.weight.copy_(torch.as_tensor(np.asarray(to_numpy(W)), dtype=dtype, device=device))
+            mod.bias.copy_(torch.as_tensor(np.asarray(to_numpy(b)), dtype=dtype, device=device))
     return m, weighted
 
 
@@ -91,7 +110,7 @@ def check_gradients(net, x, y) -> float:
     """Max over layers of ``max|dW_refimpl - dW_torch| / max|dW_torch|`` for one step (float32)."""
     from .rules import BP
 
-    m, weighted = _torch_module(net)
+    m, weighted = torch_module(net)
     _torch_step(m, x, y)()
     upd, _ = BP(loss="ce").updates(net, None, x, y)
     err = 0.0
@@ -108,7 +127,7 @@ def measure(repeats: int = 15, threads=None) -> dict:
     torch.set_num_threads(n)
     net, x, y = _problem()
     grad_err = check_gradients(net, x, y)
-    m, _ = _torch_module(net)
+    m, _ = torch_module(net)
     fns = {"refimpl": _refimpl_step(net, x, y), "torch": _torch_step(m, x, y)}
     for fn in fns.values():  # warm-up (allocator, thread pools)
         fn(), fn()

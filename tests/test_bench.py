@@ -14,6 +14,9 @@ def _small(monkeypatch):
     monkeypatch.setattr(bench, "MC_PAPER", ([16, 12, 4], 4))
     monkeypatch.setattr(bench, "CIM_PAPER", ([16, 12, 4], 4))
     monkeypatch.setattr(bench, "MIN_SAMPLE_SECONDS", 0.0)
+    monkeypatch.setattr(bench, "CONV_INPUT", (2, 6, 6))
+    monkeypatch.setattr(bench, "CONV_ARCH", "c3k3p1+mp2 c4k3p1 l5")
+    monkeypatch.setattr(bench, "CONV_BATCH", 3)
 
 
 def test_bench_reports_ratios(tmp_path, monkeypatch, capsys):
@@ -39,7 +42,10 @@ def test_bench_all_rules_have_a_row_and_a_floor(tmp_path, monkeypatch, capsys):
     recs = json.loads(out.read_text())["results"]
     assert sorted({r["rule"] for r in recs}) == rule_names(include_aliases=False)
     assert [r for r in recs if "error" in r] == []
-    assert len(recs) == len(rule_names(include_aliases=False)) + 2
+    conv = [r for r in recs if r["kind"] == "conv"]
+    assert sorted(r["rule"] for r in conv) == sorted(bench.CONV_RULES)  # every rule defined on convnets
+    assert all(r["label"] == "conv" and r["net"] == "2x6x6 c3k3p1+mp2 c4k3p1 l5" for r in conv)
+    assert len(recs) == len(rule_names(include_aliases=False)) + 2 + len(bench.CONV_RULES)
     for r in recs:
         assert r["over_bp"] > 0 and r["over_floor"] > 0 and r["over_bp_q25"] <= r["over_bp_q75"]
     assert {r["label"] for r in recs if r["rule"] in ("microcircuit", "corinfomax")} == {"", "paper"}
@@ -59,6 +65,23 @@ def test_floor_counts():
     assert [o[0] for o in ops].count("lu") == 2 and [o[0] for o in ops].count("trs") == 2
     with pytest.raises(ValueError, match="no floor"):
         bench._floor_ops(c, object(), {})
+
+
+def test_conv_floor_counts_the_im2col_gemms():
+    """Conv rows: the same product counts as the dense rows, each conv product in its im2col GEMM
+    shape (C_out x C_in kh kw x B H' W' forward), the first layer's input gradient not counted."""
+    import refimpl as ri
+
+    net = ri.Network.build((2, 6, 6), "c3k3p1+mp2 c4k3s2p1 l5", seed=0)
+    c = bench.Case("bp", "conv", (72,), 7, "conv")
+    ops = bench._floor_ops(c, ri.rules.BP(), {}, net)
+    assert len(ops) == 3 * 3 - 1
+    assert ops[0] == ("gemm", 3, 2 * 9, 7 * 6 * 6)          # conv1 forward
+    assert ops[1] == ("gemm", 4, 3 * 9, 7 * 2 * 2)          # conv2 forward (3x3 pooled, stride 2)
+    assert ops[2] == ("gemm", 7, 16, 5)                     # linear forward (4*2*2 inputs)
+    assert ops[3] == ("gemm", 3 * 9, 4, 7 * 2 * 2)          # conv2 transpose (col2im GEMM)
+    dfa = bench._floor_ops(bench.Case("dfa", "conv", (72,), 7, "conv"), ri.rules.DFA(), {}, net)
+    assert ("gemm", 7, 5, 3 * 6 * 6) in dfa and ("gemm", 7, 5, 4 * 2 * 2) in dfa  # e B_l, pre-pooling units
 
 
 def test_bench_conv_reports_the_ratio_and_checks_gradients(tmp_path, monkeypatch, capsys):
@@ -91,8 +114,8 @@ def test_bench_markdown_is_one_line_per_row_with_both_dtypes(monkeypatch, capsys
     md = [ln for ln in out.splitlines() if ln.startswith("|")]
     assert md[0].startswith("| rule | net | batch | sweeps | f32 /BP")
     rows = md[2:]
-    assert [r.split(" | ")[0] for r in rows] == ["| bp", "| microcircuit", "| microcircuit (paper)"]
+    assert [r.split(" | ")[0] for r in rows] == ["| bp", "| bp (conv)", "| microcircuit", "| microcircuit (paper)"]
     for r in rows:
         assert len(r.split("|")) == 12 and "n/a" not in r
-    mc = rows[1].split(" | ")
+    mc = rows[2].split(" | ")
     assert "/" in mc[3]  # sweeps f32/f64
