@@ -47,12 +47,12 @@ def test_detect_reads_the_driver_cuda(monkeypatch):
 def test_training_step_and_table_on_the_cpu():
     gc = _load()
     rows = gc.step_train("numpy", 1, small=True)
-    assert [r["step"].split()[1] for r in rows[:3]] == ["bp", "fa", "dtp"]
-    assert all(r["ok"] for r in rows[:3]), rows
-    assert all(r["seconds_per_epoch"] > 0 for r in rows[:3])
-    assert rows[-1]["ok"] is None  # the convnet row: listed, not run
+    assert [r["step"].split()[1] for r in rows] == ["bp", "fa", "dtp"] * 2
+    assert [r["step"].split()[3] for r in rows] == ["convnet"] * 3 + ["mlp"] * 3  # image data, then flattened
+    assert all(r["ok"] for r in rows), rows
+    assert all(r["seconds_per_epoch"] > 0 for r in rows)
     text = gc.table(rows)
-    assert "s/epoch" in text and "skip" in text
+    assert "s/epoch" in text and "skip" not in text
 
 
 @pytest.mark.skipif(not __import__("shutil").which("make"), reason="make not installed")
