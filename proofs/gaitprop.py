@@ -500,13 +500,11 @@ def _draw_smooth(d, xp, dtype):
     return _draw(d, xp, dtype, SMOOTH, nonlinear=("tanh", "sigmoid", "softplus"))
 
 
-def _draw_smooth_dense(d, xp, dtype):
-    return _draw(d, xp, dtype, SMOOTH, nonlinear=("tanh", "sigmoid", "softplus"))
-
-
 def _nudge_norms(inst, adaptive: bool):
     """Per sample and layer l = 2..L: ``||gamma_l (tau_l - h_l)||`` of the pass (the nudge before
-    its D^2 weighting), against ``gamma sqrt(n_l)`` (C2's definition of the adaptive gamma)."""
+    its D^2 weighting), against ``gamma sqrt(n_l)`` (C2's definition of the adaptive gamma). Conv
+    layers: the norm over every unit of the sample, ``n_l`` the units of ``z_l`` including
+    auxiliary channels (``keep``), whose target is their forward value (a zero difference)."""
     net, k, gamma = inst.net, inst.params["outputs"], 1e-3
     rule = G.GaitProp(gamma=gamma, adaptive=adaptive, loss=inst.loss, outputs=k)
     upd, _ = rule.updates(net, rule.init(net), inst.x, inst.y)
@@ -514,11 +512,12 @@ def _nudge_norms(inst, adaptive: bool):
     actual, expected = [], []
     for l in range(2, net.depth + 1):
         diff = to_numpy(rec["targets"][l]) - to_numpy(rec["trace"].h[l])
-        norms = np.linalg.norm(diff, axis=1)
+        norms = np.linalg.norm(diff.reshape(diff.shape[0], -1), axis=1)
+        n_l = int(np.prod(tuple(rec["trace"].z[l].shape[1:])))  # every unit of z_l (auxiliary channels too)
         keep = norms > 0  # a sample with zero error keeps gamma (nothing to normalise)
         g = to_numpy(rec["gammas"][l]).astype(np.float64).reshape(-1) if adaptive else np.full(norms.shape, gamma)
         actual.append((g * norms)[keep])
-        expected.append(np.full(int(keep.sum()), gamma * math.sqrt(diff.shape[1])))
+        expected.append(np.full(int(keep.sum()), gamma * math.sqrt(n_l)))
     return compare(actual, expected, "exact_identity", net.dtype,
                    labels=[f"||gamma_{l} (tau_{l} - h_{l})||" for l in range(2, net.depth + 1)])
 
@@ -843,16 +842,16 @@ THEOREMS = (
     ),
     Theorem(
         name="gaitprop.adaptive_nudge_norm",
+        architectures=("mlp", "conv"),
         table=("adaptive γ (Dalm et al.'s C2): every per-sample nudge before its `D_l²` weighting has norm `γ√n_l`, "
-               "`‖γ_l[b] (τ_l[b] − h_l[b])‖ = γ√n_l` (l = 2..L, samples with a non-zero error)",
+               "`‖γ_l[b] (τ_l[b] − h_l[b])‖ = γ√n_l` (l = 2..L, samples with a non-zero error; conv: `n_l` counts every unit of `z_l`, auxiliary channels included)",
                "exact",
                "fixed γ (norm `γ‖τ_l − h_l‖`)"),
         statement="adaptive gamma: every per-sample nudge before its D^2 weighting has norm gamma sqrt(n_l), "
                   "||gamma_l[b] (tau_l[b] - h_l[b])|| = gamma sqrt(n_l) for l = 2..L (samples with a non-zero error)",
         source="Dalm et al., TMLR 2023 (arXiv 2102.11598), code C2 compute_adaptive_gamma; spec gaitprop.md",
         conditions="adaptive=True (gamma_l = gamma sqrt(n_l) / ||tau_l - h_l|| per sample)",
-        # dense draws only: the per-sample norms below read h_l as (B, n_l) rows (conv form not written yet)
-        draw=_draw_smooth_dense, check=lambda i: _nudge_norms(i, True), control=lambda i: _nudge_norms(i, False),
+        draw=_draw_smooth, check=lambda i: _nudge_norms(i, True), control=lambda i: _nudge_norms(i, False),
         control_breaks="fixed gamma: the nudge norm is gamma ||tau_l - h_l||, not gamma sqrt(n_l)",
         dtypes=("float64", "float32"),
     ),

@@ -287,11 +287,6 @@ def _limit_factor(k: float) -> float:
 
 # --- pepita.zero_feedback_is_delta_rule --------------------------------------------------------
 
-def _draw_any_dense(d, xp, dtype):
-    # dense draws: the oracle of output_update_is_delta_at_its_pass modulates flat inputs
-    return _draw(d, xp, dtype, ("tanh", "sigmoid", "relu", "leaky_relu", "softplus", "elu", "linear"), conv=False)
-
-
 def _draw_any(d, xp, dtype):
     return _draw(d, xp, dtype, ("tanh", "sigmoid", "relu", "leaky_relu", "softplus", "elu", "linear"))
 
@@ -322,29 +317,25 @@ def _output_update_evidence(inst, swap: bool):
     F0, e = _unit_F0(inst, masks)
     upd, rule = _run(inst, F0)
     x = oracle.to_host(inst.x)
-    x_mod = x + inst.params["sign"] * (e @ F0.T)
+    # the modulation in the input's own shape (images: e F0^T reshaped in torch's flatten order)
+    x_mod = x + inst.params["sign"] * np.reshape(e @ F0.T, x.shape)
     Ws, bs = oracle.torch_params(inst.net, requires_grad=False)
     L = inst.net.depth
+    ms = [None if m is None else torch.tensor(m) for m in masks]
 
-    def forward(inp):
-        h = torch.tensor(inp, dtype=torch.float64)
-        hs, a = [h], None
-        for l in range(1, L + 1):
-            a = torch.nn.functional.linear(h, Ws[l - 1], bs[l - 1])
-            h = oracle.torch_activation(inst.net.activations[l - 1])(a)
-            if l < L and masks[l - 1] is not None:
-                h = h * torch.tensor(masks[l - 1])
-            hs.append(h)
-        return hs, a
+    def forward(inp):  # [x, h_1, ..., h_L] of the masked network (dense or conv layers)
+        return oracle.net_forward(inst.net, Ws, bs, torch.tensor(inp, dtype=torch.float64), return_all=True,
+                                  masks=ms)
 
     err_mod = (inst.params["last_layer_error"] == "modulated") != swap
-    hs_e, _ = forward(x_mod if err_mod else x)
-    aL = torch.nn.functional.linear(hs_e[L - 1], Ws[L - 1], bs[L - 1]).detach().requires_grad_(True)
+    hs_e = forward(x_mod if err_mod else x)
+    pre_e = hs_e[L - 1] if hs_e[L - 1].dim() == 2 else hs_e[L - 1].flatten(1)  # the output layer is dense
+    aL = torch.nn.functional.linear(pre_e, Ws[L - 1], bs[L - 1]).detach().requires_grad_(True)
     loss = oracle.torch_loss("ce", oracle.torch_activation(inst.net.activations[L - 1])(aL), oracle._torch_y(inst.y))
     loss.backward()
     delta = aL.grad.numpy()
-    hs_p, _ = forward(x_mod if inst.params["presynaptic"] == "modulated" else x)
-    pre = hs_p[L - 1].detach().numpy()
+    hs_p = forward(x_mod if inst.params["presynaptic"] == "modulated" else x)
+    pre = hs_p[L - 1].detach().numpy().reshape(x.shape[0], -1)
     return ri_compare([upd.dW[-1], upd.db[-1]], [delta.T @ pre, delta.sum(axis=0)], inst.net.dtype, L,
                       ["dW[L-1]", "db[L-1]"])
 
@@ -719,6 +710,7 @@ THEOREMS = (
     ),
     Theorem(
         name="pepita.output_update_is_delta_at_its_pass", variants=2,
+        architectures=("mlp", "conv"),
         table=("any `F` (modulation of relative size 1): the output update is autograd's output delta ∂CE/∂a_L "
                "(masked network) at the pass `last_layer_error` names (modulated: `x_mod = x + sign·e Fᵀ`; first: `x`) "
                "times the presynaptic pass's `h_{L−1}`",
@@ -730,7 +722,7 @@ THEOREMS = (
         source="Dellaferrera & Kreiman, ICML 2022, Alg. 1 (output layer: e' of the modulated pass); ICLR 2023 "
                "code's first-pass variant; spec pepita_fa.md §3a",
         conditions="the error of the pass the rule names",
-        draw=_draw_any_dense, check=lambda i: _output_update_evidence(i, False),
+        draw=_draw_any, check=lambda i: _output_update_evidence(i, False),
         control=lambda i: _output_update_evidence(i, True),
         control_breaks="the other pass's error (first <-> modulated)",
         dtypes=("float64",),
