@@ -819,6 +819,7 @@ def _measure_ep(inst):
 THEOREMS = (
     Theorem(
         name="corinfomax.information_forms_agree",
+        architectures=(),
         table=("with ε-regularised Schur-complement error correlations `S_y = (R_y+εI) − R_yx(R_x+εI)⁻¹R_xy` the forward and backward correlative-information forms both equal `½[logdet(R_x+εI) + logdet(R_y+εI) − logdet(R_joint+εI)]` for every ε (at ε = 0 also with the real LS errors)",
                "exact, float64 rtol 1e-10",
                "real error correlation of the ridge predictor at ε > 0"),
@@ -834,6 +835,7 @@ THEOREMS = (
     ),
     Theorem(
         name="corinfomax.predictors_not_transposed",
+        architectures=(),
         table=("optimal `W_f* = R_yx(R_x+εI)⁻¹`, `W_b* = R_xy(R_y+εI)⁻¹` are not transposes (‖W_b* − W_f*ᵀ‖/‖W_f*‖ > 1e-3): no weight symmetry",
                "strict inequality",
                "each block whitened (`R_x = R_y = I`)"),
@@ -847,6 +849,7 @@ THEOREMS = (
     ),
     Theorem(
         name="corinfomax.ridge_error_orthogonality",
+        architectures=(),
         table=("`⟨e xᵀ⟩ = εW*` for the ridge predictor, so the `Wᵀe` terms do *not* vanish at optimal predictors (spec P-A2 c corrected)",
                "exact",
                "perturbed predictor"),
@@ -861,6 +864,7 @@ THEOREMS = (
     ),
     Theorem(
         name="corinfomax.stop_gradient_envelope",
+        architectures=(),
         table=("∂/∂r_k of `Σ I_ε(r_{k−1}, r_k)` = gradient of the two left-side forms with `εWWᵀ`-regularised error correlations, ridge predictors and neighbours held fixed (envelope theorem)",
                "exact vs torch autograd",
                "real error correlations (O(ε) off)"),
@@ -920,6 +924,7 @@ THEOREMS = (
     ),
     Theorem(
         name="corinfomax.information_gap_first_order",
+        architectures=(),
         table=("with the real ridge error correlation the forward form exceeds the joint value by `(ε/2) tr(R_e0⁻¹W0W0ᵀ) + O(ε²)`",
                "order 2 after subtracting the first-order term + Richardson limit",
                "nothing subtracted (slope 1)"),
@@ -965,6 +970,7 @@ THEOREMS = (
     ),
     Theorem(
         name="corinfomax.lateral_exact_tracks_inverse",
+        architectures=(),
         table=("m exact (Sherman–Morrison/Woodbury) lateral steps give `(λ^m B_0⁻¹ + (1−λ)Σλ^{m−i}⟨rrᵀ⟩_i)⁻¹`",
                "exact",
                "the code's dropped denominator"),
@@ -977,7 +983,8 @@ THEOREMS = (
         dtypes=("float64",),
     ),
     Theorem(
-        name="corinfomax.lateral_dropped_error", variants=2,
+        name="corinfomax.lateral_dropped_error",
+        architectures=(), variants=2,
         table=("one dropped-denominator step is off by exactly `−(γ²/λ) q/(1+γq) zzᵀ` (q = rᵀBr, z = Br); a batch "
                "of N = 3 (Woodbury): `−(1/λ) Zᵀ g²K(I + gK)⁻¹ Z`, g = γ/N, K = RBRᵀ",
                "exact",

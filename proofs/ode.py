@@ -538,7 +538,8 @@ NUMPY_ONLY = ("numpy",)
 
 THEOREMS = (
     Theorem(
-        name="ode.partner_symplectic_condition", variants=9,
+        name="ode.partner_symplectic_condition",
+        architectures=(), variants=9,
         table=("the partner `A_ij = b_j(1 − a_ji/b_i)` of every tableau (euler … dopri8) satisfies `b_i A_ij + b_j a_ji − b_i b_j = 0`",
                "exact, rational arithmetic",
                "`A = a` (forward tableau as its own adjoint)"),
@@ -551,7 +552,8 @@ THEOREMS = (
         dtypes=("float64",), backends=NUMPY_ONLY,
     ),
     Theorem(
-        name="ode.partner_matches_published", variants=2,
+        name="ode.partner_matches_published",
+        architectures=(), variants=2,
         table=("the unified partner (zero-weight stages kept) reproduces the authors' hard-coded dopri5 / dopri8 `_NEU`/`_BAR` tables entry by entry",
                "exact, rational arithmetic",
                "zero-weight stages dropped"),

@@ -506,7 +506,8 @@ _F64 = ("float64",)
 
 THEOREMS = (
     Theorem(
-        name="scg.surrogate_unbiased", variants=4,
+        name="scg.surrogate_unbiased",
+        architectures=(), variants=4,
         table=("Σ_outcomes P·∇L_surr = ∇E[Σc] (Schulman et al. 2015, Thm 1): score terms log p(w)·Q̂_w with downstream costs only, plus pathwise ∇c; chains/forks/diamonds, θ shared by distributions and costs; the batch estimate is the mean of the per-sample ones",
                "exact by enumeration vs torch autograd of the enumerated E, rtol 1e-10",
                "score terms dropped (pathwise only)"),
@@ -520,7 +521,8 @@ THEOREMS = (
         dtypes=_F64,
     ),
     Theorem(
-        name="scg.baseline_unbiased", variants=4,
+        name="scg.baseline_unbiased",
+        architectures=(), variants=4,
         table=("baselines of non-descendants of w (constant, input, θ, w's logits, ancestors) keep the mean",
                "exact, rtol 1e-10",
                "baseline reading w itself"),
@@ -533,7 +535,8 @@ THEOREMS = (
         dtypes=_F64,
     ),
     Theorem(
-        name="scg.optimal_baseline", variants=4,
+        name="scg.optimal_baseline",
+        architectures=(), variants=4,
         table=("the exact variance is a parabola in a constant baseline with vertex b* = E[s_w·g₀]/E‖s_w‖² (corrected formula)",
                "exact (vertex of the exact parabola)",
                "old formula E[Q̂‖s‖²]/E‖s‖²"),
@@ -549,7 +552,8 @@ THEOREMS = (
         dtypes=_F64,
     ),
     Theorem(
-        name="scg.downstream_vs_total", variants=4,
+        name="scg.downstream_vs_total",
+        architectures=(), variants=4,
         table=("Q̂_w = downstream costs vs total cost: equal means, different exact variances (neither always lower)",
                "exact means; variance gap > 1e-8 rel.",
                "Q̂_w = only the costs not downstream of w"),
@@ -563,6 +567,7 @@ THEOREMS = (
     ),
     Theorem(
         name="scg.pathwise_score_quadrature",
+        architectures=(),
         table=("Gaussian node, polynomial cost of degree k: pathwise with ⌈(k+1)/2⌉ and score function with ⌈(k+3)/2⌉ Gauss–Hermite nodes are exact",
                "exact (GH exact to degree 2n−1)",
                "score function with ⌈(k+1)/2⌉ nodes"),
@@ -579,6 +584,7 @@ THEOREMS = (
     ),
     Theorem(
         name="scg.quadrature_tanh_cost",
+        architectures=(),
         table=("relative error of the expected pathwise gradient for a tanh cost of a Gaussian node at n = 5..80 Gauss–Hermite nodes (reference 320 nodes): root-exponential, e.g. 6e-4 at n = 40 when a·σ ≈ 1.8, 3e-12 when a·σ ≈ 0.4",
                "measurement",
                "—"),
@@ -589,7 +595,8 @@ THEOREMS = (
         draw=_draw_tanh, check=_measure_tanh, kind="measurement", dtypes=_F64,
     ),
     Theorem(
-        name="scg.dice_hessian_exact", variants=4,
+        name="scg.dice_hessian_exact",
+        architectures=(), variants=4,
         table=("E[∇²DiCE] = ∇²E and E[∇DiCE] = ∇E (Foerster et al. 2018; the gradient of both the order-2 pass and `dice(order=1)`)",
                "exact vs torch Hessian, rtol 1e-10",
                "the surrogate loss's Hessian"),
@@ -603,7 +610,8 @@ THEOREMS = (
         dtypes=_F64,
     ),
     Theorem(
-        name="scg.surrogate_hessian_bias", variants=4,
+        name="scg.surrogate_hessian_bias",
+        architectures=(), variants=4,
         table=("E[∇²L_surr] − ∇²E = −Σ_c E[c∇τ_c∇τ_cᵀ + ∇τ_c∇cᵀ + ∇c∇τ_cᵀ]",
                "exact",
                "bias without the cross terms"),
@@ -615,7 +623,8 @@ THEOREMS = (
         dtypes=_F64,
     ),
     Theorem(
-        name="scg.surrogate_hessian_pathwise_only", variants=4,
+        name="scg.surrogate_hessian_pathwise_only",
+        architectures=(), variants=4,
         table=("θ in no distribution ⇒ the surrogate Hessian is unbiased",
                "exact",
                "θ also in the distributions' logits"),

@@ -165,8 +165,9 @@ class Theorem:
         table: README's row ``(summary, kind of check, control)`` in the theorem table (``refimpl
             verify --markdown`` prints it; default: the statement, "", ``control_breaks``).
         architectures: the network kinds the draw produces, ``("mlp",)`` or ``("mlp", "conv")`` or
-            ``("conv",)`` (a test checks it against the draws); README's row says "MLP and conv" for
-            a theorem drawn on both.
+            ``("conv",)``; ``()`` for a theorem about no layered network (a stochastic computation
+            graph, a Runge-Kutta tableau, CorInfoMax's information quantities). A test checks it
+            against the draws; README's row says "MLP and conv" for a theorem drawn on both.
         variants: the number of instances that cover every option of every
             :meth:`Drawer.variant` the draw asks for (the longest option list); ``refimpl verify``
             runs at least this many instances, so each rule kind / mode is checked in every run.
@@ -195,9 +196,9 @@ class Theorem:
             raise ValueError(f"name: expected 'family.name', got {self.name!r}")
         if self.kind not in ("theorem", "measurement"):
             raise ValueError(f"kind: expected 'theorem' or 'measurement', got {self.kind!r}")
-        if not self.architectures or not set(self.architectures) <= {"mlp", "conv"}:
-            raise ValueError(f"{self.name}: architectures: expected a non-empty tuple of 'mlp', 'conv', got "
-                             f"{self.architectures!r}")
+        if not isinstance(self.architectures, tuple) or not set(self.architectures) <= {"mlp", "conv"}:
+            raise ValueError(f"{self.name}: architectures: expected a tuple of 'mlp', 'conv' (empty: no network), "
+                             f"got {self.architectures!r}")
         if self.kind == "theorem" and self.control is None:
             raise ValueError(f"{self.name}: a theorem needs a control (a check with a condition broken)")
 

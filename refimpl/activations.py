@@ -98,8 +98,9 @@ class Activation:
 # Hot paths (issue 17): a comparison with zero uses a 0-d zero, broadcast, never ``zeros_like(x)``
 # (in NumPy a fresh full-size zero array is calloc'ed memory whose pages fault in on first touch:
 # 3 ms for a 256x1024 float64 array against 0.2 ms for the exp of it); multi-step formulas work in
-# place on their own temporaries. Every rewrite is bitwise the formula in its comment (the same
-# operations on the same operands; ``-t`` as ``t *= -1`` and ``a + b`` as ``b += a`` are exact).
+# place on their own temporaries, never on an output torch autograd saves for its backward pass
+# (tanh's, exp's). Every rewrite is bitwise the formula in its comment (the same operations on the
+# same operands; ``-t`` as ``t *= -1`` and ``a + b`` as ``b += a`` are exact).
 
 def _zero(x):
     """A 0-d zero of ``x``'s dtype on ``x``'s device (broadcasts against ``x``)."""
@@ -134,11 +135,7 @@ def _tanh():
 def _sigmoid_f(x):
     # sigma(x) = (1 + tanh(x/2)) / 2: no overflow for large |x|, unlike 1/(1+exp(-x)).
     xp = namespace(x)
-    t = 0.5 * x
-    t = xp.tanh(t)
-    t += 1
-    t *= 0.5  # 0.5 (1 + tanh(x/2)), on one temporary
-    return t
+    return 0.5 * (1 + xp.tanh(0.5 * x))  # not in place: torch autograd keeps tanh's output
 
 
 def _sigmoid():

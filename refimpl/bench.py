@@ -228,7 +228,10 @@ def _floor_ops(case: Case, rule, record, net=None) -> list:
         top = [("gemm", B, s[L - 1], s[L]), ("gemm", B, s[L], s[L - 1])] * inner
         per = top + [("gemm", B, s[k - 1], s[k]) for k in range(2, L)] + \
             [("gemm", B, s[k + 1], s[k]) for k in range(1, L - 1)]
-        return fwd + per * sweeps + wgrad
+        ops = fwd + per * sweeps + wgrad
+        for k in range(2, L + 1):  # the first sweep reads A_k (k >= 2) from the forward pass
+            ops.remove(("gemm", B, s[k - 1], s[k]))
+        return ops
     if key == "corinfomax":
         P = L
         per = [("gemm", B, s[k - 1], s[k]) for k in range(2, P + 1)] + \

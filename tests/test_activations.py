@@ -173,3 +173,16 @@ def test_in_place_forms_are_bitwise_the_written_formulas(backend):
             assert got.dtype == np.dtype(dtype)
             assert np.array_equal(got, to_numpy(want)), (name, dtype)
         assert np.array_equal(to_numpy(x), x_h)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_autograd_runs_through_every_activation(name):
+    """Review of issue 17: the in-place forms must not modify an output torch autograd saved for
+    its backward pass (the first in-place sigmoid did: "modified by an inplace operation"). On torch
+    tensors that require gradients, f(x).sum().backward() gives df(x) (away from kinks)."""
+    torch = pytest.importorskip("torch")
+    act = A.get(name)
+    xh = _points(7)
+    x = torch.tensor(xh, dtype=torch.float64, requires_grad=True)
+    act.f(x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), to_numpy(act.df(torch.tensor(xh))), rtol=1e-12, atol=1e-15)

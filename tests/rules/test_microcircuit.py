@@ -544,3 +544,46 @@ def test_first_sweep_reuses_the_forward_pass_exactly_and_inner_is_validated():
     for bad in (0, -1, 1.5, True, "3"):
         with pytest.raises(ValueError, match="inner: expected an integer >= 1"):
             M.steady_state(r, net, st, x, y, inner=bad)
+
+
+def test_block_sweep_that_does_not_contract_falls_back_to_the_plain_sweep_first():
+    """Review of issue 17: the block sweep (inner=3) can diverge where the plain sweep contracts
+    (random linear nets with strong random feedback: 2 of 109 stable draws; this one found by the
+    review, seed 111). The default then returns the plain sweep's fixed point (the same numbers as
+    inner=1), not Euler's (which stopped 4.3e-11 away)."""
+    net = ri.Network.init([8, 8, 6, 5, 5, 6], activation="linear", output_activation="linear", init="normal",
+                          seed=111)
+    r = Microcircuit(top_down="random", feedback_scale=2.0, lateral="plastic", lateral_init="random",
+                     lateral_scale=0.5, tol=1e-14)
+    st = r._prepared_state(net, r.init(net, seed=111))
+    g = np.random.default_rng(0)
+    x, y = g.standard_normal((3, 8)), g.standard_normal((3, 6))
+    assert M._sweep_solve(r, net, st, x, y, max_iter=5000, tol=1e-14, init=None, self_predicting=False,
+                          check_every=1, inner=3) is None
+    plain = M.steady_state(r, net, st, x, y, inner=1)
+    default = M.steady_state(r, net, st, x, y)
+    euler = M.steady_state(r, net, st, x, y, method="euler")
+    assert default.iterations == plain.iterations != euler.iterations
+    for u, v in zip(default.uP[1:], plain.uP[1:]):
+        np.testing.assert_array_equal(u, v)
+    assert default.residual <= 1e-12
+
+
+def test_steady_state_of_a_net_without_hidden_layer_and_integer_types_of_inner():
+    """The public steady_state on depth 1 (review: the block sweep had no pair there and crashed):
+    U_1 = (1 - lam_out) A_1 + lam_out y exactly. ``inner`` accepts NumPy integers."""
+    r = Microcircuit(tol=1e-14)
+    net = ri.Network.init([3, 2], activation="softplus", output_activation="linear", init="normal", seed=0)
+    x, y = _batch(net, B=4)
+    st = M.MicrocircuitState((), (), ())
+    pot = M.steady_state(r, net, st, x, y)
+    np.testing.assert_allclose(pot.uP[1], (1 - r.lam_out) * net(x) + r.lam_out * y, rtol=0, atol=1e-15)
+    assert pot.residual == 0.0
+    free = M.steady_state(r, net, st, x, None)
+    np.testing.assert_array_equal(free.uP[1], net(x))
+    net2 = _net((4, 6, 5, 3), "softplus")
+    x2, y2 = _batch(net2)
+    st2 = r._prepared_state(net2, r.init(net2, seed=0))
+    a = M.steady_state(r, net2, st2, x2, y2, inner=np.int64(3))
+    b = M.steady_state(r, net2, st2, x2, y2, inner=3)
+    np.testing.assert_array_equal(a.uP[1], b.uP[1])
