@@ -50,7 +50,9 @@ the rule uses):
   conv forward ``W (C_out x C_in kh kw) @ cols (C_in kh kw x B H' W')``, transpose and weight
   gradient likewise, :func:`_layer_gemms`); DFA's projections go to the pre-pooling units, PEPITA's
   modulation to the 3x32x32 input. The im2col / col2im copies and the pooling are *not* counted:
-  they are what a conv row's ``/floor`` shows above 1.
+  they are what a conv row's ``/floor`` shows above 1. GAIT-prop / TPInverse on the invertible
+  convnet: forward, per inverted layer one LU of its ``C_out x C_out`` patch matrix (dense: ``W_l``)
+  and the triangular solves for its ``B H' W'`` patches (dense: ``B`` rows), weight gradients.
 * CorInfoMax: per sweep and layer ``k``: the basal ``R_{k-1} W_{f,k-1}^T`` (for ``k >= 2``; the input
   drive is constant, counted once), the lateral ``R_k B_k``, the backward ``R_{k+1} W_{b,k}^T``
   (``k < P``), times ``t_free + t_nudge`` sweeps; the contrast: forward and backward errors and
@@ -88,7 +90,7 @@ class Case:
     """One bench row: a rule spec, a network kind, sizes and batch."""
 
     rule: str
-    kind: str  # "mlp", "invertible", "microcircuit", "corinfomax", "conv"
+    kind: str  # "mlp", "invertible", "microcircuit", "corinfomax", "conv", "conv_invertible"
     sizes: tuple
     batch: int
     label: str = ""
@@ -123,11 +125,17 @@ def cases(names) -> list:
 CONV_INPUT = (3, 32, 32)
 CONV_ARCH = "c32k3p1+mp2 c64k3p1+mp2 l10"
 CONV_BATCH = 64
-#: Rules with a conv row: every rule defined on conv networks. Not here: the microcircuit and
-#: CorInfoMax (dense layers only) and GAIT-prop / TPInverse (they invert every layer after the
-#: first, so they need invertible convolutions, ``Conv2d(keep=n)`` with square patch matrices and
-#: no pooling: another network, not comparable with this row's BP).
-CONV_RULES = ("bp", "fa", "dfa", "signsymmetry", "pepita", "tp", "dtp", "drl", "ldrl")
+#: Rules with a conv row: every rule defined on conv networks (the microcircuit and CorInfoMax
+#: are dense-only). GAIT-prop and TPInverse invert every layer after the first, so their row is on
+#: an invertible convnet of the same input (:data:`CONV_INV_ARCH`; BP's step on that net is their
+#: ``/BP``).
+CONV_RULES = ("bp", "fa", "dfa", "signsymmetry", "pepita", "tp", "dtp", "drl", "ldrl", "gaitprop", "tpinverse")
+#: GAIT-prop's invertible convnet (Dalm et al. 2023's construction, as refimpl's digits benchmark):
+#: per-patch square matrices (36 = 4*3*3, 72 = 8*3*3 outputs; 8 channels passed on, the rest
+#: auxiliary), no pooling after layer 1, a square dense output (512 = 8*8*8), leaky-ReLU(0.1),
+#: orthogonal init; inputs 0.5 xi, targets ``h_L + 0.001 xi`` (as the dense invertible row).
+CONV_INV_ARCH = "c4k3p1 c36k3s2p1+keep8 c72k3s2p1+keep8 l512"
+INVERTIBLE_RULES = ("gaitprop", "tpinverse")
 
 
 def conv_cases(names) -> list:
@@ -135,8 +143,9 @@ def conv_cases(names) -> list:
     from .rules.registry import _resolve, _canon
 
     keys = CONV_RULES if "all" in names else [_canon(_resolve(n)[0].__name__) for n in names]
-    sizes = (int(np.prod(CONV_INPUT)),)  # placeholder; the network is CONV_ARCH
-    return [Case(k, "conv", sizes, CONV_BATCH, "conv") for k in keys if k in CONV_RULES]
+    sizes = (int(np.prod(CONV_INPUT)),)  # placeholder; the network is CONV_ARCH / CONV_INV_ARCH
+    return [Case(k, "conv_invertible" if k in INVERTIBLE_RULES else "conv", sizes, CONV_BATCH, "conv")
+            for k in keys if k in CONV_RULES]
 
 
 def _problem(case: Case, dtype, xp, dev):
@@ -149,6 +158,12 @@ def _problem(case: Case, dtype, xp, dev):
         net = Network.build(CONV_INPUT, CONV_ARCH, activation="relu", init="he", seed=0, dtype=dtype, xp=xp)
         x = from_numpy(g.standard_normal((B,) + CONV_INPUT), xp, dtype, dev)
         y = from_numpy(np.eye(net.sizes[-1])[g.integers(0, net.sizes[-1], B)], xp, dtype, dev)
+        return net, x, y
+    if case.kind == "conv_invertible":
+        net = Network.build(CONV_INPUT, CONV_INV_ARCH, activation="leaky_relu(0.1)", output_activation="linear",
+                            init="orthogonal", seed=0, dtype=dtype, xp=xp)
+        x = from_numpy(0.5 * g.standard_normal((B,) + CONV_INPUT), xp, dtype, dev)
+        y = net(x) + from_numpy(1e-3 * g.standard_normal((B, net.sizes[-1])), xp, dtype, dev)
         return net, x, y
     hidden = {"mlp": "tanh", "invertible": "tanh", "microcircuit": "softplus", "corinfomax": "linear"}[case.kind]
     init = "orthogonal" if case.kind == "invertible" else "xavier"
@@ -202,6 +217,19 @@ def _floor_ops(case: Case, rule, record, net=None) -> list:
     wgrad = [("gemm", s[l], B, s[l - 1]) for l in range(1, L + 1)]
     back = [("gemm", B, s[l], s[l - 1]) for l in range(2, L + 1)]
     key = _canon(type(rule).__name__)
+    if case.kind == "conv_invertible":  # per inverted layer: LU of its (patch) matrix, solves for every patch
+        fwd, _, wgrad = _layer_gemms(net, B)
+        lus, trs = [], []
+        for l in range(2, net.depth + 1):
+            lay = net.layer(l)
+            if getattr(lay, "kind", "linear") == "conv2d":
+                Co, Ho, Wo = lay.out_shape
+                lus.append(("lu", Co))
+                trs.append(("trs", Co, B * Ho * Wo))
+            else:
+                lus.append(("lu", net.sizes[l]))
+                trs.append(("trs", net.sizes[l], B))
+        return fwd + lus + trs + wgrad
     if case.kind == "conv":
         fwd, back_all, wgrad = _layer_gemms(net, B)
         back = back_all[1:]  # layers 2..L: the input gradient of layer 1 is never needed
@@ -381,7 +409,8 @@ def measure(case: Case, dtype: str, repeats: int, backend: str = "numpy") -> dic
     net, x, y = _problem(case, dtype, xp, None)
     dev = device_of(x)
     rule = get_rule(case.rule)
-    net_desc = ("x".join(map(str, CONV_INPUT)) + " " + CONV_ARCH) if case.kind == "conv" else "-".join(map(str, case.sizes))
+    arch = {"conv": CONV_ARCH, "conv_invertible": CONV_INV_ARCH}.get(case.kind)
+    net_desc = ("x".join(map(str, CONV_INPUT)) + " " + arch) if arch else "-".join(map(str, case.sizes))
     rec = {"rule": case.rule, "net": net_desc, "batch": case.batch, "kind": case.kind,
            "label": case.label, "dtype": dtype, "backend": backend}
     try:
@@ -403,7 +432,8 @@ def measure(case: Case, dtype: str, repeats: int, backend: str = "numpy") -> dic
         import torch
 
         tdev = "cuda" if backend == "cupy" else "cpu"
-        fns["torch"] = _torch_conv_step(net, x, y, tdev) if case.kind == "conv" else _torch_step(net, x, y, tdev)
+        fns["torch"] = (_torch_conv_step(net, x, y, tdev) if case.kind.startswith("conv")
+                        else _torch_step(net, x, y, tdev))
         sync_t = (lambda: torch.cuda.synchronize()) if tdev == "cuda" else (lambda: None)
     except ImportError:
         sync_t = None

@@ -17,6 +17,7 @@ def _small(monkeypatch):
     monkeypatch.setattr(bench, "CONV_INPUT", (2, 6, 6))
     monkeypatch.setattr(bench, "CONV_ARCH", "c3k3p1+mp2 c4k3p1 l5")
     monkeypatch.setattr(bench, "CONV_BATCH", 3)
+    monkeypatch.setattr(bench, "CONV_INV_ARCH", "c2k3p1 c18k3s2p1+keep4 l36")
 
 
 def test_bench_reports_ratios(tmp_path, monkeypatch, capsys):
@@ -42,9 +43,12 @@ def test_bench_all_rules_have_a_row_and_a_floor(tmp_path, monkeypatch, capsys):
     recs = json.loads(out.read_text())["results"]
     assert sorted({r["rule"] for r in recs}) == rule_names(include_aliases=False)
     assert [r for r in recs if "error" in r] == []
-    conv = [r for r in recs if r["kind"] == "conv"]
+    conv = [r for r in recs if r["kind"].startswith("conv")]
     assert sorted(r["rule"] for r in conv) == sorted(bench.CONV_RULES)  # every rule defined on convnets
-    assert all(r["label"] == "conv" and r["net"] == "2x6x6 c3k3p1+mp2 c4k3p1 l5" for r in conv)
+    for r in conv:
+        inv = r["rule"] in ("gaitprop", "tpinverse")  # their row is on the invertible convnet
+        assert r["label"] == "conv" and r["net"] == ("2x6x6 c2k3p1 c18k3s2p1+keep4 l36" if inv
+                                                     else "2x6x6 c3k3p1+mp2 c4k3p1 l5")
     assert len(recs) == len(rule_names(include_aliases=False)) + 2 + len(bench.CONV_RULES)
     for r in recs:
         assert r["over_bp"] > 0 and r["over_floor"] > 0 and r["over_bp_q25"] <= r["over_bp_q75"]
@@ -82,6 +86,11 @@ def test_conv_floor_counts_the_im2col_gemms():
     assert ops[3] == ("gemm", 3 * 9, 4, 7 * 2 * 2)          # conv2 transpose (col2im GEMM)
     dfa = bench._floor_ops(bench.Case("dfa", "conv", (72,), 7, "conv"), ri.rules.DFA(), {}, net)
     assert ("gemm", 7, 5, 3 * 6 * 6) in dfa and ("gemm", 7, 5, 4 * 2 * 2) in dfa  # e B_l, pre-pooling units
+    inv = ri.Network.build((2, 6, 6), "c2k3p1 c18k3s2p1+keep4 l36", activation="tanh", output_activation="linear",
+                           init="orthogonal", seed=0)
+    g = bench._floor_ops(bench.Case("gaitprop", "conv_invertible", (72,), 7, "conv"), ri.rules.GaitProp(), {}, inv)
+    assert [o for o in g if o[0] != "gemm"] == [("lu", 18), ("lu", 36), ("trs", 18, 7 * 3 * 3), ("trs", 36, 7)]
+    assert len([o for o in g if o[0] == "gemm"]) == 2 * 3  # forward and weight gradients
 
 
 def test_bench_conv_reports_the_ratio_and_checks_gradients(tmp_path, monkeypatch, capsys):
@@ -119,3 +128,20 @@ def test_bench_markdown_is_one_line_per_row_with_both_dtypes(monkeypatch, capsys
         assert len(r.split("|")) == 12 and "n/a" not in r
     mc = rows[2].split(" | ")
     assert "/" in mc[3]  # sweeps f32/f64
+
+
+def test_torch_module_is_the_same_network():
+    """bench_conv.torch_module (the torch side of every conv row) computes refimpl's forward pass, on
+    a pooled ReLU convnet and on GAIT-prop's invertible one with auxiliary channels (float64)."""
+    pytest.importorskip("torch")
+    import numpy as np
+    import torch
+    import refimpl as ri
+    from refimpl.bench_conv import torch_module
+
+    for arch, act in (("c3k3p1+mp2 c4k3s2p1+ap2 l5", "relu"), ("c2k3p1 c18k3s2p1+keep4 l36", "leaky_relu(0.1)")):
+        net = ri.Network.build((2, 6, 6), arch, activation=act, output_activation="linear", seed=1)
+        x = np.random.default_rng(0).standard_normal((3, 2, 6, 6))
+        m, weighted = torch_module(net, torch.float64)
+        assert len(weighted) == net.depth
+        np.testing.assert_allclose(m(torch.from_numpy(x)).detach().numpy(), net(x), rtol=1e-12, atol=1e-13)
