@@ -19,6 +19,7 @@ nn = torch.nn
 from proofs import conform as C  # noqa: E402
 from proofs.conform_torch import torch_impl, to_sequential, weighted_layers, loss as tloss  # noqa: E402
 from refimpl.cli import main  # noqa: E402
+from proofs.examples.torch_fa import StraightThrough  # noqa: E402  (the example's slip: backward forgets f')
 
 CONV = ("conv",)
 FA_OK = "proofs.examples.torch_fa:fa_updates"
@@ -42,16 +43,6 @@ def bp_flipped(model, x, y, state, loss):
     return [-a for a in g]
 
 
-class _StraightThrough(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, module):
-        return module(a)
-
-    @staticmethod
-    def backward(ctx, dh):
-        return dh, None
-
-
 def _walk(model, x, conv=None, flatten=None, pool=None, act=None):
     """``model``'s forward with replaceable pieces (the slips below)."""
     h = x
@@ -72,7 +63,7 @@ def _walk(model, x, conv=None, flatten=None, pool=None, act=None):
 
 @torch_impl
 def bp_missing_fprime(model, x, y, state, loss):
-    h = _walk(model, x, act=lambda m, h, last: m(h) if last else _StraightThrough.apply(h, m))
+    h = _walk(model, x, act=lambda m, h, last: m(h) if last else StraightThrough.apply(h, m))
     tloss(h, y, loss).backward()
 
 
