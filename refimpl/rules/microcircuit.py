@@ -78,6 +78,7 @@ self-predicting W^IP and the scale alpha_k / c_k).
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
@@ -228,20 +229,16 @@ def _potentials(rule, net, wpp, td, pi, ip, x, uP, uI, y, rho, vB1=None):
     return vB, vA, vI, new_uP, new_uI
 
 
-def _assemble(rule, net, x, uP, uI, vB, vA, vI, rho, residual, iterations, target, rates=None,
-              vB_hat=None, rates_hat=None) -> Potentials:
-    """:class:`Potentials` at ``uP``; ``rates`` (``rho_k(uP[k])``), ``vB_hat`` (``c_k vB[k]``) and
-    ``rates_hat`` (``rho_k(vB_hat[k])``): reused where the caller has them (bitwise the same values)."""
+def _assemble(rule, net, x, uP, uI, vB, vA, vI, rho, residual, iterations, target, rates=None) -> Potentials:
+    """:class:`Potentials` at ``uP``; ``rates`` (``rho_k(uP[k])``, ``rates[0] = x``): reused where the
+    caller has them (bitwise the same values)."""
     N = net.depth
     kI = rule.g_D / (rule.g_lk + rule.g_D)
-    if vB_hat is None:
-        vB_hat = [None] + [_c(rule, k, N) * vB[k] for k in range(1, N + 1)]
+    vB_hat = [None] + [_c(rule, k, N) * vB[k] for k in range(1, N + 1)]
     if rates is None:
         rates = [x] + [rho[k](uP[k]) for k in range(1, N + 1)]
-    if rates_hat is None:
-        rates_hat = [None] + [rho[k](vB_hat[k]) for k in range(1, N + 1)]
     vI_hat = [None] + [kI * vI[k] for k in range(1, N)] + [None]
-    e = [None] + [rates[k] - rates_hat[k] for k in range(1, N + 1)]
+    e = [None] + [rates[k] - rho[k](vB_hat[k]) for k in range(1, N + 1)]
     return Potentials(tuple(uP), tuple(uI), tuple(vB), tuple(vB_hat), tuple(vA), tuple(vI), tuple(vI_hat),
                       tuple(e), float(residual), int(iterations), bool(target), tuple(rates))
 
@@ -288,8 +285,7 @@ def steady_state(rule, net, state, x, y=None, *, max_iter: Optional[int] = None,
 
 
 def _as_inner(inner) -> int:
-    import operator
-
+    """``inner`` as an int >= 1 (NumPy integers accepted), else a ValueError naming it."""
     try:
         k = operator.index(inner)
     except TypeError:
@@ -320,8 +316,8 @@ def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting
     three times per sweep the sweeps needed to 1e-15 fall from 16 to 8, while repeating it costs
     only products with the narrow output layer, ``B n_{N-1} n_N``); a block Gauss-Seidel
     iteration with the same fixed points. ``A_1 = x @ W_1.T`` (the input drive) is computed once per
-    solve, and the first sweep from the forward pass reads its products ``A_k`` and rates. The interneurons are not
-    iterated separately: ``U^I_k`` is an explicit function of ``U_k`` and ``U_{k+1}``, so a sweep is a
+    solve, and the first sweep from the forward pass reads its products ``A_k`` and rates. The
+    interneurons are not iterated separately: ``U^I_k`` is an explicit function of ``U_k`` and ``U_{k+1}``, so a sweep is a
     map of the pyramidal potentials alone and has exactly the fixed points of the full map.
     With the ideal lateral weights (``self_predicting``) ``kI IP_k = W_{k+1}`` and ``PI_k = -TD_k``,
     so ``kI r_k @ IP_k.T = A_{k+1}`` (the product already made for ``U_{k+1}`` in this sweep, from the
@@ -333,9 +329,9 @@ def _sweep_solve(rule, net, state, x, y, *, max_iter, tol, init, self_predicting
     times the top pair's two (``A_N``, ``V_A,N-1``), and ``A_{N-1}`` (``N >= 3``) and ``A_k``
     (``2 <= k < N-1``), ``V_A,k`` (``k <= N-2``) once; without ``self_predicting`` the ``IP`` and ``PI``
     products on top (``2 inner`` for the top pair, 2 per lower hidden layer); in the first sweep from
-    the forward pass the ``A_k`` are the forward pass's; once per solve the input drive (taken from the forward pass when starting there)
-    and one evaluation of the map at the returned state (dendrites and ``residual = max|F(U) - U|``,
-    as the Euler solver reports them).
+    the forward pass the ``A_k`` are the forward pass's; once per solve the input drive (taken from
+    the forward pass when starting there) and one evaluation of the map at the returned state
+    (dendrites and ``residual = max|F(U) - U|``, as the Euler solver reports them).
 
     Measured (softplus, transposed top-down, ideal lateral, float64): the plain sweep (``inner=1``)
     contracts by ~0.12 per sweep, 15-17 sweeps to 1e-14 on 784-500-10 (batch 1 and 32),
