@@ -88,7 +88,7 @@ from .tolerances import tolerance, TOLERANCES
 __all__ = ["check", "replay", "replay_details", "format_counterexample", "load_impl", "resolve_rule", "resolved_hyper", "state_to_host", "handed_state",
            "layer_specs", "diagnose", "ConformResult", "Range", "RULE_NETWORKS", "RULE_CONV_NETWORKS", "NO_CONV",
            "CONV_STATES", "STATE_DRAWS", "HANDED_OVER", "check_architectures", "network_from_record",
-           "ReferenceRejected", "ReplayRefused", "rule_name"]
+           "ReferenceRejected", "ReplayRefused", "rule_name", "RULE_INVERTIBLE_CONV"]
 
 #: Networks a rule is defined on (rule class name -> draw_network keyword arguments).
 #: ``shared_hidden=True``: one activation drawn for all hidden layers (the microcircuit has one
@@ -108,14 +108,26 @@ NO_CONV = {
                     "(refimpl's Microcircuit refuses conv networks); use --arch mlp",
     "CorInfoMax": "CorInfoMax (Bozkurt et al. 2024) is defined on dense layers only (refimpl's CorInfoMax refuses "
                   "conv networks); use --arch mlp",
-    "GaitProp": "GAIT-prop inverts layers 2..L, which on a conv network must be invertible convs (square per-patch "
-                "matrix, C_out = C_in*kh*kw, auxiliary channels `keep`, no pooling) before a square dense output "
-                "whose first `outputs` units carry the loss (Dalm et al. 2023); conform has no draw of that "
-                "structure (its outputs hyper-parameter would have to follow the draw): use --arch mlp, and "
-                "`refimpl verify --only gaitprop` (proofs/gaitprop.py draws such nets) for conv",
-    "TPInverse": "TPInverse inverts layers 2..L, which on a conv network must be invertible convs (square per-patch "
-                 "matrix, C_out = C_in*kh*kw, auxiliary channels `keep`, no pooling) before a square dense output "
-                 "whose first `outputs` units carry the loss; conform has no draw of that structure: use --arch mlp",
+}
+
+#: Rules whose convolutional form needs *invertible* convs (rule class name ->
+#: :func:`proofs.gaitprop.draw_invertible_conv` keyword arguments). GAIT-prop and TPInverse send
+#: targets down through the exact inverse of layers 2..L, so on ``--arch conv`` they get Dalm et al.
+#: (2023)'s structure instead of :func:`proofs.strategies.draw_conv_network`'s: a free first conv
+#: (optionally max/avg pooled), one or two invertible convs (square per-patch matrix ``P``,
+#: ``C_out = C_in*kh*kw``, condition number <= 4 -- not orthogonal, where ``inv(P).T = P`` would hide
+#: a transposed-path slip --, overlapping, tiling or gapped patches, ``keep`` auxiliary channels, no
+#: pooling), then a square dense output whose first ``outputs`` units carry the loss. ``outputs``
+#: follows the draw: it is set on the reference rule and handed to the implementation with the other
+#: resolved hyper-parameters (setting it with ``hyper`` is refused on conv draws); ``y`` is
+#: ``(B, outputs)`` (mse) or labels in ``0..outputs-1`` (ce). Activations: GAIT-prop any invertible one
+#: (its nudges are small); TPInverse only those whose range is the whole real line (linear,
+#: leaky-ReLU), because its full-size targets must stay in the range of every ``f_l``.
+#: ``check(..., conv={...})`` passes further keyword arguments (e.g. ``{"weights": "orthogonal"}``,
+#: ``{"overlap": True}``, ``{"tiled": True}``).
+RULE_INVERTIBLE_CONV = {
+    "GaitProp": dict(activations=INVERTIBLE_ACTIVATIONS, weights="invertible"),
+    "TPInverse": dict(activations=("linear", "leaky_relu", "leaky_relu(0.2)"), weights="invertible"),
 }
 
 #: Convolutional draws per rule (rule class name -> :func:`proofs.strategies.draw_conv_network`
@@ -941,8 +953,19 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
     s = _prepare(rule, impl, hyper, impl_hyper, dtype, rtol, atol, targets, seed, feedback)
     ref = s.ref
     archs = check_architectures(ref, architectures)
-    conv_kwargs = dict(RULE_CONV_NETWORKS.get(type(ref).__name__, {}))
-    conv_kwargs.setdefault("activations", activations)
+    inv_conv = RULE_INVERTIBLE_CONV.get(type(ref).__name__)
+    if inv_conv is not None:  # invertible convs, outputs following the draw (RULE_INVERTIBLE_CONV)
+        conv_kwargs = dict(inv_conv)
+        conv_kwargs["activations"] = tuple(a for a in conv_kwargs["activations"] if a in tuple(activations))
+        if not conv_kwargs["activations"] and "conv" in archs:
+            raise ValueError(f"activations: {type(ref).__name__} on conv draws needs one of "
+                             f"{inv_conv['activations']}, got {tuple(activations)!r}")
+        if "conv" in archs and "outputs" in dict(hyper or {}):
+            raise ValueError(f"hyper: outputs follows the conv draw for {type(ref).__name__} (the number of leading "
+                             "output units the loss sees, drawn with the network); do not set it with --arch conv/any")
+    else:
+        conv_kwargs = dict(RULE_CONV_NETWORKS.get(type(ref).__name__, {}))
+        conv_kwargs.setdefault("activations", activations)
     conv_kwargs.update(conv or {})
     net_kwargs = dict(RULE_NETWORKS.get(type(ref).__name__, {}))
     net_kwargs.setdefault("activations", activations)
@@ -966,7 +989,18 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
         loss = d.choice(loss_choices)
         drawn = {k: r.draw(d) for k, r in s.ranges.items()}
         arch = d.choice(archs) if len(archs) > 1 else archs[0]  # one architecture: the draws of before
-        if arch == "conv":
+        follows = {}  # hyper-parameters that follow the draw (outputs of an invertible conv net)
+        if arch == "conv" and inv_conv is not None:
+            from hypothesis import assume
+            from .gaitprop import draw_invertible_conv
+
+            inst = draw_invertible_conv(d, "numpy", "float64", losses=(loss,), **conv_kwargs)
+            assume(inst.loss == loss)  # a 1-unit output cannot carry ce (the draw switches to mse)
+            net, x, k_out = inst.net, inst.x, int(inst.params["outputs"])
+            # mse: (B, outputs) targets; ce: labels in 0..outputs-1, as conform's other ce draws
+            y = np.argmax(to_numpy(inst.y), axis=1).astype(np.int64) if loss == "ce" else inst.y
+            follows = {"outputs": k_out}
+        elif arch == "conv":
             ckw = dict(conv_kwargs)
             if loss == "ce" and ckw.get("output_width") is None:  # 1-class ce is constant (no gradient)
                 ckw["output_width"] = (2, 6)
@@ -985,7 +1019,7 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
             net = draw_network(d, "numpy", "float64", **kw)
             x, y = draw_batch(d, net, loss, labels=True)
         state_seed = d.integer(0, 2**16)
-        upd = dict(drawn)
+        upd = dict(drawn, **follows)
         try:
             r = dataclasses.replace(ref, **upd) if upd else ref
         except (ValueError, TypeError) as exc:
@@ -1004,7 +1038,7 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
             raise rejected[-1] from exc
         state = _round_state(_draw_state(state, np.random.default_rng([state_seed, 0x5EED])), s.dtype)
         count["n"] += 1
-        ih = resolved_hyper(r) if s.impl_hyper is None else dict(s.impl_hyper)
+        ih = resolved_hyper(r) if s.impl_hyper is None else dict(s.impl_hyper, **follows)
         try:
             res = _run_once(s, r, net, x, y, state, ih)
         except ReferenceRejected as exc:

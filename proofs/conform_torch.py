@@ -11,8 +11,9 @@ turns a torch training-step function into the conform contract.
     proofs.conform.check("fa", my_fa, instances=200)   # or the pytest fixture refimpl_conform
 
 * :func:`to_sequential` builds ``nn.Sequential(Linear, act, Linear, act, ...)`` from the instance;
-  on a convolutional instance (conform ``--arch conv``) each conv layer is ``Conv2d, act`` and, when
-  pooled, ``MaxPool2d``/``AvgPool2d``, and an ``nn.Flatten()`` precedes the first ``Linear`` after a
+  on a convolutional instance (conform ``--arch conv``) each conv layer is ``Conv2d, act``, then
+  :func:`keep_module` when it passes on only its first ``keep`` channels (GAIT-prop/TPInverse's
+  invertible convs) and, when pooled, ``MaxPool2d``/``AvgPool2d``, and an ``nn.Flatten()`` precedes the first ``Linear`` after a
   conv (torch flatten order, as refimpl's). Activation names are parsed once, by
   :func:`activation_module` (through :func:`refimpl.activations.get`), so a user never parses
   ``"leaky_relu(0.2)"``.
@@ -40,7 +41,7 @@ import inspect
 
 import numpy as np
 
-__all__ = ["activation_module", "to_sequential", "weighted_layers", "linear_layers", "load_weights",
+__all__ = ["activation_module", "keep_module", "to_sequential", "weighted_layers", "linear_layers", "load_weights",
            "load_linear_weights", "torch_impl", "loss", "state_to_torch"]
 
 
@@ -52,6 +53,14 @@ def activation_module(name: str):
     return _am(name)
 
 
+def keep_module(keep: int):
+    """The module of a conv layer with ``keep`` (``z[:, :keep]``, after its activation, before its
+    pooling): :func:`refimpl.torch_bridge.keep_module` (``Network.from_torch`` maps it back)."""
+    from refimpl.torch_bridge import keep_module as _km
+
+    return _km(keep)
+
+
 def _torch_dtype(a):
     import torch
 
@@ -61,9 +70,6 @@ def _torch_dtype(a):
 def _conv_module(i: int, sp: dict, W, dt):
     from torch import nn
 
-    if sp.get("keep") is not None:
-        raise ValueError(f"layers[{i}]: a conv layer passing on only {sp['keep']} of its channels ({sp.get('spec')}) "
-                         "has no torch module in to_sequential")
     Co, Ci, kh, kw = (int(n) for n in np.asarray(W).shape)
     ks = tuple(sp.get("kernel_size", (kh, kw)))
     if ks != (kh, kw) or int(sp.get("in_channels", Ci)) != Ci or int(sp.get("out_channels", Co)) != Co:
@@ -87,7 +93,8 @@ def to_sequential(weights, biases, activations, dtype=None, requires_grad: bool 
     (float32 or float64). ``layers``: conform's layer descriptions (:func:`proofs.conform.layer_specs`),
     needed for a convolutional instance: a ``"conv2d"`` entry becomes ``nn.Conv2d(in_channels,
     out_channels, kernel_size, stride, padding)`` (weights ``(out, in, kh, kw)``), its activation,
-    and ``nn.MaxPool2d``/``nn.AvgPool2d(kernel_size, stride)`` when ``pool`` is set; an
+    :func:`keep_module` (``z[:, :keep]``) when ``keep`` is set, and
+    ``nn.MaxPool2d``/``nn.AvgPool2d(kernel_size, stride)`` when ``pool`` is set; an
     ``nn.Flatten()`` goes before a linear layer whose input is an image (``flatten``: torch order).
     ``Network.from_torch`` maps the result back (:mod:`refimpl.torch_bridge`)."""
     import torch
@@ -124,6 +131,8 @@ def to_sequential(weights, biases, activations, dtype=None, requires_grad: bool 
         m.weight.requires_grad_(requires_grad)
         m.bias.requires_grad_(requires_grad)
         mods += [m, activation_module(a)]
+        if sp.get("type") == "conv2d" and sp.get("keep") is not None:  # the first `keep` channels pass on
+            mods.append(keep_module(int(sp["keep"])))
         if sp.get("type") == "conv2d" and sp.get("pool") is not None:
             mods.append(_pool_module(i, sp["pool"]))
     return nn.Sequential(*mods)

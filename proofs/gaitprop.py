@@ -51,7 +51,7 @@ from .strategies import NetInstance, network_from_matrices
 from .theorem import Theorem, Evidence, compare, order_check, flat
 from .tolerances import tolerance
 
-__all__ = ["THEOREMS", "rounding_bound", "kink_crossings", "bp_reference", "gn_targets"]
+__all__ = ["THEOREMS", "rounding_bound", "kink_crossings", "bp_reference", "gn_targets", "draw_invertible_conv"]
 
 PIECEWISE = ("linear", "leaky_relu", "leaky_relu(0.1)", "leaky_relu(0.2)")
 SMOOTH = ("linear", "tanh", "sigmoid", "softplus")
@@ -193,6 +193,13 @@ def _draw_conv(d, xp, dtype, activations, *, weights="orthogonal", losses=("mse"
     scales = [float(s) for s in gen.uniform(1.5, 2.5, L)]
     return NetInstance(net, x, y, loss, params={"outputs": k_out, "scales": scales,
                                                 "layers": describe_layers(net.layers)})
+
+
+def draw_invertible_conv(d, xp="numpy", dtype="float64", activations=INVERTIBLE, **kwargs) -> NetInstance:
+    """:func:`_draw_conv`'s invertible conv networks (Dalm et al. 2023's structure), public for
+    ``proofs.conform`` (GAIT-prop and TPInverse on ``--arch conv``); ``params["outputs"]`` is the
+    number of leading output units the loss sees."""
+    return _draw_conv(d, xp, dtype, activations, **kwargs)
 
 
 def _rebuild(net, Ws, bs=None):

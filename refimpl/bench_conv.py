@@ -55,25 +55,13 @@ def _refimpl_step(net, x, y):
     return lambda: rule.updates(net, None, x, y)
 
 
-def _keep_module(keep: int):
-    import torch
-
-    class Keep(torch.nn.Module):
-        """``z[:, :keep]``: refimpl's ``Conv2d(keep=n)`` (the other channels are auxiliary)."""
-
-        def forward(self, z):
-            return z[:, :keep]
-
-    return Keep()
-
-
 def torch_module(net, dtype=None, device=None):
     """``(nn.Sequential, weighted modules)`` of a refimpl network with its weights: Conv2d (+ its
     activation, + the first ``keep`` channels, + MaxPool2d / AvgPool2d), Flatten before the first
     Linear after a conv, Linear (+ activation); ``dtype``/``device``: torch's (default float32, CPU)."""
     import torch
     from .backend import to_numpy
-    from .torch_bridge import activation_module
+    from .torch_bridge import activation_module, keep_module
 
     nn = torch.nn
     dtype = torch.float32 if dtype is None else dtype
@@ -84,7 +72,7 @@ def torch_module(net, dtype=None, device=None):
             mod = nn.Conv2d(lay.in_shape[0], lay.out_channels, lay.kernel_size, lay.stride, lay.padding)
             mods += [mod, activation_module(net.activations[l - 1])]
             if lay.keep is not None:  # the first `keep` channels pass on (GAIT-prop's auxiliary channels)
-                mods.append(_keep_module(lay.keep))
+                mods.append(keep_module(lay.keep))
             if lay.pool is not None:
                 P = nn.MaxPool2d if lay.pool.kind == "maxpool" else nn.AvgPool2d
                 mods.append(P(lay.pool.kernel_size, lay.pool.stride))

@@ -4,9 +4,10 @@ torch is imported only inside :func:`network_from_torch` (``refimpl`` never impo
 module level). The mapping is one-to-one: the i-th ``Conv2d``/``Linear`` module becomes layer
 ``i+1`` with ``weights[i] = module.weight`` (torch's layout, so ``upd.dW[i]`` compares with
 ``module.weight.grad``), ``biases[i] = module.bias`` (zeros when the module has none); an
-activation module after it sets ``activations[i]`` (none: ``"linear"``); a pooling module after a
-conv layer's activation becomes that layer's ``pool``; ``Flatten`` marks the (implicit) flatten
-between the conv part and the dense part.
+activation module after it sets ``activations[i]`` (none: ``"linear"``); a :func:`keep_module`
+after a conv layer's activation becomes that layer's ``keep`` (``Conv2d(keep=n)``: the first ``n``
+channels pass on); a pooling module after it becomes that layer's ``pool``; ``Flatten`` marks the
+(implicit) flatten between the conv part and the dense part.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from . import layers as _layers
 from .backend import from_numpy, resolve_namespace, resolve_dtype
 
-__all__ = ["network_from_torch", "activation_name", "activation_module"]
+__all__ = ["network_from_torch", "activation_name", "activation_module", "keep_module"]
 
 
 def activation_name(mod, index: int):
@@ -76,6 +77,37 @@ def _exact_softplus_class():
 
     ExactSoftplus.__module__ = __name__
     return ExactSoftplus
+
+
+def keep_module(keep: int):
+    """The ``torch.nn`` module of refimpl's ``Conv2d(keep=n)``: ``z[:, :n]`` (the first ``n`` channels of
+    the activated conv output pass on, the others are auxiliary; Dalm et al. 2023 / C2 ``filters``).
+    Goes between a conv layer's activation and its pooling; :func:`network_from_torch` maps it back."""
+    return _keep_class()(_layers.check_int("keep", keep, 1))
+
+
+def _keep_class():
+    import torch.nn as nn
+
+    class KeepChannels(nn.Module):
+        """``z[:, :keep]``: refimpl's ``Conv2d(keep=n)`` (the other channels are auxiliary)."""
+
+        def __init__(self, keep: int):
+            super().__init__()
+            self.keep = keep
+
+        def forward(self, z):
+            return z[:, :self.keep]
+
+        def extra_repr(self) -> str:
+            return f"keep={self.keep}"
+
+    KeepChannels.__module__ = __name__
+    return KeepChannels
+
+
+def _is_keep(mod) -> bool:
+    return type(mod).__name__ == "KeepChannels" and type(mod).__module__ == __name__
 
 
 def _pool_spec(mod, index: int):
@@ -145,12 +177,21 @@ def network_from_torch(cls, module, input_shape, dtype=None, xp=None, device=Non
             continue
         if isinstance(mod, nn.Identity):
             continue
-        if isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
+        if _is_keep(mod):
             if state not in ("weighted", "act") or not isinstance(specs[-1], _layers.Conv2d):
+                raise ValueError(f"module[{i}]: keep_module must follow a Conv2d layer (and its activation), "
+                                 "before its pooling")
+            last = specs[-1]
+            specs[-1] = _layers.Conv2d(stride=last.stride, padding=last.padding, keep=mod.keep)
+            state = "keep"
+            continue
+        if isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
+            if state not in ("weighted", "act", "keep") or not isinstance(specs[-1], _layers.Conv2d):
                 raise ValueError(f"module[{i}]: {type(mod).__name__} must follow a Conv2d layer (and its activation)")
             if specs[-1].pool is not None:
                 raise ValueError(f"module[{i}]: a second pooling after one conv layer is not supported")
-            specs[-1] = _layers.Conv2d(stride=specs[-1].stride, padding=specs[-1].padding, pool=_pool_spec(mod, i))
+            specs[-1] = _layers.Conv2d(stride=specs[-1].stride, padding=specs[-1].padding, pool=_pool_spec(mod, i),
+                                       keep=specs[-1].keep)
             state = "pool"
             continue
         if isinstance(mod, nn.Flatten):
@@ -161,7 +202,7 @@ def network_from_torch(cls, module, input_shape, dtype=None, xp=None, device=Non
             state = "flatten"
             continue
         raise TypeError(f"module[{i}]: {type(mod).__name__} is not supported; expected Conv2d, Linear, Tanh, Sigmoid, "
-                        "ReLU, LeakyReLU, ELU, Softplus, Identity, MaxPool2d, AvgPool2d or Flatten")
+                        "ReLU, LeakyReLU, ELU, Softplus, Identity, keep_module, MaxPool2d, AvgPool2d or Flatten")
     if not specs:
         raise ValueError("module: expected at least one Conv2d or Linear module")
     if not isinstance(specs[-1], _layers.Linear):

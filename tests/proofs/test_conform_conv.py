@@ -504,10 +504,9 @@ def test_load_weights_into_a_users_conv_module():
 
 # --- refusals, --arch, CLI ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("rule, why", [("microcircuit", "dense layers only"), ("corinfomax", "dense layers only"),
-                                       ("gaitprop", "invertible convs"), ("tpinverse", "invertible convs")])
+@pytest.mark.parametrize("rule, why", [("microcircuit", "dense layers only"), ("corinfomax", "dense layers only")])
 def test_rules_without_conv_are_refused_with_one_clear_error(rule, why, capsys):
-    pytest.importorskip(f"refimpl.rules.{'gaitprop' if rule == 'tpinverse' else rule}")
+    pytest.importorskip(f"refimpl.rules.{rule}")
 
     def never(*a, **k):  # pragma: no cover - must not run
         raise AssertionError("impl called")
@@ -631,3 +630,233 @@ def test_dtp_feedback_updates_pass_on_conv():
     res = C.check("dtp", dtp_feedback_torch, instances=15, feedback=True, architectures=CONV,
                   hyper={"sigma": C.Range(0.01, 0.5)})
     assert res.passed, res.summary()
+
+
+# --- GAIT-prop and TPInverse on invertible convs (Dalm et al. 2023), and their slips --------------------
+
+def _inverse_activation(name):
+    """``f^{-1}`` of an invertible activation module, written from the module's own parameters."""
+    from refimpl.torch_bridge import activation_module
+
+    m = activation_module(name)
+    if isinstance(m, nn.Identity):
+        return lambda t: t
+    if isinstance(m, nn.LeakyReLU):
+        s = m.negative_slope
+        return lambda t: torch.where(t >= 0, t, t / s)
+    if isinstance(m, nn.Tanh):
+        return torch.atanh
+    if isinstance(m, nn.Sigmoid):
+        return torch.logit
+    if isinstance(m, nn.ELU):
+        al = m.alpha
+        return lambda t: torch.where(t > 0, t, torch.log1p(t / al))
+    if type(m).__name__ == "ExactSoftplus":
+        return lambda t: torch.log(torch.expm1(t))
+    raise AssertionError(f"{name} is not invertible")
+
+
+def gait_conv_torch(weights, biases, activations, x, y, state, layers, loss, outputs, gamma=None, adaptive=False,
+                    ortho=0.0, slip=None, **rest):
+    """GAIT-prop (``gamma`` given; Ahmad et al. 2020, Alg. 1, adaptive gamma of Dalm et al. 2023) or
+    TP through exact inverses (``gamma`` None) on a net whose layers 2..L are invertible convs / a
+    square dense output, written from the papers' equations with torch ops only:
+
+    * label target: ``tau_L = y`` (mse) or ``h_L - (softmax(h_L) - onehot(y))`` (ce) on the first
+      ``outputs`` units, the forward value on the auxiliary ones;
+    * for l = L..2: the target of ``z_l`` (all channels) is ``tau_l`` on the ``keep`` channels passed
+      on and ``z_l`` itself on the auxiliary ones (C2 inverse_pass); GAIT-prop nudges
+      ``u = z + gamma_l f'(a)^2 (tau - z)`` (adaptive: ``gamma_l = gamma sqrt(n_l) / ||tau - z||`` per
+      sample over every unit of ``z_l``), TP takes ``u = tau``; ``tau_{l-1} = g_l^{-1}(u)`` with, for a
+      conv, ``c_p = P^{-1} (f^{-1}(u) - b)_p`` per output position (``torch.linalg.solve`` with the
+      per-patch matrix ``P = W.reshape(C_out, -1)``), the patches put back by ``F.fold`` (summing
+      overlaps) and C2's overlap correction ``- (N - 1) h_{l-1}``, ``N = fold(ones)``; multipliers
+      ``m_{l-1} = m_l / gamma_l``;
+    * local losses ``sum_b m_l[b] 0.5 ||h_l[b] - tau_l[b]||^2 / B`` with ``h_{l-1}`` detached,
+      differentiated by autograd.
+
+    ``slip``: ``"transpose"`` (``P^T`` -- BP's transposed conv -- where ``P^{-1}`` belongs), ``"no_overlap"``
+    (no ``(N - 1) h`` correction), ``"aux_zero"`` (auxiliary channels' target 0 instead of their forward value).
+    """
+    from refimpl.torch_bridge import activation_module
+
+    assert ortho == 0.0
+    L = len(weights)
+    Ws = [torch.as_tensor(W).clone().requires_grad_(True) for W in weights]
+    bs = [torch.as_tensor(b).clone().requires_grad_(True) for b in biases]
+    acts = [activation_module(a) for a in activations]
+
+    def layer(l, h):  # (a_l, z_l, h_l) from h_{l-1}
+        sp = layers[l - 1]
+        if sp["type"] == "conv2d":
+            a = F.conv2d(h, Ws[l - 1], bs[l - 1], tuple(sp["stride"]), tuple(sp["padding"]))
+        else:
+            a = F.linear(h.flatten(1), Ws[l - 1], bs[l - 1])
+        z = acts[l - 1](a)
+        hh = z if sp.get("keep") is None else z[:, :sp["keep"]]
+        if sp.get("pool"):
+            fn = F.max_pool2d if sp["pool"]["type"] == "max" else F.avg_pool2d
+            hh = fn(hh, tuple(sp["pool"]["kernel_size"]), tuple(sp["pool"]["stride"]))
+        return a, z, hh
+
+    xt = torch.as_tensor(x)
+    B = xt.shape[0]
+    with torch.no_grad():
+        a, z, h = [None], [None], [xt]
+        for l in range(1, L + 1):
+            al, zl, hl = layer(l, h[-1])
+            a.append(al), z.append(zl), h.append(hl)
+        k = h[L].shape[1] if outputs is None else outputs  # None (dense draws): the loss sees every unit
+        hk = h[L][:, :k]
+        if loss == "mse":
+            top = torch.as_tensor(y)
+        else:
+            yt = torch.as_tensor(y)
+            top = hk - (torch.softmax(hk, 1) - F.one_hot(yt, k).to(hk.dtype))
+        taus, mults = [None] * (L + 1), [None] * (L + 1)
+        taus[L], mults[L] = torch.cat([top, h[L][:, k:]], 1), torch.ones(B, dtype=xt.dtype)
+        for l in range(L, 1, -1):
+            sp = layers[l - 1]
+            tau = taus[l]
+            keep = sp.get("keep")
+            if keep is not None and keep < z[l].shape[1]:
+                rest_ = torch.zeros_like(z[l][:, keep:]) if slip == "aux_zero" else z[l][:, keep:]
+                tau = torch.cat([tau, rest_], 1)
+            if gamma is None:
+                u, g = tau, torch.ones(B, dtype=xt.dtype)
+            else:
+                al = a[l].clone().requires_grad_(True)
+                with torch.enable_grad():
+                    (D,) = torch.autograd.grad(acts[l - 1](al), al, torch.ones_like(al))
+                if adaptive:
+                    r = (tau - z[l]).flatten(1).norm(dim=1)
+                    n_l = z[l][0].numel()
+                    g = torch.where(r > 0, gamma * n_l ** 0.5 / torch.where(r > 0, r, torch.ones_like(r)),
+                                    torch.full_like(r, gamma))
+                else:
+                    g = torch.full((B,), gamma, dtype=xt.dtype)
+                kk = g.reshape((B,) + (1,) * (z[l].dim() - 1)) * D * D
+                u = (1 - kk) * z[l] + kk * tau
+            pre = _inverse_activation(activations[l - 1])(u)
+            W, b = Ws[l - 1].detach(), bs[l - 1].detach()
+            if sp["type"] == "conv2d":
+                Co, Ho, Wo = z[l].shape[1:]
+                P = W.reshape(Co, -1)
+                rows = (pre - b.reshape(1, -1, 1, 1)).permute(0, 2, 3, 1).reshape(-1, Co)
+                c = rows @ P if slip == "transpose" else torch.linalg.solve(P, rows.T).T   # per-patch P^{-1}
+                cols = c.reshape(B, Ho * Wo, -1).transpose(1, 2)
+                geo = dict(kernel_size=tuple(sp["kernel_size"]), stride=tuple(sp["stride"]),
+                           padding=tuple(sp["padding"]))
+                size = tuple(sp["in_shape"][1:])
+                back = F.fold(cols, size, **geo)                                             # col2im
+                N = F.fold(torch.ones_like(cols[:1]), size, **geo)
+                taus[l - 1] = back if slip == "no_overlap" else back - (N - 1) * h[l - 1]    # C2's correction
+            else:
+                taus[l - 1] = torch.linalg.solve(W, (pre - b).T).T.reshape(h[l - 1].shape)
+            mults[l - 1] = mults[l] / g
+    total = 0
+    for l in range(1, L + 1):
+        _, _, hl = layer(l, h[l - 1])
+        per = 0.5 * ((hl - taus[l]) ** 2).flatten(1).sum(1)
+        total = total + (mults[l] * per).sum() / B
+    total.backward()
+    return [W.grad.numpy() for W in Ws], [b.grad.numpy() for b in bs]
+
+
+def gait_conv_slipped(slip):
+    def impl(weights, biases, activations, x, y, state, layers, **hyper):
+        return gait_conv_torch(weights, biases, activations, x, y, state, layers, slip=slip, **hyper)
+    return impl
+
+
+def _has_keep_aux(c):
+    return any(d["type"] == "conv2d" and d.get("keep") is not None and d["keep"] < d["out_channels"]
+               for d in c["instance"]["layers"])
+
+
+# adaptive gamma: the 1/gamma multipliers amplify rounding to ~ L eps / gamma ~ 1e-13 (refimpl.rules.gaitprop,
+# 'Precision'; measured up to ~20x that: cond(P) <= 4 per inverted layer and f^-1's conditioning), 1e-10 rtol
+GAIT_HYPER = {"adaptive": True, "gamma": 1e-2}
+
+
+@pytest.mark.parametrize("rule, hyper", [("tpinverse", {}), ("tpinverse", {"loss": "ce"}),
+                                         ("gaitprop", GAIT_HYPER), ("gaitprop", dict(GAIT_HYPER, loss="ce"))])
+def test_gaitprop_and_tpinverse_pass_on_invertible_convs(rule, hyper):
+    seen = []
+
+    def spy(weights, biases, activations, x, y, state, layers, **h):
+        seen.append((h["outputs"], y.shape, weights[-1].shape))
+        return gait_conv_torch(weights, biases, activations, x, y, state, layers, **h)
+
+    res = C.check(rule, spy, instances=25, architectures=CONV, hyper=hyper)
+    assert res.passed, res.summary()
+    assert res.worst_error < 1e-11, res.summary()
+    # outputs follows the draw: y is (B, outputs) (mse) or labels (ce), the output layer square and wider
+    assert len({o for o, _, _ in seen}) > 1
+    for o, ys, wL in seen:
+        assert ys[1:] == ((o,) if hyper.get("loss", "mse") == "mse" else ()) and wL[0] == wL[1] >= o
+
+
+@pytest.mark.parametrize("rule, hyper, slip, conv", [
+    ("gaitprop", GAIT_HYPER, "transpose", None),
+    ("tpinverse", {}, "transpose", None),
+    ("gaitprop", GAIT_HYPER, "no_overlap", {"overlap": True}),
+    ("tpinverse", {}, "no_overlap", {"overlap": True}),
+    ("gaitprop", GAIT_HYPER, "aux_zero", None),
+])
+def test_gaitprop_conv_slips_fail_with_a_located_counterexample(rule, hyper, slip, conv):
+    res = C.check(rule, gait_conv_slipped(slip), instances=30, architectures=CONV, hyper=hyper, conv=conv)
+    assert not res.passed
+    c = res.counterexample
+    assert c["where"] != "impl raised" and c["where"].startswith(("dW[", "db[")), c
+    assert _has_conv(c) and "input=" in res.summary()
+    if slip == "aux_zero":
+        assert _has_keep_aux(c)
+    # replay: the stored counterexample fails again for the slip, holds for the correct implementation
+    c = json.loads(json.dumps(c))
+    assert c["hyper"]["outputs"] >= 1
+    assert not C.replay(rule, gait_conv_slipped(slip), c).holds
+    assert C.replay(rule, gait_conv_torch, c).holds
+
+
+def test_outputs_follows_the_conv_draw():
+    with pytest.raises(ValueError, match="outputs follows the conv draw"):
+        C.check("gaitprop", gait_conv_torch, instances=2, architectures=CONV, hyper={"outputs": 2})
+
+
+def test_dense_gaitprop_draws_are_unchanged_and_the_same_implementation_passes_on_any():
+    # --arch any: dense draws keep outputs=None (every unit carries the loss), conv draws set it
+    seen = []
+
+    def spy(weights, biases, activations, x, y, state, layers, **h):
+        seen.append((np.asarray(weights[0]).ndim, h["outputs"]))
+        return gait_conv_torch(weights, biases, activations, x, y, state, layers, **h)
+
+    res = C.check("gaitprop", spy, instances=20, architectures=("mlp", "conv"), hyper=GAIT_HYPER)
+    assert res.passed, res.summary()
+    assert {o for nd, o in seen if nd == 2} == {None} and all(o >= 1 for nd, o in seen if nd == 4)
+    assert {nd for nd, _ in seen} == {2, 4}
+
+
+def test_to_sequential_maps_keep_and_round_trips_through_from_torch():
+    import refimpl as ri
+    from refimpl.torch_bridge import keep_module
+
+    net = ri.Network.build((2, 5, 5), "c3k3p1+mp2s1 c27k3p1+keep4 l64", activation="leaky_relu", seed=2)
+    L = C.layer_specs(net)
+    assert L[1]["keep"] == 4 and L[1]["h_shape"] == (4, 4, 4)
+    model = to_sequential(list(net.weights), list(net.biases), list(net.activations), layers=L)
+    assert [type(m).__name__ for m in model] == ["Conv2d", "LeakyReLU", "MaxPool2d", "Conv2d", "LeakyReLU",
+                                                 "KeepChannels", "Flatten", "Linear", "Identity"]
+    x = np.random.default_rng(1).standard_normal((3, 2, 5, 5))
+    with torch.no_grad():
+        got = model(torch.as_tensor(x)).numpy()
+    np.testing.assert_allclose(got, net.forward(x).h[-1], rtol=1e-12, atol=1e-14)
+    back = ri.Network.from_torch(model, (2, 5, 5))
+    assert back.layers == net.layers and back.activations == net.activations
+    # keep then pooling (refimpl's order: h = pool(z[:, :keep])) also maps back
+    seq = nn.Sequential(nn.Conv2d(1, 4, 2), nn.Tanh(), keep_module(2), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 3))
+    b2 = ri.Network.from_torch(seq.double(), (1, 5, 5))
+    assert b2.layers[0].keep == 2 and b2.layers[0].pool is not None and tuple(b2.sizes) == (25, 8, 3)
+    with pytest.raises(ValueError, match="keep_module must follow a Conv2d"):
+        ri.Network.from_torch(nn.Sequential(nn.Linear(4, 4), keep_module(2)), (4,))
