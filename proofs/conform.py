@@ -54,7 +54,9 @@ float32: rtol 1e-4, atol 1e-5, the reason is written there) unless ``rtol``/``at
 Architectures: ``check(..., architectures=("mlp",))`` (default; CLI ``--arch mlp``) draws dense
 networks, ``("conv",)`` (``--arch conv``) convolutional ones (:func:`proofs.strategies.draw_conv_network`:
 1-3 conv layers with optional 2x2 max/avg pooling, then 1-2 linear layers; images 3-7 pixels a
-side, batch <= 6), ``("mlp", "conv")`` (``--arch any``) either. Rules without a convolutional
+side, batch <= 6), ``("mlp", "conv")`` (``--arch any``) either. GaitProp and TPInverse get
+invertible conv networks instead, with ``outputs`` following the draw (:data:`RULE_INVERTIBLE_CONV`;
+their ``layers`` carry ``keep``). Rules without a convolutional
 form are refused with one clear error (:data:`NO_CONV`); why every conv draw is valid for the
 others is written at :data:`RULE_CONV_NETWORKS`. A counterexample records the architecture
 (``input_shape`` and the layer descriptions), so :func:`replay` rebuilds the exact network.
@@ -939,7 +941,8 @@ def check(rule, impl, *, instances: int = 100, hyper: Optional[dict] = None, imp
     the tolerance table; ``rtol``/``atol`` override it). ``architectures``: ``("mlp",)`` (dense
     networks; ``network`` adds :func:`~proofs.strategies.draw_network` keyword arguments),
     ``("conv",)`` (convolutional ones; ``conv`` adds :func:`~proofs.strategies.draw_conv_network`
-    keyword arguments, e.g. ``{"pools": (None,)}``) or both; a rule without a convolutional form
+    keyword arguments, e.g. ``{"pools": (None,)}``; for GaitProp/TPInverse
+    :func:`proofs.gaitprop.draw_invertible_conv` ones, :data:`RULE_INVERTIBLE_CONV`) or both; a rule without a convolutional form
     raises ValueError (:data:`NO_CONV`). Returns a :class:`ConformResult`; on a
     mismatch it holds the shrunk counterexample with all its arrays, which :func:`replay` runs again.
 

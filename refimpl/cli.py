@@ -402,8 +402,10 @@ def _add_conform(sub):
     p.add_argument("--targets", action="store_true", help="compare targets (impl returns L+1 targets) instead of updates")
     p.add_argument("--arch", choices=("mlp", "conv", "any"), default="mlp",
                    help="networks to draw: mlp (dense, the default), conv (1-3 Conv2d layers with optional 2x2 max/avg "
-                        "pooling, then 1-2 Linear; weights (out, in, kh, kw), x (B, C, H, W)) or any (either); rules "
-                        "without a conv form (microcircuit, corinfomax, gaitprop, tpinverse) refuse conv")
+                        "pooling, then 1-2 Linear; weights (out, in, kh, kw), x (B, C, H, W)) or any (either); gaitprop "
+                        "and tpinverse get invertible convs with auxiliary channels (keep) and a square output whose "
+                        "first `outputs` units carry the loss (outputs follows the draw); rules without a conv form "
+                        "(microcircuit, corinfomax) refuse conv")
     p.add_argument("--feedback", action="store_true",
                    help="compare feedback updates (dQ, dc) of TP/DTP/DRL/LDRL; the noise is in state['noise']")
     p.add_argument("--out", default="conform-counterexample.json", metavar="FILE.json",
