@@ -860,3 +860,37 @@ def test_to_sequential_maps_keep_and_round_trips_through_from_torch():
     assert b2.layers[0].keep == 2 and b2.layers[0].pool is not None and tuple(b2.sizes) == (25, 8, 3)
     with pytest.raises(ValueError, match="keep_module must follow a Conv2d"):
         ri.Network.from_torch(nn.Sequential(nn.Linear(4, 4), keep_module(2)), (4,))
+
+
+
+def _scaled(impl, factor):
+    def scaled(weights, biases, activations, x, y, state, layers, **h):
+        dW, db = impl(weights, biases, activations, x, y, state, layers, **h)
+        return [np.asarray(w) * factor for w in dW], db
+    return scaled
+
+
+@pytest.mark.parametrize("arch", [CONV, ("mlp",)])
+def test_default_gaitprop_is_judged_within_its_rounding_model_and_unjudgeable_instances_are_counted(arch):
+    """GAIT-prop's default fixed gamma 1e-3 amplifies rounding by gamma^-(L-1): a correct independent
+    implementation differed by 1.7e-9 (conv, depth 3) and 0.12 (a dense depth-4 draw) relative. conform
+    now judges each instance with the table's rtol or the rounding model's allowance
+    (proofs.gaitprop.rounding_bound, per layer), and does not judge instances whose allowance exceeds
+    1e-6 of a layer's scale (counted, reported). Measured, seed 3, 100 instances: conv 10 judged (worst
+    1.7e-9), dense 72 judged (worst 8.2e-9). Negative control: dW off by a factor 1 + 1e-4 fails."""
+    res = C.check("gaitprop", gait_conv_torch, instances=40, architectures=arch, seed=3)
+    assert res.passed, res.summary()
+    assert 0 < res.unjudged < res.examples and "not judged: rounding-dominated" in res.summary()
+    assert res.worst_error < 1e-6  # every judged instance within the cap
+    bad = C.check("gaitprop", _scaled(gait_conv_torch, 1 + 1e-4), instances=40, architectures=arch, seed=3)
+    assert not bad.passed and bad.counterexample["where"].startswith("dW[")
+
+
+def test_gaitprop_with_only_unjudgeable_instances_is_one_clear_error_and_user_tolerances_switch_the_model_off():
+    """Fixed gamma 1e-6 at depth 3-4: every instance is rounding-dominated, so conform says so (instead
+    of a PASS that judged nothing, or a FAIL of a correct implementation); with rtol/atol given by the
+    user the model is off: every instance is judged at the user's tolerance."""
+    with pytest.raises(ValueError, match="none of the .* drawn instances could be judged"):
+        C.check("gaitprop", gait_conv_torch, instances=10, architectures=CONV, hyper={"gamma": 1e-6})
+    res = C.check("gaitprop", gait_conv_torch, instances=10, architectures=CONV, rtol=1e-10, atol=1e-12, seed=3)
+    assert res.unjudged == 0 and "rounding" not in (res.tolerance or {}).get("source", "")
